@@ -1,0 +1,49 @@
+# Every target bootstraps what it needs: a fresh clone needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean
+
+help:
+	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
+	@echo "make test    - the full test suite (what CI runs)"
+	@echo "make bench   - benchmarks; prints tables (see docs/benchmarks.md)"
+	@echo "make setup   - data, model and Feast features only"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing python dependencies into $(VENV) (first run takes a few minutes)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Prometheus + Alertmanager from Debian; best effort (needs root and apt), never fatal.
+system-deps:
+	@bash scripts/ensure-system-packages.sh
+
+# Data, model and Feast online store: idempotent, skips what is up to date.
+setup: $(STAMP)
+	@$(PY) -m serving.bootstrap
+
+data model features: setup
+
+demo: $(STAMP) system-deps setup
+	@$(PY) -m demo $(ARGS)
+
+test: $(STAMP) system-deps setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) setup
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) setup
+	@$(PY) -m benchmarks $(ARGS)
+
+clean:
+	rm -rf var serving/feature_repo/data

@@ -1,0 +1,1 @@
+"""Code that several parts of the stack share: the event schema and the store connection."""

@@ -1,0 +1,120 @@
+"""One way to reach the Elasticsearch-API store, for every part that talks to it.
+
+The official client sends versioned media types (`application/vnd.elasticsearch+json;
+compatible-with=N`). Real Elasticsearch wants them; OpenSearch-compatible servers (osmem-server,
+the embedded default) reject them with 406. `connect` asks `GET /` which distribution answers and,
+when it is not Elasticsearch, sends plain `application/json` instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from elastic_transport import Urllib3HttpNode
+from elasticsearch import Elasticsearch
+
+_VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "elasticsearch"
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not answer `GET /` (down, wrong URL, bad credentials or TLS)."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "http://127.0.0.1:9200"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StoreSettings":
+        env = os.environ if env is None else env
+        return cls(
+            url=env.get("ELASTICSEARCH_URL", cls.url),
+            username=env.get("ELASTICSEARCH_USERNAME") or None,
+            password=env.get("ELASTICSEARCH_PASSWORD") or None,
+            ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
+            verify_certs=env.get("ELASTICSEARCH_VERIFY_CERTS", "true").lower() not in ("0", "false", "no"),
+            request_timeout=float(env.get("ELASTICSEARCH_TIMEOUT", cls.request_timeout)),
+        )
+
+
+class PlainJsonNode(Urllib3HttpNode):
+    """A transport node that turns versioned media types back into plain ones."""
+
+    def perform_request(self, method, target, body=None, headers=None, **kwargs):  # type: ignore[override]
+        if headers:
+            headers = headers.copy()
+            for name in ("accept", "content-type"):
+                value = headers.get(name)
+                if value:
+                    headers[name] = _VERSIONED.sub(r"application/\1", value)
+        return super().perform_request(method, target, body=body, headers=headers, **kwargs)
+
+
+def probe(settings: StoreSettings) -> dict[str, Any]:
+    """`GET /` with plain JSON, which every distribution accepts. Raises StoreUnavailable."""
+    request = urllib.request.Request(settings.url.rstrip("/") + "/", headers={"Accept": "application/json"})
+    if settings.username:
+        token = b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = None
+    if settings.url.startswith("https"):
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        if not settings.verify_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=min(settings.request_timeout, 10.0), context=context) as resp:
+            return json.loads(resp.read().decode() or "{}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise StoreUnavailable(f"store at {settings.url} did not answer GET /: {exc}") from exc
+
+
+def is_elasticsearch(info: Mapping[str, Any]) -> bool:
+    version = info.get("version") or {}
+    distribution = version.get("distribution") if isinstance(version, Mapping) else None
+    tagline = str(info.get("tagline", ""))
+    return distribution in (None, "elasticsearch") and "OpenSearch" not in tagline
+
+
+def connect(settings: StoreSettings, info: Mapping[str, Any] | None = None) -> Elasticsearch:
+    """A client that fits the server behind settings.url (probes it unless `info` is given)."""
+    info = probe(settings) if info is None else info
+    kwargs: dict[str, Any] = {
+        "request_timeout": settings.request_timeout,
+        "retry_on_timeout": False,
+        "max_retries": 0,
+    }
+    if settings.username:
+        kwargs["basic_auth"] = (settings.username, settings.password or "")
+    if settings.url.startswith("https"):
+        kwargs["verify_certs"] = settings.verify_certs
+        if settings.ca_file:
+            kwargs["ca_certs"] = settings.ca_file
+    if not is_elasticsearch(info):
+        kwargs["node_class"] = PlainJsonNode
+    return Elasticsearch(settings.url, **kwargs)
+
+
+def apply_index_templates(es: Elasticsearch, directory: Path = TEMPLATES_DIR) -> list[str]:
+    """PUT every `*.index-template.json` in elasticsearch/ (name = file stem before the suffix)."""
+    names = []
+    for path in sorted(directory.glob("*.index-template.json")):
+        name = path.name.removesuffix(".index-template.json")
+        body = json.loads(path.read_text())
+        es.indices.put_index_template(name=name, **body)
+        names.append(name)
+    return names
