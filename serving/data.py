@@ -1,0 +1,197 @@
+"""Deterministic synthetic data: driver statistics, request traffic with ground truth, a training frame.
+
+Everything here is a pure function of its seed, so the demo, the tests and the training script replay
+exactly the same world.
+
+The world
+---------
+Two separate driver populations live side by side in the same statistics table (and so in Feast):
+the *normal* drivers (ids 1001..) and the *drift* drivers (ids 5001..). Each driver has a per-driver
+base level per feature plus small hourly noise, over `HOURS` hourly rows. Serving sees what Feast's
+online store holds: the driver's most recent hour (`latest_features`).
+
+A request offers a few candidate drivers from one population; every candidate has a ground-truth
+outcome `trip_completed` drawn from `true_completion_probability`. Serving picks the candidate with the
+highest model score, so the events it logs describe the *chosen* driver. The reference the log
+processor compares against is built the same way (train.py), which is what makes normal traffic
+statistically indistinguishable from the reference: same generating process, different seed.
+
+Drift (see DRIFT_SPEC)
+----------------------
+Drift driver 5001+i is the twin of normal driver 1001+i with conv_rate shifted by -0.20 and acc_rate
+by -0.12; avg_daily_trips is identical. The model's score is monotone in a linear function of the
+features, so a constant shift of every candidate leaves the ranking, and thus the distribution of the
+chosen driver's avg_daily_trips, unchanged: only the two shifted features drift in the logs.
+The label relation also changes in drift (concept drift, DRIFT_SPEC["label_relation"]), so the model
+trained on normal data loses quality: measured on 300 chosen rows, accuracy ~0.80 -> ~0.28 and recall
+~0.98 -> ~0.05; a KS test at 0.05 on 300 chosen rows vs 2000 reference rows flags both shifted
+features every time and avg_daily_trips about as often as chance (5 %), like normal traffic.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Variant = Literal["normal", "drift"]
+VARIANTS: tuple[str, ...] = ("normal", "drift")
+
+FEATURE_COLUMNS = ("conv_rate", "acc_rate", "avg_daily_trips")
+
+# Fixed clock so that the data is a pure function of the seed (and lies in the past for Feast).
+END_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+HOURS = 24
+DRIVERS_PER_POPULATION = 500
+FIRST_DRIVER_ID = {"normal": 1001, "drift": 5001}
+CANDIDATES_PER_REQUEST = (3, 6)  # inclusive range of candidates offered per request
+
+# Normal population: per-driver base ~ Normal(mean, sd), hourly noise ~ Normal(0, hourly_sd).
+NORMAL_POPULATION = {
+    "conv_rate": {"mean": 0.55, "sd": 0.10, "hourly_sd": 0.02, "low": 0.01, "high": 0.99},
+    "acc_rate": {"mean": 0.75, "sd": 0.07, "hourly_sd": 0.015, "low": 0.01, "high": 0.99},
+    "avg_daily_trips": {"mean": 350.0, "sd": 90.0, "hourly_sd": 12.0, "low": 0.0, "high": 2000.0},
+}
+
+DRIFT_SPEC: dict[str, dict[str, object]] = {
+    "conv_rate": {
+        "drifts": True, "shift": -0.20,
+        "what": "mean 0.55 -> 0.35 (constant shift of every drift driver's base, = 2 sd)",
+    },
+    "acc_rate": {
+        "drifts": True, "shift": -0.12,
+        "what": "mean 0.75 -> 0.63 (constant shift, ~1.7 sd)",
+    },
+    "avg_daily_trips": {
+        "drifts": False, "shift": 0.0,
+        "what": "unchanged (same distribution in both populations)",
+    },
+    "label_relation": {
+        "drifts": True,
+        "what": "concept drift: completion no longer depends on conv_rate, the acc_rate weight "
+                "halves and the intercept rises (0.3 -> 1.2); drift drivers complete far more trips "
+                "than the normal model predicts from their lower rates, so accuracy and recall drop",
+    },
+}
+
+# True logit of trip completion. Features are centred on the normal population so the weights read
+# as "per unit away from a typical driver".
+_NORMAL_LOGIT = {"intercept": 0.3, "conv_rate": 9.0, "acc_rate": 8.0, "avg_daily_trips": 0.006}
+_DRIFT_LOGIT = {"intercept": 1.2, "conv_rate": 0.0, "acc_rate": 4.0, "avg_daily_trips": 0.006}
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def driver_ids(variant: Variant) -> np.ndarray:
+    _check_variant(variant)
+    first = FIRST_DRIVER_ID[variant]
+    return np.arange(first, first + DRIVERS_PER_POPULATION, dtype=np.int64)
+
+
+def _normal_population(rng: np.random.Generator) -> pd.DataFrame:
+    ids = driver_ids("normal")
+    hours = pd.date_range(end=END_TIME, periods=HOURS, freq="h")
+    frame = pd.DataFrame({"driver_id": np.repeat(ids, HOURS), "event_timestamp": np.tile(hours, len(ids))})
+    for name in FEATURE_COLUMNS:
+        spec = NORMAL_POPULATION[name]
+        base = rng.normal(spec["mean"], spec["sd"], size=len(ids))
+        frame[name] = np.repeat(base, HOURS) + rng.normal(0.0, spec["hourly_sd"], size=len(ids) * HOURS)
+    return frame
+
+
+def _finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Clip to each feature's range; avg_daily_trips becomes an integer."""
+    for name in FEATURE_COLUMNS:
+        spec = NORMAL_POPULATION[name]
+        frame[name] = frame[name].clip(spec["low"], spec["high"])
+    frame["avg_daily_trips"] = np.rint(frame["avg_daily_trips"]).astype(np.int64)
+    return frame
+
+
+def _drift_twin(normal: pd.DataFrame) -> pd.DataFrame:
+    """The drift population: driver i of the normal population with DRIFT_SPEC's shifts applied.
+
+    Pairing the drivers (instead of drawing new ones) keeps the unshifted feature's distribution
+    exactly equal between the populations, even after serving's best-of-candidates selection.
+    """
+    twin = normal.copy()
+    twin["driver_id"] = twin["driver_id"] - FIRST_DRIVER_ID["normal"] + FIRST_DRIVER_ID["drift"]
+    for name in FEATURE_COLUMNS:
+        twin[name] = twin[name] + float(DRIFT_SPEC[name]["shift"])
+    return twin
+
+
+def generate_driver_stats(seed: int = 7) -> pd.DataFrame:
+    """Hourly statistics of both populations (normal ids 1001.., drift ids 5001..), one row per driver and hour."""
+    normal = _normal_population(np.random.default_rng(seed))
+    frame = pd.concat([_finish(normal.copy()), _finish(_drift_twin(normal))], ignore_index=True)
+    frame["created"] = frame["event_timestamp"]
+    columns = ["driver_id", "event_timestamp", "created", *FEATURE_COLUMNS]
+    return frame[columns].sort_values(["driver_id", "event_timestamp"], ignore_index=True)
+
+
+def latest_features(stats: pd.DataFrame) -> pd.DataFrame:
+    """The most recent row per driver, indexed by driver_id: what Feast's online store serves."""
+    latest = stats.sort_values("event_timestamp").groupby("driver_id").tail(1)
+    return latest.set_index("driver_id")[list(FEATURE_COLUMNS)].sort_index()
+
+
+def true_completion_probability(features: pd.DataFrame | dict, variant: Variant) -> np.ndarray:
+    """P(trip_completed | features) in the given world; the model tries to learn the normal one."""
+    _check_variant(variant)
+    weights = _NORMAL_LOGIT if variant == "normal" else _DRIFT_LOGIT
+    logit = weights["intercept"] + sum(
+        weights[name] * (np.asarray(features[name], dtype=float) - NORMAL_POPULATION[name]["mean"])
+        for name in FEATURE_COLUMNS
+    )
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def generate_traffic(variant: Variant, n_requests: int, seed: int, *,
+                     driver_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`n_requests` requests: `driver_ids` (candidates from the variant's population) and aligned `outcomes`.
+
+    Outcomes are drawn from the candidates' latest statistics (what serving will see), using
+    `driver_stats` (default: `generate_driver_stats()`).
+    """
+    _check_variant(variant)
+    if n_requests < 0:
+        raise ValueError("n_requests must be >= 0")
+    stats = generate_driver_stats() if driver_stats is None else driver_stats
+    latest = latest_features(stats)
+    population = driver_ids(variant)
+    rng = np.random.default_rng([seed, VARIANTS.index(variant)])
+    low, high = CANDIDATES_PER_REQUEST
+    candidates_list, outcomes_list = [], []
+    for _ in range(n_requests):
+        k = int(rng.integers(low, high + 1))
+        ids = rng.choice(population, size=k, replace=False)
+        probability = true_completion_probability(latest.loc[ids], variant)
+        outcomes = (rng.random(k) < probability).astype(int)
+        candidates_list.append([int(i) for i in ids])
+        outcomes_list.append([int(o) for o in outcomes])
+    return pd.DataFrame({"driver_ids": candidates_list, "outcomes": outcomes_list})
+
+
+def explode_traffic(traffic: pd.DataFrame, driver_stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per (request, candidate): request_index, driver_id, the three features, trip_completed."""
+    latest = latest_features(driver_stats)
+    rows = traffic.reset_index(drop=True).rename_axis("request_index").reset_index()
+    rows = rows.explode(["driver_ids", "outcomes"], ignore_index=True)
+    rows = rows.rename(columns={"driver_ids": "driver_id", "outcomes": "trip_completed"})
+    rows["driver_id"] = rows["driver_id"].astype(np.int64)
+    rows["trip_completed"] = rows["trip_completed"].astype(np.int64)
+    features = latest.loc[rows["driver_id"]].reset_index(drop=True)
+    return pd.concat([rows[["request_index", "driver_id"]], features, rows[["trip_completed"]]], axis=1)
+
+
+def generate_training_frame(n_requests: int = 4000, seed: int = 11, *,
+                            driver_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Labelled candidate rows of normal traffic (see `explode_traffic`), for training and the holdout."""
+    stats = generate_driver_stats() if driver_stats is None else driver_stats
+    traffic = generate_traffic("normal", n_requests, seed, driver_stats=stats)
+    return explode_traffic(traffic, stats)
