@@ -1,0 +1,1 @@
+"""The embedded demo: the whole stack on one machine without Docker (shipper, traffic, runner)."""
