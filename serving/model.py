@@ -1,0 +1,66 @@
+"""The model artifact: what train.py writes to the model directory and what serving loads back."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+MODEL_NAME = "driver_ranker"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelNotFound(RuntimeError):
+    """No usable artifact in the model directory (run `python -m serving.bootstrap`)."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A fitted classifier plus its identity; `score` returns P(trip_completed) per row."""
+
+    name: str
+    version: str
+    features: tuple[str, ...]
+    estimator: Any
+    threshold: float = 0.5
+
+    def score(self, rows: pd.DataFrame | Sequence[Sequence[float]]) -> np.ndarray:
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(self.features))
+        return self.estimator.predict_proba(frame[list(self.features)])[:, 1]
+
+    def label(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores) >= self.threshold).astype(int)
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / MANIFEST
+    if not path.exists():
+        raise ModelNotFound(f"{path} not found; run `python -m serving.bootstrap` first")
+    return json.loads(path.read_text())
+
+
+def load_model(model_dir: Path, threshold: float = 0.5) -> Model:
+    """Load the artifact named by manifest.json, refusing one whose sha256 does not match."""
+    manifest = read_manifest(model_dir)
+    artifact = Path(model_dir) / manifest["artifact"]["path"]
+    if not artifact.exists():
+        raise ModelNotFound(f"{artifact} (named in {MANIFEST}) not found")
+    if sha256_file(artifact) != manifest["artifact"]["sha256"]:
+        raise ModelNotFound(f"{artifact}: sha256 differs from {MANIFEST}; retrain")
+    with open(artifact, "rb") as handle:
+        estimator = pickle.load(handle)
+    return Model(name=manifest["model_name"], version=manifest["model_version"],
+                 features=tuple(manifest["features"]), estimator=estimator, threshold=threshold)
