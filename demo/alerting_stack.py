@@ -1,0 +1,318 @@
+"""Real Prometheus and Alertmanager on loopback ports, configured from the files in prometheus/.
+
+prometheus/prometheus.yml and prometheus/alertmanager.yml are written for docker compose (service
+host names, relative paths). The render functions here load those same files and rewrite only what
+differs on one machine: scrape targets, the Alertmanager address, the SMTP smarthost, absolute rule
+and template paths, and (for tests) shorter intervals and `for:` durations. There is no second
+hand-written copy to keep in sync.
+
+    with AlertingStack(tmp_dir, targets={"log_processor": ["127.0.0.1:8309"]},
+                       smarthost=sink.address, timings=FAST) as stack:
+        stack.prometheus.url, stack.alertmanager.url
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
+PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
+ALERTMANAGER_YML = PROMETHEUS_DIR / "alertmanager.yml"
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's name
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Intervals for a rendered stack; None keeps the value written in prometheus/."""
+    scrape_interval: str | None = None
+    evaluation_interval: str | None = None
+    alert_for: str | None = None        # replaces every alert's `for:` (rules are re-rendered)
+    group_wait: str | None = None
+    group_interval: str | None = None
+    repeat_interval: str | None = None
+
+
+PRODUCTION = Timings()
+# For tests and a lively demo: alerts fire within seconds of their condition.
+FAST = Timings(scrape_interval="1s", evaluation_interval="1s", alert_for="2s",
+               group_wait="1s", group_interval="2s", repeat_interval="1h")
+
+
+def find_prometheus() -> str | None:
+    return shutil.which("prometheus")
+
+
+def find_alertmanager() -> str | None:
+    return next((p for p in map(shutil.which, ALERTMANAGER_BINARIES) if p), None)
+
+
+def missing_binaries() -> list[str]:
+    """Names of the binaries this module needs and cannot find (empty when all are there)."""
+    missing = [] if find_prometheus() else ["prometheus"]
+    return missing + ([] if find_alertmanager() else ["prometheus-alertmanager"])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+def render_rules(source_files: Sequence[Path], out_dir: Path, timings: Timings) -> list[Path]:
+    """Copies of the rule files with the test's evaluation interval and `for:` (None: unchanged)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in source_files:
+        document = yaml.safe_load(source.read_text())
+        for group in document.get("groups", []):
+            if timings.evaluation_interval:
+                group["interval"] = timings.evaluation_interval
+            for rule in group.get("rules", []):
+                if "alert" in rule and timings.alert_for is not None:
+                    rule["for"] = timings.alert_for
+        target = out_dir / source.name
+        target.write_text(yaml.safe_dump(document, sort_keys=False, width=1000))
+        written.append(target)
+    return written
+
+
+def render_prometheus_config(out_dir: Path, targets: Mapping[str, Sequence[str]],
+                             alertmanagers: Sequence[str] = (), *,
+                             external_labels: Mapping[str, str] | None = None,
+                             timings: Timings = PRODUCTION, source: Path = PROMETHEUS_YML) -> Path:
+    """Write `out_dir/prometheus.yml` from `source`, scraping only the jobs named in `targets`.
+
+    `targets` maps a job name of the source file (serving, log_processor, prometheus, alertmanager)
+    to `host:port` addresses; jobs not named are dropped (nothing runs there). Rule files become
+    absolute paths, re-rendered under `out_dir/rules/` when timings change them.
+    """
+    config = yaml.safe_load(source.read_text())
+    jobs = {job["job_name"]: job for job in config.get("scrape_configs", [])}
+    unknown = sorted(set(targets) - set(jobs))
+    if unknown:
+        raise ValueError(f"{source}: no scrape job named {', '.join(unknown)} (jobs: {', '.join(jobs)})")
+    config["scrape_configs"] = []
+    for name, addresses in targets.items():
+        job = dict(jobs[name])
+        job["static_configs"] = [{"targets": list(addresses)}]
+        config["scrape_configs"].append(job)
+
+    glob_ = config.setdefault("global", {})
+    if timings.scrape_interval:
+        glob_["scrape_interval"] = timings.scrape_interval
+    if timings.evaluation_interval:
+        glob_["evaluation_interval"] = timings.evaluation_interval
+    if external_labels:
+        glob_["external_labels"] = {**glob_.get("external_labels", {}), **external_labels}
+
+    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]} \
+        if alertmanagers else {}
+    rule_files = [path for pattern in config.get("rule_files", [])
+                  for path in sorted(source.parent.glob(pattern))]
+    if timings.alert_for is not None or timings.evaluation_interval:
+        rule_files = render_rules(rule_files, out_dir / "rules", timings)
+    config["rule_files"] = [str(path.resolve()) for path in rule_files]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "prometheus.yml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
+def render_alertmanager_config(out_dir: Path, smarthost: str, *, timings: Timings = PRODUCTION,
+                               source: Path = ALERTMANAGER_YML) -> Path:
+    """Write `out_dir/alertmanager.yml` from `source`, sending mail via `smarthost` (`host:port`)."""
+    config = yaml.safe_load(source.read_text())
+    config.setdefault("global", {})["smtp_smarthost"] = smarthost
+    config["templates"] = [str(path.resolve()) for pattern in config.get("templates", [])
+                           for path in sorted(source.parent.glob(pattern))]
+    route = config["route"]
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        value = getattr(timings, key)
+        if value:
+            route[key] = value
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "alertmanager.yml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False, width=1000))
+    return target
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
+class _Process:
+    """A server binary on a loopback port: start, wait for /-/ready, stop with SIGTERM (then SIGKILL)."""
+
+    name = "process"
+
+    def __init__(self, binary: str, args: list[str], port: int, log_file: Path, ready_timeout: float):
+        self.binary, self.args, self.port = binary, args, port
+        self.log_file, self.ready_timeout = log_file, ready_timeout
+        self.url = f"http://127.0.0.1:{port}"
+        self._process: subprocess.Popen | None = None
+
+    def start(self):
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self._process = subprocess.Popen([self.binary, *self.args], stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self._process.returncode}; "
+                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1.0) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise TimeoutError(f"{self.name} not ready on {self.url} after {self.ready_timeout:.0f}s; "
+                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class PrometheusProcess(_Process):
+    """`prometheus` with its own TSDB under `data_dir`; no lifecycle or admin API."""
+
+    name = "prometheus"
+
+    def __init__(self, config_file: Path, data_dir: Path, port: int | None = None, *,
+                 log_file: Path | None = None, ready_timeout: float = 30.0, binary: str | None = None):
+        port = port or free_port()
+        binary = binary or find_prometheus()
+        if not binary:
+            raise FileNotFoundError("prometheus binary not found (Debian package: prometheus)")
+        data_dir = Path(data_dir)
+        args = [f"--config.file={config_file}", f"--storage.tsdb.path={data_dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}",
+                "--log.level=warn"]
+        super().__init__(binary, args, port, Path(log_file or data_dir / "prometheus.log"), ready_timeout)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query; the result vector (`[{"metric": {...}, "value": [ts, "v"]}, ...]`)."""
+        body = get_json(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        return body["data"]["result"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts (pending and firing) as Prometheus reports them."""
+        return get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
+
+    def targets(self) -> list[dict[str, Any]]:
+        return get_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"]
+
+
+class AlertmanagerProcess(_Process):
+    """Alertmanager with its own storage under `data_dir` and clustering (gossip) switched off."""
+
+    name = "alertmanager"
+
+    def __init__(self, config_file: Path, data_dir: Path, port: int | None = None, *,
+                 log_file: Path | None = None, ready_timeout: float = 30.0, binary: str | None = None):
+        port = port or free_port()
+        binary = binary or find_alertmanager()
+        if not binary:
+            raise FileNotFoundError("alertmanager binary not found (Debian package: prometheus-alertmanager)")
+        data_dir = Path(data_dir)
+        args = [f"--config.file={config_file}", f"--storage.path={data_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}",
+                "--cluster.listen-address=", "--log.level=warn"]
+        super().__init__(binary, args, port, Path(log_file or data_dir / "alertmanager.log"), ready_timeout)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return get_json(f"{self.url}/api/v2/alerts")
+
+    def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Push alerts as Prometheus does (API v2): `[{"labels": {...}, "annotations": {...}}, ...]`."""
+        request = urllib.request.Request(f"{self.url}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5.0):
+            pass
+
+
+class AlertingStack:
+    """Render both configs under `directory`, then run Alertmanager and Prometheus until exit.
+
+    `targets`: job name → addresses to scrape (Prometheus and Alertmanager themselves are added).
+    `smarthost`: where Alertmanager delivers mail. `external_labels`: link bases for the e-mails
+    (grafana_url, kibana_url, log_processor_url), merged over the ones in prometheus.yml.
+    """
+
+    def __init__(self, directory: Path, targets: Mapping[str, Sequence[str]], smarthost: str, *,
+                 timings: Timings = PRODUCTION, external_labels: Mapping[str, str] | None = None):
+        self.directory = Path(directory)
+        self.targets = dict(targets)
+        self.smarthost = smarthost
+        self.timings = timings
+        self.external_labels = dict(external_labels or {})
+        self.prometheus: PrometheusProcess | None = None
+        self.alertmanager: AlertmanagerProcess | None = None
+
+    def start(self) -> "AlertingStack":
+        am_dir, prom_dir = self.directory / "alertmanager", self.directory / "prometheus"
+        am_config = render_alertmanager_config(am_dir, self.smarthost, timings=self.timings)
+        self.alertmanager = AlertmanagerProcess(am_config, am_dir).start()
+        try:
+            prom_port = free_port()
+            am_address = f"127.0.0.1:{self.alertmanager.port}"
+            targets = {"prometheus": [f"127.0.0.1:{prom_port}"], "alertmanager": [am_address], **self.targets}
+            prom_config = render_prometheus_config(prom_dir, targets, [am_address], timings=self.timings,
+                                                   external_labels=self.external_labels)
+            self.prometheus = PrometheusProcess(prom_config, prom_dir, prom_port).start()
+        except BaseException:
+            self.alertmanager.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for process in (self.prometheus, self.alertmanager):
+            if process is not None:
+                process.stop()
+
+    def __enter__(self) -> "AlertingStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

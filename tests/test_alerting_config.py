@@ -1,0 +1,169 @@
+"""The alerting configuration checked by the real tools: promtool (config, rules, rule unit tests) and amtool.
+
+Both the compose files in prometheus/ and the loopback variants rendered by demo/alerting_stack.py
+must pass, and the rules may only use series from docs/metrics.md.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from demo.alerting_stack import (FAST, PRODUCTION, Timings, render_alertmanager_config,
+                                 render_prometheus_config)
+
+REPO = Path(__file__).resolve().parent.parent
+PROM = REPO / "prometheus"
+RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
+ISSUE_ALERTS = {
+    "DataDriftDetected", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "LabelCoverageLow",
+    "MonitoringStale", "LogProcessorDown", "ServingDown", "ServingHighErrorRate", "ServingHighLatency",
+    "EventsDropped",
+}
+
+promtool = shutil.which("promtool")
+amtool = shutil.which("amtool")
+needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not installed (Debian package: prometheus)")
+needs_amtool = pytest.mark.skipif(amtool is None, reason="amtool not installed (Debian package: prometheus-alertmanager)")
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"{result.args} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def all_rules() -> list[dict]:
+    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]
+
+
+# --- the files as committed (compose) ------------------------------------------------------------
+
+@needs_promtool
+def test_compose_prometheus_config_is_valid_including_its_rule_files():
+    # Relative rule paths resolve next to the file, so the full check (not --syntax-only) works here.
+    result = run(promtool, "check", "config", PROM / "prometheus.yml")
+    assert_ok(result)
+    assert f"{len(RULE_FILES)} rule files found" in result.stdout
+
+
+@needs_promtool
+def test_rule_files_are_valid():
+    assert_ok(run(promtool, "check", "rules", *RULE_FILES))
+
+
+@needs_promtool
+def test_promtool_rule_unit_tests_pass():
+    """Each alert fires on its series and stays silent on the near misses (prometheus/tests/*.yml)."""
+    tests = sorted((PROM / "tests").glob("*.yml"))
+    assert tests
+    assert_ok(run(promtool, "test", "rules", *tests))
+
+
+@needs_promtool
+def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path):
+    """The unit tests are not vacuous: loosening one threshold makes them fail."""
+    (tmp_path / "rules").mkdir()
+    source = (PROM / "rules" / "ml_monitoring.yml").read_text()
+    assert "< 0.70" in source
+    (tmp_path / "rules" / "ml_monitoring.yml").write_text(source.replace("< 0.70", "< 0.60"))
+    (tmp_path / "tests").mkdir()
+    shutil.copy(PROM / "tests" / "ml_monitoring_test.yml", tmp_path / "tests")
+    result = run(promtool, "test", "rules", tmp_path / "tests" / "ml_monitoring_test.yml")
+    assert result.returncode != 0
+    assert "ModelQualityDegraded" in result.stdout + result.stderr
+
+
+@needs_amtool
+def test_compose_alertmanager_config_is_valid_with_its_template():
+    result = run(amtool, "check-config", PROM / "alertmanager.yml")
+    assert_ok(result)
+    assert "1 templates" in result.stdout
+
+
+# --- contents ---------------------------------------------------------------------------------------
+
+def test_every_alert_of_the_issue_exists_with_severity_numbers_and_runbook():
+    alerts = {rule["alert"]: rule for rule in all_rules() if "alert" in rule}
+    assert ISSUE_ALERTS <= set(alerts)
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in (REPO / "docs" / "alerts.md").read_text().splitlines() if line.startswith("## ")}
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        annotations = rule["annotations"]
+        assert annotations["summary"] and annotations["description"], name
+        assert "{{" in annotations["summary"] + annotations["description"], f"{name}: no numbers in the text"
+        path, _, anchor = annotations["runbook_url"].partition("#")
+        assert path == "docs/alerts.md" and anchor in headings, f"{name}: runbook anchor #{anchor} not in docs/alerts.md"
+
+
+def test_rules_use_only_series_from_the_metric_contract():
+    contract = set(re.findall(r"^\| `([a-z_]+)`", (REPO / "docs" / "metrics.md").read_text(), re.M))
+    allowed = contract | {"up"} | {f"{name}_{suffix}" for name in contract for suffix in ("bucket", "sum", "count")}
+    used = set()
+    for rule in all_rules():
+        text = rule["expr"] + " ".join(rule.get("annotations", {}).values())
+        tokens = re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", text)
+        used |= {t for t in tokens if ":" not in t and t.startswith(("mlmon_", "serving_"))}
+    assert used, "no series found in the rules"
+    assert used <= allowed, f"not in docs/metrics.md: {sorted(used - allowed)}"
+
+
+def test_drift_alerts_name_the_drifted_features():
+    alerts = {rule["alert"]: rule for rule in all_rules() if "alert" in rule}
+    for name in ("DataDriftDetected", "FeatureDrift"):
+        assert "feature" in alerts[name]["annotations"]["features"]
+
+
+# --- rendered for loopback --------------------------------------------------------------------------
+
+@needs_promtool
+@pytest.mark.parametrize("timings", [PRODUCTION, FAST], ids=["production", "fast"])
+def test_rendered_prometheus_config_is_valid_and_points_at_loopback(tmp_path, timings):
+    path = render_prometheus_config(
+        tmp_path, {"serving": ["127.0.0.1:18000"], "log_processor": ["127.0.0.1:18309"]}, ["127.0.0.1:19093"],
+        external_labels={"log_processor_url": "http://127.0.0.1:18309"}, timings=timings)
+    assert_ok(run(promtool, "check", "config", path))
+    config = yaml.safe_load(path.read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert jobs == {"serving": ["127.0.0.1:18000"], "log_processor": ["127.0.0.1:18309"]}
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
+    assert config["global"]["external_labels"]["log_processor_url"] == "http://127.0.0.1:18309"
+    assert config["global"]["external_labels"]["grafana_url"]  # kept from the compose file
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in config["rule_files"])
+    assert len(config["rule_files"]) == len(RULE_FILES)
+
+
+def test_rendering_with_a_for_override_rewrites_every_alert_and_leaves_the_source_alone(tmp_path):
+    before = [p.read_text() for p in RULE_FILES]
+    path = render_prometheus_config(tmp_path, {}, timings=Timings(evaluation_interval="1s", alert_for="3s"))
+    rendered = [yaml.safe_load(Path(p).read_text()) for p in yaml.safe_load(path.read_text())["rule_files"]]
+    rules = [rule for doc in rendered for group in doc["groups"] for rule in group["rules"]]
+    alerts = [rule for rule in rules if "alert" in rule]
+    assert {rule["alert"] for rule in alerts} >= ISSUE_ALERTS
+    assert {rule["for"] for rule in alerts} == {"3s"}
+    assert {group["interval"] for doc in rendered for group in doc["groups"]} == {"1s"}
+    assert [p.read_text() for p in RULE_FILES] == before
+
+
+def test_rendering_an_unknown_job_names_the_file_and_the_job(tmp_path):
+    with pytest.raises(ValueError, match=r"prometheus\.yml: no scrape job named fluentd"):
+        render_prometheus_config(tmp_path, {"fluentd": ["127.0.0.1:24224"]})
+
+
+@needs_amtool
+def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_path):
+    path = render_alertmanager_config(tmp_path, "127.0.0.1:2525", timings=FAST)
+    assert_ok(run(amtool, "check-config", path))
+    config = yaml.safe_load(path.read_text())
+    assert config["global"]["smtp_smarthost"] == "127.0.0.1:2525"
+    assert config["route"]["group_wait"] == "1s"
+    assert config["route"]["group_by"] == ["alertname", "monitor"]
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in config["templates"])
