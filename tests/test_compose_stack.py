@@ -1,0 +1,301 @@
+"""docker-compose.yml, .env.example, the Python image and the Elasticsearch setup one-shot.
+
+No Docker engine runs here: the file is validated by docker-compose 1.29 (`config -q`, which needs
+no engine) and read as YAML for the properties the stack depends on."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+sys.path.insert(0, str(REPO / "docker"))
+import es_setup  # noqa: E402
+
+LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
+                "prometheus", "alertmanager", "grafana", "mailpit"}
+ONE_SHOTS = {"setup", "kibana-import"}
+
+
+def _filled_env(tmp_path: Path) -> Path:
+    """.env.example with every empty secret filled in, as a user is told to do."""
+    lines = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if re.fullmatch(r"[A-Z_]+(PASSWORD|KEY)=", line):
+            line += "x" * 40
+        lines.append(line)
+    path = tmp_path / "filled.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _compose_config(env_file: Path, *args: str) -> subprocess.CompletedProcess:
+    # a clean environment: no stray ELASTIC_PASSWORD etc. from the caller's shell, no repo .env
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(["docker-compose", "--project-directory", str(REPO), "-f", str(COMPOSE),
+                           "--env-file", str(env_file), "config", *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+needs_docker_compose = pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose (Debian package docker-compose 1.29) not installed; "
+           "scripts/ensure-system-packages.sh installs it when run as root")
+
+
+@needs_docker_compose
+def test_docker_compose_validates_the_file_with_passwords_set(tmp_path):
+    result = _compose_config(_filled_env(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+
+
+@needs_docker_compose
+def test_docker_compose_refuses_the_example_env_with_empty_passwords():
+    result = _compose_config(ENV_EXAMPLE, "-q")
+    assert result.returncode != 0
+    assert "set ELASTIC_PASSWORD in .env" in result.stderr
+
+
+@needs_docker_compose
+def test_resolved_config_keeps_services_and_loopback_ports(tmp_path):
+    result = _compose_config(_filled_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert set(resolved["services"]) == LONG_RUNNING | ONE_SHOTS
+    assert resolved["services"]["elasticsearch"]["environment"]["ELASTIC_PASSWORD"] == "x" * 40
+
+
+def test_every_service_the_brief_names_is_there(compose):
+    assert set(compose["services"]) == LONG_RUNNING | ONE_SHOTS
+
+
+def test_ports_are_published_on_loopback_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is reachable from other hosts"
+
+
+def test_long_running_services_have_healthchecks_and_one_shots_do_not_restart(compose):
+    for name in LONG_RUNNING:
+        assert compose["services"][name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in ONE_SHOTS:
+        assert compose["services"][name]["restart"] == "no"
+
+
+def test_depends_on_waits_for_health_or_completion(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            condition = spec["condition"]
+            if dependency in ONE_SHOTS:
+                assert condition == "service_completed_successfully", (name, dependency)
+            else:
+                assert condition == "service_healthy", (name, dependency)
+                assert "healthcheck" in services[dependency]
+    # everything that logs in to Elasticsearch with a setup-created user waits for the setup
+    for name in ("kibana", "fluentd", "filebeat", "log_processor", "grafana"):
+        assert "setup" in services[name]["depends_on"], name
+    assert "kibana" in services["kibana-import"]["depends_on"]
+    assert "elasticsearch" in services["setup"]["depends_on"]
+
+
+def test_elasticsearch_is_secured_single_node_with_heap_half_the_limit(compose):
+    es = compose["services"]["elasticsearch"]
+    env = es["environment"]
+    assert env["discovery.type"] == "single-node"
+    assert env["xpack.security.enabled"] == "true"
+    assert es["image"].startswith("docker.elastic.co/elasticsearch/elasticsearch:${STACK_VERSION")
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    assert example["STACK_VERSION"].startswith("9.")
+    limit = int(example["ES_MEM_LIMIT"].rstrip("g"))
+    heap = int(example["ES_HEAP"].rstrip("g"))
+    assert heap * 2 == limit
+    assert "-Xms${ES_HEAP" in env["ES_JAVA_OPTS"] and "-Xmx${ES_HEAP" in env["ES_JAVA_OPTS"]
+    assert es["mem_limit"].startswith("${ES_MEM_LIMIT")
+    assert "401" in " ".join(es["healthcheck"]["test"])
+
+
+def test_state_lives_on_named_volumes(compose):
+    declared = set(compose["volumes"])
+    wanted = {"elasticsearch": "/usr/share/elasticsearch/data", "fluentd": "/fluentd/state",
+              "filebeat": "/usr/share/filebeat/data", "prometheus": "/prometheus",
+              "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
+    for name, target in wanted.items():
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["services"][name]["volumes"]}
+        assert mounts.get(target) in declared, f"{name}: {target} is not on a named volume"
+
+
+def test_env_example_commits_no_secret_and_compose_requires_each(compose):
+    text = ENV_EXAMPLE.read_text()
+    secrets = re.findall(r"^([A-Z_]+(?:PASSWORD|KEY))=(.*)$", text, flags=re.M)
+    assert secrets and all(value == "" for _, value in secrets)
+    raw = COMPOSE.read_text()
+    for name, _ in secrets:
+        assert re.search(r"\$\{" + name + r":\?", raw), f"compose does not refuse an empty {name}"
+
+
+def test_mounted_and_built_paths_exist(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name}: {source} missing"
+        build = service.get("build")
+        if isinstance(build, str):
+            assert (REPO / build / "Dockerfile").is_file()
+        elif build:
+            assert (REPO / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_python_image_copies_what_the_services_import():
+    dockerfile = (REPO / "docker" / "python.Dockerfile").read_text()
+    copied = re.findall(r"^COPY (\S+)/ ", dockerfile, flags=re.M)
+    for package in ("common", "serving", "log_processor", "elasticsearch", "kibana", "docker"):
+        assert package in copied, package
+        assert (REPO / package).is_dir()
+    assert "python -m serving.bootstrap" in dockerfile
+
+
+def test_python_services_run_commands_that_exist(compose):
+    services = compose["services"]
+    assert services["setup"]["command"][-1] == "docker/es_setup.py"
+    assert services["kibana-import"]["command"][-1] == "kibana/import_saved_objects.py"
+    for name in ("setup", "kibana-import"):
+        assert (REPO / services[name]["command"][-1]).is_file()
+    assert services["serving"]["command"] == ["python", "-m", "serving"]
+    assert services["log_processor"]["command"] == ["python", "-m", "log_processor"]
+
+
+def test_serving_ships_events_to_fluentd_and_settings_accept_the_env(compose):
+    from serving.settings import ServingSettings
+    env = {k: str(v) for k, v in compose["services"]["serving"]["environment"].items()}
+    settings = ServingSettings.from_env(env)
+    assert settings.event_sinks == ("fluentd",)
+    assert (settings.fluentd_host, settings.fluentd_port) == ("fluentd", 24224)
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+
+
+def test_prometheus_and_alertmanager_find_their_files(compose):
+    prometheus = compose["services"]["prometheus"]
+    assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert not any("enable-lifecycle" in arg or "enable-admin-api" in arg for arg in prometheus["command"])
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    for service, port in (("serving", 8000), ("log_processor", 8309), ("alertmanager", 9093)):
+        assert f"{service}:{port}" in targets
+        assert service in compose["services"]
+    am = yaml.safe_load((REPO / "prometheus" / "alertmanager.yml").read_text())
+    host, port = am["global"]["smtp_smarthost"].split(":")
+    assert host in compose["services"] and port == "1025"
+    mounts = compose["services"]["alertmanager"]["volumes"]
+    assert "./prometheus/templates:/etc/alertmanager/templates:ro" in mounts
+
+
+# --- the setup one-shot ---
+
+def _env(**overrides) -> dict[str, str]:
+    env = {name: "secret-" + name.lower() for name in es_setup.PASSWORD_VARIABLES}
+    env.update(overrides)
+    return env
+
+
+def test_setup_refuses_empty_or_short_passwords_naming_them():
+    with pytest.raises(es_setup.SetupError, match="FLUENTD_ES_PASSWORD is empty"):
+        es_setup.SetupSettings.from_env(_env(FLUENTD_ES_PASSWORD=""))
+    with pytest.raises(es_setup.SetupError, match="GRAFANA_ES_PASSWORD is shorter than 6"):
+        es_setup.SetupSettings.from_env(_env(GRAFANA_ES_PASSWORD="abc"))
+    settings = es_setup.SetupSettings.from_env(_env())
+    assert settings.store().username == "elastic"
+
+
+def test_setup_cli_exits_2_with_the_reason(tmp_path):
+    env = {"PATH": os.environ["PATH"], **_env(ELASTIC_PASSWORD="")}
+    result = subprocess.run([sys.executable, str(REPO / "docker" / "es_setup.py")], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "ELASTIC_PASSWORD is empty" in result.stderr
+
+
+def test_compose_gives_setup_every_password_it_needs(compose):
+    env = compose["services"]["setup"]["environment"]
+    assert set(es_setup.PASSWORD_VARIABLES) <= set(env)
+
+
+def _template_patterns() -> dict[str, list[str]]:
+    return {p.name: json.loads(p.read_text())["index_patterns"]
+            for p in (REPO / "elasticsearch").glob("*.index-template.json")}
+
+
+def test_writer_roles_only_create_documents_in_their_own_indices():
+    roles = es_setup.roles()
+    patterns = {pattern for ps in _template_patterns().values() for pattern in ps}
+    for name, role in roles.items():
+        assert role["cluster"] == ["monitor"], name
+        for grant in role["indices"]:
+            assert set(grant["names"]) <= patterns, f"{name} grants {grant['names']} outside the templates"
+            if name.endswith("_writer"):
+                assert set(grant["privileges"]) == {"create_doc", "auto_configure"}
+                assert len(grant["names"]) == 1
+            else:
+                assert set(grant["privileges"]) <= {"read", "view_index_metadata"}
+    assert roles["ml_events_writer"]["indices"][0]["names"] == ["ml-events-*"]
+    assert roles["logs_serving_writer"]["indices"][0]["names"] == ["logs-serving-*"]
+
+
+def test_each_service_user_gets_its_password_and_known_roles():
+    passwords = _env()
+    users = es_setup.users(passwords)
+    roles = es_setup.roles()
+    for name, user in users.items():
+        assert set(user["roles"]) <= set(roles), name
+    by_user = {user: var for var, user in es_setup.PASSWORD_VARIABLES.items()}
+    for name, user in users.items():
+        assert user["password"] == passwords[by_user[name]]
+
+
+def test_clients_log_in_as_the_users_setup_creates(compose):
+    services = compose["services"]
+    created = set(es_setup.users(_env())) | {"elastic", "kibana_system"}
+    assert services["fluentd"]["environment"]["FLUENTD_ES_USER"] in created
+    assert services["filebeat"]["environment"]["FILEBEAT_ES_USER"] in created
+    assert services["log_processor"]["environment"]["ELASTICSEARCH_USERNAME"] in created
+    assert services["kibana"]["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
+    datasources = yaml.safe_load((REPO / "grafana/provisioning/datasources/datasources.yml").read_text())
+    es_sources = [d for d in datasources["datasources"] if d["type"] == "elasticsearch"]
+    assert es_sources and all(d["basicAuthUser"] in created for d in es_sources)
+
+
+def test_every_index_name_the_stack_uses_matches_a_template():
+    """Fluentd, Filebeat, Kibana data views and Grafana datasources all write/read template-backed indices."""
+    patterns = [p for ps in _template_patterns().values() for p in ps]
+    fluent = (REPO / "fluentd" / "fluent.conf").read_text()
+    prefix = re.search(r"^\s*logstash_prefix\s+(\S+)", fluent, flags=re.M)[1]
+    used = [f"{prefix}-2026.11.23"]
+    filebeat = yaml.safe_load((REPO / "filebeat" / "filebeat.yml").read_text())
+    used.append(re.sub(r"%\{\+[^}]+\}", "2026.11.23", filebeat["output.elasticsearch"]["index"]))
+    for line in (REPO / "kibana" / "saved_objects.ndjson").read_text().splitlines():
+        obj = json.loads(line)
+        if obj["type"] == "index-pattern":
+            used.append(obj["attributes"]["title"].replace("*", "2026.11.23"))
+    datasources = yaml.safe_load((REPO / "grafana/provisioning/datasources/datasources.yml").read_text())
+    used += [d["jsonData"]["index"].replace("*", "2026.11.23")
+             for d in datasources["datasources"] if d["type"] == "elasticsearch"]
+    assert len(used) >= 6
+    for index in used:
+        assert any(fnmatch.fnmatchcase(index, p) for p in patterns), f"{index} matches no index template"
