@@ -44,12 +44,10 @@ def write_driver_stats(path: Path, seed: int) -> str:
 
 def publish_features(feast_dir: Path, stats_path: Path) -> int:
     """Feast apply + materialize of the whole stats file; returns the number of drivers online."""
-    from feast import FeatureStore
-
-    from serving.feature_repo import definitions, repo_config
+    from serving.feature_repo import definitions, feature_store
 
     stats = pd.read_parquet(stats_path, columns=["driver_id", "event_timestamp"])
-    store = FeatureStore(config=repo_config(feast_dir))
+    store = feature_store(feast_dir)
     store.apply(definitions(stats_path))
     start = stats["event_timestamp"].min().to_pydatetime() - timedelta(hours=1)
     end = stats["event_timestamp"].max().to_pydatetime() + timedelta(hours=1)

@@ -30,15 +30,14 @@ class OnlineFeatures:
 
     @classmethod
     def open(cls, feast_dir: Path) -> "OnlineFeatures":
-        from feast import FeatureStore
+        from serving.feature_repo import feature_store
 
-        from serving.feature_repo import repo_config
-
-        config = repo_config(feast_dir)
-        if not Path(config.registry.path).exists():
-            raise FileNotFoundError(f"no Feast registry at {config.registry.path}; "
-                                    "run `python -m serving.bootstrap` first")
-        return cls(FeatureStore(config=config))
+        registry = Path(feast_dir) / "registry.db"
+        if not registry.exists():
+            raise FileNotFoundError(f"no Feast registry at {registry}; run `python -m serving.bootstrap` first")
+        store = cls(feature_store(feast_dir))
+        store.get([0])  # loads the registry and opens SQLite now, not on the first request
+        return store
 
     def get(self, driver_ids: Sequence[int]) -> FeatureRows:
         with self._lock:

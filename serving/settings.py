@@ -45,7 +45,7 @@ class ServingSettings:
     fluentd_port: int = 24224
     fluentd_tag: str = "ml.events"
     fluentd_queue_size: int = 10_000   # events waiting for the sender thread; beyond that: dropped
-    fluentd_buffer_bytes: int = 8 * 1024 * 1024  # bytes kept while the receiver is down
+    fluentd_buffer_bytes: int = 1024 * 1024  # packed events kept while the receiver is down
     fluentd_timeout: float = 1.0
     max_body_bytes: int = 64 * 1024
     max_candidates: int = 100
@@ -64,6 +64,11 @@ class ServingSettings:
         explicit = {"data": self.data_dir, "model": self.model_dir, "feast": self.feast_dir,
                     "events": self.events_file}[name]
         return Path(explicit) if explicit is not None else defaults[name]
+
+    @property
+    def metrics_dir(self) -> Path | None:
+        """Scratch dir for multi-worker /metrics (prometheus_client multiprocess mode); None with 1 worker."""
+        return self.var_dir / "serving-metrics" if self.workers > 1 else None
 
     @property
     def driver_stats_path(self) -> Path:

@@ -1,0 +1,51 @@
+"""The serving series of docs/metrics.md, in a registry owned by one app (no module-level metrics).
+
+With several gunicorn workers, serving/__main__.py points PROMETHEUS_MULTIPROC_DIR at a scratch dir
+before prometheus_client is imported and passes that dir here; /metrics then aggregates every
+worker's values. The mode is explicit, never inferred from the variable (Feast sets it on import).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+ENDPOINTS = ("predict", "feedback", "healthz", "metrics")
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def endpoint_label(endpoint: str | None) -> str:
+    """Flask endpoint name -> the bounded `endpoint` label (unknown paths are "other")."""
+    return endpoint if endpoint in ENDPOINTS else "other"
+
+
+class ServingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir
+        self.requests = Counter("serving_requests_total", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.duration = Histogram("serving_request_duration_seconds", "Request latency", ["endpoint"],
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.predictions = Counter("serving_predictions_total", "Predictions served",
+                                   ["model_version", "label"], registry=self.registry)
+        self.events_emitted = Counter("serving_events_emitted_total", "Events handed to a sink", ["sink"],
+                                      registry=self.registry)
+        self.events_dropped = Counter("serving_events_dropped_total",
+                                      "Events a sink could not deliver (backend down, buffer full)",
+                                      ["sink"], registry=self.registry)
+        self.model_info = Gauge("serving_model_info", "The loaded model (always 1)",
+                                ["model_name", "model_version"], registry=self.registry,
+                                multiprocess_mode="max")
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.duration.labels(endpoint).observe(seconds)
+
+    def render(self) -> bytes:
+        if self.multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+            return generate_latest(registry)
+        return generate_latest(self.registry)
