@@ -32,7 +32,7 @@ class MailMessage:
     def from_file(cls, path: Path) -> "MailMessage":
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         part = message.get_body(preferencelist=("plain", "html"))
-        body = part.get_content() if part is not None else ""
+        body = part.get_content().replace("\r\n", "\n") if part is not None else ""  # SMTP sends CRLF
         recipients = tuple(a.strip() for a in str(message.get("To", "")).split(",") if a.strip())
         return cls(path=path, subject=str(message.get("Subject", "")), sender=str(message.get("From", "")),
                    recipients=recipients, body=body)

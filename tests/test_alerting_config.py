@@ -5,6 +5,7 @@ must pass, and the rules may only use series from docs/metrics.md.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -114,6 +115,15 @@ def test_rules_use_only_series_from_the_metric_contract():
         used |= {t for t in tokens if ":" not in t and t.startswith(("mlmon_", "serving_"))}
     assert used, "no series found in the rules"
     assert used <= allowed, f"not in docs/metrics.md: {sorted(used - allowed)}"
+
+
+def test_e_mail_dashboard_links_name_existing_grafana_dashboards():
+    dashboards = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+    if not dashboards:
+        pytest.skip("grafana/dashboards/ not present yet")
+    uids = {json.loads(path.read_text())["uid"] for path in dashboards}
+    linked = {rule["annotations"]["dashboard"] for rule in all_rules() if "alert" in rule}
+    assert linked <= uids, f"no Grafana dashboard with uid {sorted(linked - uids)}"
 
 
 def test_drift_alerts_name_the_drifted_features():

@@ -68,7 +68,7 @@ def test_a_rule_alert_travels_to_an_email(stack, mail, dead_serving):
     assert message.subject == f"[FIRING:1] ServingDown instance={dead_serving}"
     assert f"Serving {dead_serving} is down" in message.body
     assert "Runbook:  docs/alerts.md#servingdown" in message.body
-    assert "Grafana:       http://grafana.test:3000/dashboards?query=serving" in message.body
+    assert "Grafana:       http://grafana.test:3000/d/ml-service-health\n" in message.body
     assert "Drift report" not in message.body  # no monitor, no report link
     assert "grafana_url=" not in message.body  # link labels are not listed as alert labels
     assert f"Query:    {stack.prometheus.url}/graph" in message.body
@@ -80,7 +80,8 @@ def _drift_alert(monitor: str, feature: str | None = None, ends_at: datetime | N
     annotations = {"summary": f"Data drift on monitor {monitor}: 66.67% of the feature columns drifted",
                    "description": "Drifted features: acc_rate (ks score 0.0031, threshold 0.05); "
                                   "conv_rate (ks score 1.2e-05, threshold 0.05).",
-                   "features": "acc_rate, conv_rate", "runbook_url": "docs/alerts.md#datadriftdetected"}
+                   "features": "acc_rate, conv_rate", "runbook_url": "docs/alerts.md#datadriftdetected",
+                   "dashboard": "ml-drift"}
     if feature:
         labels.update(feature=feature, method="ks")
         annotations = {"summary": f"Feature {feature} drifted", "description": f"{feature} score 0.001",
@@ -98,7 +99,7 @@ def test_email_template_shows_monitor_features_scores_links_and_resolution(stack
     body = firing.body
     assert "Monitor:  tmpl_monitor" in body and "Features: acc_rate, conv_rate" in body
     assert "conv_rate (ks score 1.2e-05, threshold 0.05)" in body
-    assert "Grafana:       http://grafana.test:3000/dashboards?query=tmpl_monitor" in body
+    assert "Grafana:       http://grafana.test:3000/d/ml-drift?var-monitor=tmpl_monitor" in body
     assert "Kibana:        http://kibana.test:5601/app/discover" in body
     assert "Drift report:  http://processor.test:8309/report?monitor=tmpl_monitor" in body
     assert f"Alertmanager:  {stack.alertmanager.url}" in body
