@@ -5,6 +5,8 @@ set -u
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# docker-compose 1.29 validates docker-compose.yml without a Docker engine (tests/test_compose_stack.py skips without it)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "note: ${need[*]} not installed and cannot install here (needs root and apt-get);"
