@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from demo.delay_queue import DelayQueue
@@ -118,7 +118,7 @@ class PhaseCounts:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 def feedback_outcome(driver_ids: list[int], outcomes: list[int], chosen: int) -> int | None:

@@ -80,3 +80,136 @@ def test_settings_from_env():
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         TrafficSettings.from_env(env)
+
+
+# --- against the real serving app (Flask factory + Feast online store + model from var/) ------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from demo.traffic import TrafficGenerator  # noqa: E402
+from tests.conftest import REPO_ROOT  # noqa: E402
+
+VAR = REPO_ROOT / "var"
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    """The real serving app in a thread; its events go to a file of its own."""
+    if not (VAR / "model/manifest.json").exists() or not (VAR / "feast").is_dir():
+        pytest.skip("needs data, model and Feast features: run `make setup` (make test does)")
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    events_file = tmp_path_factory.mktemp("serving") / "events.jsonl"
+    settings = ServingSettings(event_sinks=("file",), events_file=events_file, access_log=False)
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", events_file
+    server.shutdown()
+    thread.join(5)
+
+
+def read_events(path: Path, request_ids: set[str] | None = None) -> list[dict]:
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return [e for e in events if request_ids is None or e["request_id"] in request_ids]
+
+
+def test_a_phase_predicts_then_sends_the_chosen_drivers_outcome_later(serving):
+    from serving.data import generate_traffic
+
+    url, events_file = serving
+    traffic = generate_traffic("drift", 30, seed=3)
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=200, feedback_delay=0.3, concurrency=4))
+    try:
+        counts = generator.run_phase("drift", "drift", 30, traffic=traffic)
+        assert generator.wait_for_feedback(timeout=10)
+    finally:
+        generator.close()
+    snap = counts.snapshot()
+    assert (snap["sent"], snap["ok"], snap["errors"]) == (30, 30, 0)
+    assert (snap["feedback_sent"], snap["feedback_ok"], snap["feedback_errors"]) == (30, 30, 0)
+
+    events = read_events(events_file)
+    predictions = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.prediction"}
+    feedback = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.feedback"}
+    assert len(predictions) == 30 and set(feedback) == set(predictions)
+    truth = {}
+    for ids, outcomes in zip(traffic["driver_ids"], traffic["outcomes"]):
+        for driver, outcome in zip(ids, outcomes):
+            truth.setdefault(driver, set()).add(outcome)
+    for request_id, prediction in predictions.items():
+        chosen = prediction["prediction"]["driver_id"]
+        assert 5001 <= chosen < 6000  # the drift population
+        assert feedback[request_id]["target"]["trip_completed"] in truth[chosen]
+        delay = (datetime_of(feedback[request_id]) - datetime_of(prediction)).total_seconds()
+        assert delay >= 0.25  # late labels, as configured
+
+
+def datetime_of(event: dict):
+    from common.schema import parse_timestamp
+    return parse_timestamp(event["@timestamp"])
+
+
+def test_the_outcome_sent_is_the_one_of_the_chosen_candidate(serving):
+    """Each request gets its own outcomes, so the feedback must come from the chosen candidate's slot."""
+    import pandas as pd
+
+    url, events_file = serving
+    ids = [1001, 1002, 1003, 1004]
+    # Same candidates, opposite outcomes: the feedback of each request follows its own row.
+    traffic = pd.DataFrame({"driver_ids": [ids, ids], "outcomes": [[1, 1, 1, 1], [0, 0, 0, 0]]})
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=100, feedback_delay=0, concurrency=1))
+    try:
+        generator.run_phase("check", "normal", 2, traffic=traffic)
+        assert generator.wait_for_feedback(timeout=10)
+    finally:
+        generator.close()
+    events = read_events(events_file)
+    feedback = [e for e in events if e["event"]["dataset"] == "ml.feedback"][-2:]
+    assert sorted(e["target"]["trip_completed"] for e in feedback) == [0, 1]
+
+
+def test_requests_are_paced_at_the_configured_rate(serving):
+    from serving.data import generate_traffic
+
+    url, _ = serving
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=40, feedback_delay=0, concurrency=4))
+    started = time.monotonic()
+    try:
+        counts = generator.run_phase("normal", "normal", 20, traffic=generate_traffic("normal", 20, seed=5))
+    finally:
+        generator.close()
+    assert counts.ok == 20
+    assert time.monotonic() - started >= 19 / 40  # the 20th request is due 0.475 s after the first
+
+
+def test_an_unreachable_service_is_counted_as_errors_without_feedback():
+    from tests.conftest import free_port
+
+    traffic = {"driver_ids": [[1001, 1002]] * 5, "outcomes": [[0, 1]] * 5}
+    generator = TrafficGenerator(TrafficSettings(base_url=f"http://127.0.0.1:{free_port()}", rate=100,
+                                                 feedback_delay=0, timeout=1))
+    try:
+        counts = generator.run_phase("normal", "normal", 5, traffic=traffic)
+        assert generator.wait_for_feedback(timeout=1)
+    finally:
+        generator.close()
+    snap = counts.snapshot()
+    assert (snap["sent"], snap["ok"], snap["errors"], snap["feedback_sent"]) == (5, 0, 5, 0)
+    assert snap["last_error"].startswith("/predict answered 0")
+
+
+def test_a_rejected_request_is_an_error_not_a_crash(serving):
+    url, _ = serving
+    traffic = {"driver_ids": [[999999]], "outcomes": [[1]]}  # unknown driver: serving answers 422
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=100, feedback_delay=0))
+    try:
+        counts = generator.run_phase("normal", "normal", 1, traffic=traffic)
+    finally:
+        generator.close()
+    assert (counts.errors, counts.feedback_sent) == (1, 0)
+    assert "422" in counts.last_error and "driver_ids" in counts.last_error
