@@ -299,3 +299,21 @@ def test_every_index_name_the_stack_uses_matches_a_template():
     assert len(used) >= 6
     for index in used:
         assert any(fnmatch.fnmatchcase(index, p) for p in patterns), f"{index} matches no index template"
+
+
+def test_healthcheck_commands_parse(compose):
+    """Shell healthchecks parse with `sh -n`; inline Python ones compile (quoting slips show here)."""
+    for name, service in compose["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        if not test:
+            continue
+        kind, *command = test
+        if kind == "CMD-SHELL":
+            # compose turns $$ into $ before the container's shell sees the command
+            script = command[0].replace("$$", "$")
+            result = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+            assert result.returncode == 0, f"{name}: {result.stderr}"
+        else:
+            assert kind == "CMD", name
+            if command[:2] == ["python", "-c"]:
+                compile(command[2], f"<{name} healthcheck>", "exec")
