@@ -1,0 +1,114 @@
+"""`python -m demo` (`make demo`): the whole stack on this machine, no Docker.
+
+Starts the store, serving, the shipper, the log processor, Prometheus + Alertmanager and an SMTP
+sink on loopback; replays normal then drifted traffic; prints what the stack saw. Without
+--once the stack stays up until Ctrl-C; with --once it exits 0 only when the story held.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+import yaml
+
+from demo.processes import ChildFailed
+from demo.report import StatusWriter, phase_table, story_failures
+from demo.runner import Story
+from demo.settings import DemoSettings, SettingsError, add_arguments
+from demo.stack import MONITORS_FILE, EmbeddedStack
+
+
+def shifted_features() -> set[str]:
+    from serving.data import DRIFT_SPEC, FEATURE_COLUMNS
+    return {name for name in FEATURE_COLUMNS if DRIFT_SPEC[name]["drifts"]}
+
+
+def monitor_name() -> str:
+    return yaml.safe_load(MONITORS_FILE.read_text())["monitors"][0]["name"]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = DemoSettings.from_env().with_args(args)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, filename=settings.log_dir / "demo-runner.log",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    started = time.monotonic()
+    stack = EmbeddedStack(settings)
+    status = StatusWriter()
+    exit_code = 0
+    try:
+        stack.start()
+        print(f"stack up in {time.monotonic() - started:.0f}s; logs in {settings.log_dir}/demo-*.log\n", flush=True)
+        story = Story(stack, monitor_name(), status)
+        results = story.run()
+        print("\n" + phase_table(results) + "\n")
+        for note in story.notes:
+            print(f"note: {note}")
+        expect_email = stack.prometheus is not None
+        if not expect_email:
+            print("note: Prometheus/Alertmanager not running, so no alert e-mail is expected"
+                  + (f" (missing: {', '.join(stack.alerts_missing)})" if stack.alerts_missing else ""))
+        print_urls(stack)
+        failures = story_failures(results, shifted_features(), expect_email)
+        if settings.once:
+            print(f"\nstory {'FAILED' if failures else 'held'} in {time.monotonic() - started:.0f}s"
+                  + "".join(f"\n  - {f}" for f in failures), flush=True)
+            exit_code = 1 if failures else 0
+        else:
+            print("\nThe stack stays up for exploring; Ctrl-C stops it.", flush=True)
+            story.idle(threading.Event())
+    except KeyboardInterrupt:
+        status.done()
+        print("\ninterrupted", flush=True)
+        exit_code = 1 if settings.once else 0
+    except ChildFailed as exc:
+        status.done()
+        print(f"\ndemo: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        # One clean stop, even when Ctrl-C is pressed again meanwhile.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the stack ...", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+    return exit_code
+
+
+def print_urls(stack: EmbeddedStack) -> None:
+    u = stack.urls
+    rows = [
+        ("log processor metrics", f"{u.log_processor}/metrics"),
+        ("drift report (Evidently)", f"{u.log_processor}/report"),
+        ("verdict as JSON", f"{u.log_processor}/report.json"),
+        ("serving metrics", f"{u.serving}/metrics"),
+        ("Elasticsearch API (osmem)", f"{u.store}/ml-events-*/_search"),
+    ]
+    if u.prometheus:
+        rows += [("Prometheus UI", f"{u.prometheus}/alerts"), ("Alertmanager UI", u.alertmanager)]
+    rows.append(("alert e-mails", f"{stack.settings.mail_dir}/*.eml"))
+    print("\nwhere to look:")
+    width = max(len(name) for name, _ in rows)
+    for name, url in rows:
+        print(f"  {name.ljust(width)}  {url}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

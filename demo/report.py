@@ -1,0 +1,111 @@
+"""What the demo prints: the live status line, the final table per phase, the story's checks (pure)."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from demo.verdicts import Verdict
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    traffic: dict[str, Any]                 # PhaseCounts.snapshot()
+    verdict: Verdict | None = None
+    alerts: list[str] = field(default_factory=list)   # alert names firing at the phase's end
+    emails: list[str] = field(default_factory=list)   # subjects received during the phase
+
+
+def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, Any],
+                verdict: Verdict | None) -> str:
+    parts = [f"[{phase}]"]
+    if traffic:
+        parts.append(f"requests {traffic['sent']}/{traffic['planned']} (errors {traffic['errors']}, "
+                     f"feedback {traffic['feedback_sent']})")
+    store = "" if shipper.get("store_available", True) else " STORE DOWN, retrying"
+    parts.append(f"shipped {shipper['shipped']} (lag {shipper['lag_bytes']} B{store})")
+    if verdict is not None:
+        at = time.strftime("%H:%M:%S", time.localtime(verdict.last_evaluation)) if verdict.last_evaluation else "-"
+        parts.append(f"last verdict {at}: {verdict.summary()}")
+    return " | ".join(parts)
+
+
+class StatusWriter:
+    """Rewrites one terminal line in place; on a pipe or file, prints a line every `every` seconds."""
+
+    def __init__(self, out: TextIO = sys.stdout, every: float = 5.0) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.every = every
+        self._last = 0.0
+        self._width = 0
+
+    def update(self, text: str) -> None:
+        if self.tty:
+            padding = " " * max(0, self._width - len(text))
+            self.out.write("\r" + text + padding)
+            self._width = len(text)
+            self.out.flush()
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            print(text, file=self.out, flush=True)
+
+    def done(self, text: str | None = None) -> None:
+        """Ends the live line (optionally with a final text) so normal printing can follow."""
+        if self.tty and self._width:
+            self.out.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        if text:
+            print(text, file=self.out, flush=True)
+        self._last = 0.0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def phase_table(results: list[PhaseResult]) -> str:
+    header = ("phase", "requests ok", "rows evaluated", "dataset drift", "drifted features",
+              "accuracy", "F1", "alerts fired", "e-mails")
+    rows = [header]
+    for r in results:
+        v = r.verdict
+        rows.append((
+            r.name,
+            f"{r.traffic['ok']}/{r.traffic['sent']}",
+            str(v.rows.get("evaluated", v.rows.get("current", 0))) if v else "-",
+            ("yes" if v.dataset_drift else "no") if v and v.available else "no verdict",
+            ", ".join(v.drifted_features) if v and v.drifted_features else "-",
+            _fmt(v.quality.get("accuracy")) if v else "-",
+            _fmt(v.quality.get("f1")) if v else "-",
+            ", ".join(sorted(set(r.alerts))) or "-",
+            str(len(r.emails)),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: bool) -> list[str]:
+    """Why the story did not hold (empty when it did): the exit condition of `--once`."""
+    by_name = {r.name: r for r in results}
+    failures = []
+    normal, drift = by_name.get("normal"), by_name.get("drift")
+    if normal is None or normal.verdict is None or not normal.verdict.available:
+        failures.append("normal phase: the log processor gave no verdict")
+    elif normal.verdict.dataset_drift:
+        failures.append(f"normal phase: dataset drift reported ({', '.join(normal.verdict.drifted_features)})")
+    if drift is None or drift.verdict is None or not drift.verdict.available:
+        failures.append("drift phase: the log processor gave no verdict")
+    else:
+        if not drift.verdict.dataset_drift:
+            failures.append("drift phase: no dataset drift reported")
+        missing = sorted(shifted - set(drift.verdict.drifted_features))
+        if missing:
+            failures.append(f"drift phase: shifted feature(s) not flagged: {', '.join(missing)}")
+    if expect_email and not any("DataDriftDetected" in s for r in results for s in r.emails):
+        failures.append("no DataDriftDetected e-mail received")
+    return failures

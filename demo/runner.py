@@ -1,0 +1,129 @@
+"""The demo's story on a running embedded stack: normal traffic, then drift, and what the stack saw.
+
+For each phase: replay the traffic, wait until its ground truth was sent, its events shipped and
+the log processor evaluated them twice (so the verdict describes this phase), read the verdict
+from /metrics; in the drift phase also wait for the DataDriftDetected e-mail. All waits poll with
+deadlines and keep the status line moving.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+from typing import Callable
+
+from demo.report import PhaseResult, StatusWriter, status_line
+from demo.stack import EmbeddedStack
+from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
+from demo.verdicts import Verdict, fetch_verdict
+
+PHASES = ("normal", "drift")
+
+
+class Story:
+    def __init__(self, stack: EmbeddedStack, monitor: str, status: StatusWriter,
+                 say: Callable[[str], None] = print) -> None:
+        self.stack = stack
+        self.settings = stack.settings
+        self.monitor = monitor
+        self.status = status
+        self.say = say
+        self.notes: list[str] = []      # waits that ran out, for the final report
+        self.phase = "starting"
+        self.counts: PhaseCounts | None = None
+        self.verdict: Verdict | None = None
+
+    def run(self) -> list[PhaseResult]:
+        s = self.settings
+        traffic = TrafficGenerator(TrafficSettings(base_url=self.stack.urls.serving, rate=s.rate,
+                                                   feedback_delay=s.feedback_delay, seed=s.seed))
+        results = []
+        try:
+            for name, n in zip(PHASES, (s.normal_requests, s.drift_requests)):
+                results.append(self._phase(traffic, name, n))
+        finally:
+            traffic.close()
+        return results
+
+    def idle(self, stop: threading.Event) -> None:
+        """Keep the status line alive until `stop` is set (the stack stays up for exploring)."""
+        self.phase = "idle, Ctrl-C to stop"
+        self.counts = None
+        while not stop.wait(1.0):
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            self.verdict = fetch_verdict(self.stack.urls.log_processor + "/metrics", self.monitor)
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        traffic = self.counts.snapshot() if self.counts else None
+        self.status.update(status_line(self.phase, traffic, self.stack.shipper.stats.snapshot(), self.verdict))
+
+    # --- one phase ----------------------------------------------------------------------------
+    def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int) -> PhaseResult:
+        started = time.time()
+        self.phase = name
+        holder: list[PhaseCounts] = []
+        sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, name, n_requests)),
+                                  name=f"traffic-{name}", daemon=True)
+        sender.start()
+        while sender.is_alive():
+            self.counts = traffic.phases[-1] if traffic.phases else None
+            self.refresh()
+            sender.join(0.5)
+        counts = holder[0]
+        self.counts = counts
+        self._wait(lambda: traffic.pending_feedback() == 0, self.settings.feedback_delay + 30,
+                   f"{name}: ground truth sent", f"{name}: waiting for delayed feedback")
+        self._wait(self._shipped_everything, 60, f"{name}: events shipped", f"{name}: shipping")
+        baseline = self._evaluations()
+        self._wait(lambda: self._evaluations() >= baseline + 2, 30 + 4 * self.settings.eval_interval,
+                   f"{name}: two evaluations after shipping", f"{name}: waiting for the log processor")
+        verdict = self.verdict
+        result = PhaseResult(name, counts.snapshot(), verdict)
+        if name == "drift" and self.stack.prometheus is not None:
+            self._wait(lambda: any("DataDriftDetected" in m.subject for m in self.stack.mail.messages()),
+                       self.settings.alert_timeout, "drift: DataDriftDetected e-mail",
+                       "drift: waiting for the alert e-mail")
+        result.alerts = self._firing_alerts()
+        result.emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
+        self.status.done(f"{name:>6} phase: {counts.ok}/{counts.sent} requests ok, "
+                         f"verdict: {verdict.summary() if verdict else 'none'}")
+        return result
+
+    def _shipped_everything(self) -> bool:
+        stats = self.stack.shipper.stats
+        return stats.lag_bytes == 0 and stats.store_available and self.stack.events_file.exists()
+
+    def _evaluations(self) -> int:
+        return self.verdict.evaluations if self.verdict else 0
+
+    def _firing_alerts(self) -> list[str]:
+        if self.stack.prometheus is None:
+            return []
+        try:
+            return sorted({a["labels"]["alertname"] for a in self.stack.prometheus.alerts()
+                           if a.get("state") == "firing"})
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return []
+
+    def _wait(self, condition: Callable[[], bool], timeout: float, what: str, phase: str) -> bool:
+        self.phase = phase
+        deadline = time.monotonic() + timeout
+        while True:
+            self.refresh()
+            if condition():
+                return True
+            if time.monotonic() > deadline:
+                self.notes.append(f"gave up waiting for {what} after {timeout:.0f}s")
+                return False
+            time.sleep(0.5)
+
+
+def _received_at(filename: str) -> float:
+    """The mail sink names files `<time_ns>-<n>.eml`."""
+    try:
+        return int(filename.split("-", 1)[0]) / 1e9
+    except ValueError:
+        return 0.0

@@ -1,0 +1,129 @@
+"""DemoSettings: every knob of the embedded demo, from DEMO_* environment variables and the command line."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
+
+
+class SettingsError(ValueError):
+    """A DEMO_* variable or flag has an unusable value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """0 means: pick a free loopback port."""
+    store: int = 0
+    serving: int = 0
+    log_processor: int = 0
+    prometheus: int = 0
+    alertmanager: int = 0
+    smtp: int = 0
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    once: bool = False               # run the story, check it, exit (0 = the story held)
+    normal_requests: int = 300       # phase lengths, in requests
+    drift_requests: int = 300
+    rate: float = 30.0               # requests per second
+    feedback_delay: float = 1.0      # seconds before each request's ground truth is sent
+    eval_interval: float = 2.0       # log processor evaluation interval, seconds
+    alerts: bool = True              # Prometheus + Alertmanager (skipped with a hint when missing)
+    alert_timeout: float = 90.0      # how long --once waits for the DataDriftDetected e-mail
+    state_dir: Path = REPO_ROOT / "var/demo"   # wiped at start: a second run starts clean
+    mail_dir: Path = REPO_ROOT / "var/mail"
+    log_dir: Path = REPO_ROOT / "var/log"
+    ports: Ports = Ports()
+    seed: int = 42
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "DemoSettings":
+        env = os.environ if env is None else env
+        number = _reader(env)
+        ports = Ports(**{name: number(f"DEMO_{name.upper()}_PORT", 0, int, 0, 65535) for name in PORT_NAMES})
+        return cls(
+            once=env.get("DEMO_ONCE", "").lower() in ("1", "true", "yes"),
+            normal_requests=number("DEMO_NORMAL_REQUESTS", cls.normal_requests, int, 50),
+            drift_requests=number("DEMO_DRIFT_REQUESTS", cls.drift_requests, int, 50),
+            rate=number("DEMO_RATE", cls.rate, float, 1),
+            feedback_delay=number("DEMO_FEEDBACK_DELAY", cls.feedback_delay, float, 0),
+            eval_interval=number("DEMO_EVAL_INTERVAL", cls.eval_interval, float, 0.5),
+            alerts=env.get("DEMO_ALERTS", "true").lower() not in ("0", "false", "no"),
+            alert_timeout=number("DEMO_ALERT_TIMEOUT", cls.alert_timeout, float, 1),
+            state_dir=Path(env.get("DEMO_STATE_DIR") or cls.state_dir),
+            mail_dir=Path(env.get("DEMO_MAIL_DIR") or cls.mail_dir),
+            log_dir=Path(env.get("DEMO_LOG_DIR") or cls.log_dir),
+            ports=ports,
+            seed=number("DEMO_SEED", cls.seed, int, 0),
+        )
+
+    def with_args(self, args: argparse.Namespace) -> "DemoSettings":
+        """Command-line flags (None = not given) over the environment's values."""
+        changes: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(self)
+                                   if getattr(args, f.name, None) is not None and f.name != "ports"}
+        port_changes = {name: getattr(args, f"{name}_port") for name in PORT_NAMES
+                        if getattr(args, f"{name}_port", None) is not None}
+        if port_changes:
+            changes["ports"] = replace(self.ports, **port_changes)
+        return replace(self, **changes)
+
+
+def _reader(env: Mapping[str, str]):
+    def number(name: str, default: Any, kind: type, minimum: float, maximum: float | None = None) -> Any:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise SettingsError(f"{name}={raw!r} must be {bounds}")
+        return value
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags mirroring DEMO_*; their defaults are None so the environment's values stay."""
+    parser.add_argument("--once", action="store_true", default=None,
+                        help="run the story, print the table, exit 0 only when it held (no Ctrl-C needed)")
+    parser.add_argument("--normal-requests", type=_at_least(50, int), metavar="N",
+                        help="requests in the normal phase (default 300)")
+    parser.add_argument("--drift-requests", type=_at_least(50, int), metavar="N",
+                        help="requests in the drift phase (default 300)")
+    parser.add_argument("--rate", type=_at_least(1, float), help="requests per second (default 30)")
+    parser.add_argument("--feedback-delay", type=_at_least(0, float), metavar="SECONDS",
+                        help="delay of each request's ground truth (default 1)")
+    parser.add_argument("--eval-interval", type=_at_least(0.5, float), metavar="SECONDS",
+                        help="log processor evaluation interval (default 2)")
+    parser.add_argument("--no-alerts", dest="alerts", action="store_false", default=None,
+                        help="do not start Prometheus and Alertmanager")
+    for name in PORT_NAMES:
+        parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
+                            help=f"{name.replace('_', ' ')} port (default: a free one)")
+
+
+def _at_least(minimum: float, kind: type):
+    def convert(raw: str):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw!r} must be at least {minimum}")
+        return value
+    return convert
+
+
+def _port(raw: str) -> int:
+    value = _at_least(0, int)(raw)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port (0..65535)")
+    return value

@@ -1,0 +1,229 @@
+"""The embedded stack: every part of the compose deployment, as small local stand-ins, on loopback.
+
+Start order follows the data: store → mail sink → serving → shipper → log processor → Alertmanager
+→ Prometheus; `stop` goes the other way. Each child runs in its own process group with its log in
+var/log/demo-<part>.log.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from osmem_server import OsmemServer
+
+from common.store import StoreSettings, apply_index_templates, connect
+from demo import alerting_stack
+from demo.mail_sink import MailSink
+from demo.processes import Child, ChildFailed, http_ok
+from demo.settings import REPO_ROOT, DemoSettings
+from demo.shipper import Shipper, ShipperSettings
+
+log = logging.getLogger("demo")
+MONITORS_FILE = REPO_ROOT / "log_processor/monitors.yaml"
+INSTALL_HINT = ("Prometheus/Alertmanager not found ({missing}); running without alerts. "
+                "Install them with: sudo apt-get install prometheus prometheus-alertmanager "
+                "(or `make system-deps`)")
+
+
+def free_port() -> int:
+    return alerting_stack.free_port()
+
+
+@dataclass
+class Urls:
+    store: str = ""
+    serving: str = ""
+    log_processor: str = ""
+    prometheus: str = ""
+    alertmanager: str = ""
+    smtp: str = ""
+
+
+@dataclass
+class EmbeddedStack:
+    settings: DemoSettings
+    say: Callable[[str], None] = print
+    urls: Urls = field(default_factory=Urls)
+    alerts_missing: list[str] = field(default_factory=list)
+    store: OsmemServer | None = None
+    mail: MailSink | None = None
+    shipper: Shipper | None = None
+    prometheus: alerting_stack.PrometheusProcess | None = None
+    alertmanager: alerting_stack.AlertmanagerProcess | None = None
+    _children: list[Child] = field(default_factory=list)
+    _shipper_stop: threading.Event = field(default_factory=threading.Event)
+    _shipper_thread: threading.Thread | None = None
+
+    # --- paths ------------------------------------------------------------------------------
+    @property
+    def events_file(self) -> Path:
+        return self.settings.state_dir / "events/ml-events.jsonl"
+
+    def log_file(self, part: str) -> Path:
+        return self.settings.log_dir / f"demo-{part}.log"
+
+    @property
+    def children(self) -> list[Child]:
+        return list(self._children)
+
+    # --- start ------------------------------------------------------------------------------
+    def start(self) -> "EmbeddedStack":
+        """Start every part; on any failure stop what already runs and re-raise."""
+        try:
+            self._prepare_dirs()
+            self._bootstrap()
+            self._start_store()
+            self._start_mail_sink()
+            self._start_serving()
+            self._start_shipper()
+            self._start_log_processor()
+            self._start_alerting()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _prepare_dirs(self) -> None:
+        s = self.settings
+        shutil.rmtree(s.state_dir, ignore_errors=True)
+        s.state_dir.mkdir(parents=True)
+        s.mail_dir.mkdir(parents=True, exist_ok=True)
+        for old in s.mail_dir.glob("*.eml"):
+            old.unlink()
+        s.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in s.log_dir.glob("demo-*.log"):
+            old.unlink()
+
+    def _bootstrap(self) -> None:
+        """Data, model and Feast features (`python -m serving.bootstrap`; quick when up to date)."""
+        started = time.monotonic()
+        self.say("bootstrap: data, model and Feast features (python -m serving.bootstrap) ...")
+        log_file = self.log_file("bootstrap")
+        with open(log_file, "ab") as out:
+            result = subprocess.run([sys.executable, "-m", "serving.bootstrap"], cwd=REPO_ROOT,
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise ChildFailed(f"serving.bootstrap failed (exit {result.returncode}); see {log_file}:\n"
+                              + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:]))
+        self.say(f"bootstrap: done in {time.monotonic() - started:.1f}s")
+
+    def _start_store(self) -> None:
+        port = self.settings.ports.store
+        self.store = OsmemServer.start(japanese=False, addr=f"127.0.0.1:{port}")
+        self.urls.store = self.store.url
+        client = connect(StoreSettings(url=self.store.url))
+        try:
+            templates = apply_index_templates(client)
+        finally:
+            client.close()
+        self.say(f"store:         osmem-server {self.store.version} at {self.store.url} "
+                 f"(templates: {', '.join(templates)})")
+
+    def _start_mail_sink(self) -> None:
+        self.mail = MailSink(self.settings.mail_dir, port=self.settings.ports.smtp).start()
+        self.urls.smtp = self.mail.address
+        self.say(f"smtp sink:     {self.mail.address} → {self.settings.mail_dir}/*.eml")
+
+    def _child_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SERVING_", "LOGPROC_", "SHIPPER_", "ELASTICSEARCH_"))}
+        env.update({"PYTHONUNBUFFERED": "1", "ELASTICSEARCH_URL": self.urls.store, **extra})
+        return env
+
+    def _start_serving(self) -> None:
+        port = self.settings.ports.serving or free_port()
+        self.urls.serving = f"http://127.0.0.1:{port}"
+        child = Child("serving", [sys.executable, "-m", "serving"], self.log_file("serving"),
+                      env=self._child_env(SERVING_HOST="127.0.0.1", SERVING_PORT=str(port),
+                                          SERVING_EVENT_SINKS="file",
+                                          SERVING_EVENTS_FILE=str(self.events_file)),
+                      cwd=REPO_ROOT)
+        self._children.append(child)
+        child.wait_ready(lambda: http_ok(self.urls.serving + "/healthz", lambda s: s == 200), 90,
+                         "GET /healthz answered 200")
+        self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
+
+    def _start_shipper(self) -> None:
+        settings = ShipperSettings(files=(self.events_file,), state_dir=self.settings.state_dir / "shipper",
+                                   poll_interval=0.2, backoff_max=5.0, log_interval=30.0,
+                                   store=StoreSettings(url=self.urls.store))
+        self.shipper = Shipper(settings)
+        self._shipper_thread = threading.Thread(target=self.shipper.run, args=(self._shipper_stop,),
+                                                name="shipper", daemon=True)
+        self._shipper_thread.start()
+        self.say(f"shipper:       {self.events_file.parent}/ml-events.jsonl* → {self.urls.store} "
+                 f"(offsets: {settings.offsets_file})")
+
+    def _monitors_file(self) -> Path:
+        """The project's monitors.yaml with the demo's evaluation interval and window."""
+        config = yaml.safe_load(MONITORS_FILE.read_text())
+        target = self.settings.state_dir / "monitors.yaml"
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+        return target
+
+    def _start_log_processor(self) -> None:
+        port = self.settings.ports.log_processor or free_port()
+        self.urls.log_processor = f"http://127.0.0.1:{port}"
+        child = Child("log_processor", [sys.executable, "-m", "log_processor"], self.log_file("log_processor"),
+                      env=self._child_env(LOGPROC_HOST="127.0.0.1", LOGPROC_PORT=str(port),
+                                          LOGPROC_MONITORS_FILE=str(self._monitors_file()),
+                                          LOGPROC_INTERVAL=str(self.settings.eval_interval)),
+                      cwd=REPO_ROOT)
+        self._children.append(child)
+        child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,
+                         "GET /metrics answered 200")
+        self.say(f"log processor: {self.urls.log_processor} (evaluates every {self.settings.eval_interval:g}s)")
+
+    def _start_alerting(self) -> None:
+        if not self.settings.alerts:
+            self.say("alerting:      off (--no-alerts)")
+            return
+        self.alerts_missing = alerting_stack.missing_binaries()
+        if self.alerts_missing:
+            self.say(INSTALL_HINT.format(missing=", ".join(self.alerts_missing)))
+            return
+        s = self.settings
+        am_dir, prom_dir = s.state_dir / "alertmanager", s.state_dir / "prometheus"
+        am_config = alerting_stack.render_alertmanager_config(am_dir, self.mail.address,
+                                                              timings=alerting_stack.FAST)
+        self.alertmanager = alerting_stack.AlertmanagerProcess(
+            am_config, am_dir, s.ports.alertmanager or None, log_file=self.log_file("alertmanager")).start()
+        self.urls.alertmanager = self.alertmanager.url
+        prom_port = s.ports.prometheus or free_port()
+        am_address = f"127.0.0.1:{self.alertmanager.port}"
+        targets = {"prometheus": [f"127.0.0.1:{prom_port}"], "alertmanager": [am_address],
+                   "serving": [self.urls.serving.removeprefix("http://")],
+                   "log_processor": [self.urls.log_processor.removeprefix("http://")]}
+        prom_config = alerting_stack.render_prometheus_config(
+            prom_dir, targets, [am_address], timings=alerting_stack.FAST,
+            external_labels={"log_processor_url": self.urls.log_processor})
+        self.prometheus = alerting_stack.PrometheusProcess(
+            prom_config, prom_dir, prom_port, log_file=self.log_file("prometheus")).start()
+        self.urls.prometheus = self.prometheus.url
+        self.say(f"prometheus:    {self.prometheus.url} (scrapes every 1s; alert `for:` 2s for the demo)")
+        self.say(f"alertmanager:  {self.alertmanager.url} (mail via {self.mail.address})")
+
+    # --- stop -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop every part, newest first; safe to call twice and after a failed start."""
+        for process in (self.prometheus, self.alertmanager):
+            if process is not None:
+                process.stop()
+        self._shipper_stop.set()
+        for child in reversed(self._children):
+            child.stop()
+        if self._shipper_thread is not None:
+            self._shipper_thread.join(10)
+        if self.mail is not None:
+            self.mail.stop()
+        if self.store is not None:
+            self.store.close()

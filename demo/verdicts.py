@@ -1,0 +1,65 @@
+"""The log processor's latest verdict, read from its /metrics (the contract in docs/metrics.md).
+
+Reading the metric contract rather than the processor's internals means the demo checks exactly
+what Prometheus, the dashboards and the alert rules see.
+"""
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass(frozen=True)
+class Verdict:
+    monitor: str
+    available: bool = False             # mlmon_verdict_available == 1
+    dataset_drift: bool = False
+    drifted_features: tuple[str, ...] = ()
+    feature_scores: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)  # accuracy, precision, recall, f1
+    rows: dict[str, int] = field(default_factory=dict)       # current, reference, labelled, evaluated
+    evaluations: int = 0                # all outcomes
+    last_evaluation: float = 0.0        # unix time
+
+    def summary(self) -> str:
+        if not self.available:
+            return f"no verdict yet ({self.rows.get('current', 0)} rows in the window)"
+        if self.dataset_drift:
+            return f"DRIFT on {', '.join(self.drifted_features)}"
+        drifted = f" ({', '.join(self.drifted_features)} alone)" if self.drifted_features else ""
+        return f"no dataset drift{drifted}"
+
+
+def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
+    """The verdict of `monitor` in a Prometheus text exposition (pure)."""
+    values: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.labels.get("monitor") == monitor:
+                values.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+    def single(name: str) -> float:
+        found = values.get(name)
+        return found[0][1] if found else 0.0
+
+    drifted = sorted(labels["feature"] for labels, value in values.get("mlmon_feature_drift_detected", [])
+                     if value == 1)
+    return Verdict(
+        monitor=monitor,
+        available=single("mlmon_verdict_available") == 1,
+        dataset_drift=single("mlmon_dataset_drift") == 1,
+        drifted_features=tuple(drifted),
+        feature_scores={labels["feature"]: value
+                        for labels, value in values.get("mlmon_feature_drift_score", [])},
+        quality={labels["metric"]: value for labels, value in values.get("mlmon_classification_quality", [])},
+        rows={labels["kind"]: int(value) for labels, value in values.get("mlmon_window_rows", [])},
+        evaluations=int(sum(value for _, value in values.get("mlmon_evaluations_total", []))),
+        last_evaluation=single("mlmon_last_evaluation_timestamp_seconds"),
+    )
+
+
+def fetch_verdict(metrics_url: str, monitor: str, timeout: float = 5.0) -> Verdict:
+    with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
+        return parse_verdict(response.read().decode(), monitor)
