@@ -39,7 +39,7 @@ class StatusWriter:
         self.out = out
         self.tty = out.isatty()
         self.every = every
-        self._last = 0.0
+        self._last: float | None = None
         self._width = 0
 
     def update(self, text: str) -> None:
@@ -48,7 +48,7 @@ class StatusWriter:
             self.out.write("\r" + text + padding)
             self._width = len(text)
             self.out.flush()
-        elif time.monotonic() - self._last >= self.every:
+        elif self._last is None or time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
             print(text, file=self.out, flush=True)
 
@@ -59,7 +59,7 @@ class StatusWriter:
             self._width = 0
         if text:
             print(text, file=self.out, flush=True)
-        self._last = 0.0
+        self._last = None
 
 
 def _fmt(value: float | None) -> str:

@@ -1,0 +1,147 @@
+"""The demo's reading of /metrics, its exit condition, its table and its settings (pure parts)."""
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+
+from demo.report import PhaseResult, StatusWriter, phase_table, status_line, story_failures
+from demo.settings import DemoSettings, Ports, SettingsError, add_arguments
+from demo.verdicts import Verdict, parse_verdict
+
+METRICS = """\
+# HELP mlmon_verdict_available 1 when the window had enough rows
+# TYPE mlmon_verdict_available gauge
+mlmon_verdict_available{monitor="driver_ranker"} 1.0
+mlmon_verdict_available{monitor="other"} 0.0
+# TYPE mlmon_dataset_drift gauge
+mlmon_dataset_drift{monitor="driver_ranker"} 1.0
+# TYPE mlmon_feature_drift_detected gauge
+mlmon_feature_drift_detected{feature="acc_rate",method="ks",monitor="driver_ranker"} 1.0
+mlmon_feature_drift_detected{feature="conv_rate",method="ks",monitor="driver_ranker"} 1.0
+mlmon_feature_drift_detected{feature="avg_daily_trips",method="ks",monitor="driver_ranker"} 0.0
+mlmon_feature_drift_detected{feature="conv_rate",method="ks",monitor="other"} 1.0
+# TYPE mlmon_feature_drift_score gauge
+mlmon_feature_drift_score{feature="conv_rate",method="ks",monitor="driver_ranker"} 1e-30
+# TYPE mlmon_classification_quality gauge
+mlmon_classification_quality{metric="accuracy",monitor="driver_ranker"} 0.31
+mlmon_classification_quality{metric="f1",monitor="driver_ranker"} 0.12
+# TYPE mlmon_window_rows gauge
+mlmon_window_rows{kind="current",monitor="driver_ranker"} 300.0
+mlmon_window_rows{kind="evaluated",monitor="driver_ranker"} 300.0
+# TYPE mlmon_evaluations counter
+mlmon_evaluations_total{monitor="driver_ranker",outcome="ok"} 7.0
+mlmon_evaluations_total{monitor="driver_ranker",outcome="insufficient_data"} 3.0
+# TYPE mlmon_last_evaluation_timestamp_seconds gauge
+mlmon_last_evaluation_timestamp_seconds{monitor="driver_ranker"} 1.7e9
+"""
+
+
+def test_parse_verdict_reads_one_monitor_from_the_metric_contract():
+    v = parse_verdict(METRICS, "driver_ranker")
+    assert v.available and v.dataset_drift
+    assert v.drifted_features == ("acc_rate", "conv_rate")
+    assert v.quality == {"accuracy": 0.31, "f1": 0.12}
+    assert v.rows == {"current": 300, "evaluated": 300}
+    assert v.evaluations == 10 and v.last_evaluation == 1.7e9
+    assert v.summary() == "DRIFT on acc_rate, conv_rate"
+
+
+def test_a_monitor_without_verdict_is_not_read_as_no_drift():
+    v = parse_verdict(METRICS, "other")
+    assert not v.available and not v.dataset_drift
+    assert v.summary().startswith("no verdict yet")
+    assert parse_verdict("", "driver_ranker") == Verdict("driver_ranker")
+
+
+def result(name, verdict=None, emails=()):
+    return PhaseResult(name, {"ok": 10, "sent": 10, "errors": 0, "planned": 10, "feedback_sent": 10},
+                       verdict, emails=list(emails))
+
+
+NO_DRIFT = Verdict("m", available=True, dataset_drift=False, quality={"accuracy": 0.8, "f1": 0.85},
+                   rows={"evaluated": 300})
+DRIFT = Verdict("m", available=True, dataset_drift=True, drifted_features=("acc_rate", "conv_rate"))
+SHIFTED = {"conv_rate", "acc_rate"}
+MAIL = "[FIRING:1] DataDriftDetected driver_ranker"
+
+
+def test_the_story_holds():
+    assert story_failures([result("normal", NO_DRIFT), result("drift", DRIFT, [MAIL])], SHIFTED, True) == []
+    assert story_failures([result("normal", NO_DRIFT), result("drift", DRIFT)], SHIFTED, False) == []
+
+
+@pytest.mark.parametrize("results, expected", [
+    ([result("normal", DRIFT), result("drift", DRIFT, [MAIL])], "normal phase: dataset drift reported"),
+    ([result("normal"), result("drift", DRIFT, [MAIL])], "normal phase: the log processor gave no verdict"),
+    ([result("normal", NO_DRIFT), result("drift", NO_DRIFT, [MAIL])], "drift phase: no dataset drift reported"),
+    ([result("normal", NO_DRIFT), result("drift", Verdict("m", True, True, ("conv_rate",)), [MAIL])],
+     "drift phase: shifted feature(s) not flagged: acc_rate"),
+    ([result("normal", NO_DRIFT), result("drift", DRIFT, ["[FIRING:1] FeatureDrift"])],
+     "no DataDriftDetected e-mail received"),
+])
+def test_the_story_fails_for_each_broken_promise(results, expected):
+    assert any(f.startswith(expected) for f in story_failures(results, SHIFTED, True))
+
+
+def test_phase_table_lists_each_phase():
+    r = result("drift", DRIFT, [MAIL])
+    r.alerts = ["DataDriftDetected", "FeatureDrift", "FeatureDrift"]
+    table = phase_table([result("normal", NO_DRIFT), r]).splitlines()
+    assert table[0].split(" | ")[0].strip() == "phase" and "drifted features" in table[0]
+    assert [c.strip() for c in table[2].split("|")] == ["normal", "10/10", "300", "no", "-", "0.800", "0.850", "-", "0"]
+    drift_row = [c.strip() for c in table[3].split("|")]
+    assert drift_row[3:5] == ["yes", "acc_rate, conv_rate"]
+    assert drift_row[7:] == ["DataDriftDetected, FeatureDrift", "1"]
+
+
+def test_status_line_shows_phase_requests_shipping_and_verdict():
+    line = status_line("drift", {"sent": 5, "planned": 10, "errors": 0, "feedback_sent": 3},
+                       {"shipped": 8, "lag_bytes": 0, "store_available": False}, DRIFT)
+    assert line.startswith("[drift] | requests 5/10")
+    assert "shipped 8 (lag 0 B STORE DOWN, retrying)" in line and "DRIFT on acc_rate, conv_rate" in line
+
+
+def test_status_writer_prints_whole_lines_when_not_on_a_terminal():
+    out = io.StringIO()
+    writer = StatusWriter(out, every=3600)
+    writer.update("first")
+    writer.update("second")  # within `every`: not repeated on a pipe
+    writer.done("end")
+    assert out.getvalue() == "first\nend\n"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p
+
+
+def test_flags_override_the_environment():
+    env = DemoSettings.from_env({"DEMO_RATE": "10", "DEMO_SERVING_PORT": "8000", "DEMO_NORMAL_REQUESTS": "100"})
+    s = env.with_args(parser().parse_args(["--once", "--rate", "50", "--prometheus-port", "9090", "--no-alerts"]))
+    assert (s.once, s.rate, s.normal_requests, s.alerts) == (True, 50.0, 100, False)
+    assert s.ports == Ports(serving=8000, prometheus=9090)
+    assert DemoSettings.from_env({}).with_args(parser().parse_args([])) == DemoSettings()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DEMO_RATE": "quick"}, "DEMO_RATE='quick' is not a number"),
+    ({"DEMO_NORMAL_REQUESTS": "10"}, "DEMO_NORMAL_REQUESTS='10' must be at least 50"),
+    ({"DEMO_SERVING_PORT": "70000"}, "DEMO_SERVING_PORT='70000' must be between 0 and 65535"),
+])
+def test_bad_environment_names_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        DemoSettings.from_env(env)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rate", "x"], "argument --rate: 'x' is not a number"),
+    (["--drift-requests", "3"], "argument --drift-requests: '3' must be at least 50"),
+    (["--smtp-port", "99999"], "argument --smtp-port: '99999' is not a port"),
+])
+def test_bad_flags_name_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
