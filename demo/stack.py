@@ -164,8 +164,17 @@ class EmbeddedStack:
                  f"(offsets: {settings.offsets_file})")
 
     def _monitors_file(self) -> Path:
-        """The project's monitors.yaml with the demo's evaluation interval and window."""
+        """The project's monitors.yaml with the demo's interval, and a window of the latest N predictions.
+
+        N is the shorter phase's length, so that after a phase the window holds only that phase's
+        predictions and the verdict describes it alone.
+        """
         config = yaml.safe_load(MONITORS_FILE.read_text())
+        last = min(self.settings.normal_requests, self.settings.drift_requests)
+        for monitor in config["monitors"]:
+            monitor["interval"] = f"{self.settings.eval_interval:g}s"
+            monitor["window"] = {"last": last}
+            monitor["min_rows"] = min(int(monitor.get("min_rows", 100)), last)
         target = self.settings.state_dir / "monitors.yaml"
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target
@@ -175,8 +184,7 @@ class EmbeddedStack:
         self.urls.log_processor = f"http://127.0.0.1:{port}"
         child = Child("log_processor", [sys.executable, "-m", "log_processor"], self.log_file("log_processor"),
                       env=self._child_env(LOGPROC_HOST="127.0.0.1", LOGPROC_PORT=str(port),
-                                          LOGPROC_MONITORS_FILE=str(self._monitors_file()),
-                                          LOGPROC_INTERVAL=str(self.settings.eval_interval)),
+                                          LOGPROC_MONITORS_FILE=str(self._monitors_file())),
                       cwd=REPO_ROOT)
         self._children.append(child)
         child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,
