@@ -1,0 +1,84 @@
+"""`python -m serving` under gunicorn: answers, logs JSON lines on stdout, aggregates metrics over workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from serving.settings import REPO_ROOT
+from tests.conftest import free_port
+from tests.serving_support import metric_value, wait_for, world
+
+
+def call(url: str, body: dict | None = None) -> tuple[int, dict | str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            raw, status, kind = response.read().decode(), response.status, response.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        raw, status, kind = exc.read().decode(), exc.code, exc.headers.get_content_type()
+    return status, json.loads(raw) if kind == "application/json" else raw
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SERVING_VAR_DIR": str(world().var_dir),
+           "SERVING_PORT": str(port), "SERVING_WORKERS": "2", "SERVING_THREADS": "4",
+           "SERVING_EVENT_SINKS": "file", "SERVING_EVENTS_FILE": str(tmp_path / "events.jsonl")}
+    stdout = open(tmp_path / "stdout.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=tmp_path, env=env, stdout=stdout,
+                               stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        assert process.poll() is None, (tmp_path / "stdout.log").read_text()
+        try:
+            return call(f"{base}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, interval=0.2)
+        yield base, tmp_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        stdout.close()
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_logs_json_and_aggregates_metrics(server):
+    base, tmp_path = server
+    for i in range(20):
+        status, body = call(f"{base}/predict", {"request_id": f"p{i}", "driver_ids": [1001 + i, 1200 + i]})
+        assert status == 200 and body["request_id"] == f"p{i}"
+    status, body = call(f"{base}/predict", {"driver_ids": []})
+    assert status == 400 and body["error"]["field"] == "driver_ids"
+
+    _, text = call(f"{base}/metrics")
+    # Two workers answered; /metrics adds both up.
+    assert metric_value(text, "serving_requests_total", endpoint="predict", status="200") == 20
+    assert metric_value(text, "serving_events_emitted_total", sink="file") == 21
+
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert sorted(e["request_id"] for e in events if e["event"]["dataset"] == "ml.prediction") == \
+        sorted(f"p{i}" for i in range(20))
+
+    def access_lines():
+        logs = [json.loads(line) for line in (tmp_path / "stdout.log").read_text().splitlines() if line]
+        return [doc for doc in logs if doc["log"]["logger"] == "serving.access"]
+
+    lines = wait_for(lambda: len(access_lines()) >= 22 and access_lines())
+    assert {doc["http"]["response"]["status_code"] for doc in lines} >= {200, 400}
+    assert all(doc["service"]["name"] == "serving" and doc["@timestamp"].endswith("Z") for doc in lines)
