@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import pandas as pd
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -57,7 +56,7 @@ def create_app(settings: ServingSettings | None = None, *, model: Model | None =
     features = features or OnlineFeatures.open(settings.path("feast"))
     metrics = ServingMetrics(multiprocess_dir=settings.metrics_dir)
     metrics.model_info.labels(model.name, model.version).set(1)
-    model.score(pd.DataFrame([[0.5, 0.5, 1]], columns=list(model.features)))  # warm-up, off the request path
+    model.score([{name: 1.0 for name in model.features}])  # warm-up, off the request path
     events = EventLog(build_sinks(settings) if sinks is None else sinks, metrics)
 
     app = Flask("serving")
@@ -154,7 +153,7 @@ def predict():
         raise RequestError(422, "unknown_driver", "driver_ids",
                            f"no online features for driver id(s) {found.missing}", request_id,
                            unknown_driver_ids=found.missing)
-    scores = svc.model.score(pd.DataFrame(found.rows, columns=list(svc.model.features)))
+    scores = svc.model.score(found.rows)
     best = int(scores.argmax())
     score = float(scores[best])
     label = int(svc.model.label([score])[0])

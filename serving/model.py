@@ -6,7 +6,7 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,13 @@ class Model:
     estimator: Any
     threshold: float = 0.5
 
-    def score(self, rows: pd.DataFrame | Sequence[Sequence[float]]) -> np.ndarray:
-        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=list(self.features))
-        return self.estimator.predict_proba(frame[list(self.features)])[:, 1]
+    def score(self, rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Scores for a frame, or for a list of feature dicts (the fast path serving uses)."""
+        if isinstance(rows, pd.DataFrame):
+            matrix = rows[list(self.features)].to_numpy(dtype=float)
+        else:
+            matrix = np.array([[row[name] for name in self.features] for row in rows], dtype=float)
+        return self.estimator.predict_proba(matrix)[:, 1]
 
     def label(self, scores: np.ndarray) -> np.ndarray:
         return (np.asarray(scores) >= self.threshold).astype(int)
