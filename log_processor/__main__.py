@@ -1,0 +1,58 @@
+"""`python -m log_processor`: validate the monitors file, then serve the app with gunicorn.
+
+One worker (the monitor threads live in the process, and /metrics must see their state) with a
+few threads for concurrent scrapes; the app is built inside the worker, after the fork.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from log_processor.monitors import ConfigError, load_monitors
+from log_processor.settings import ProcessorSettings
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: ProcessorSettings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        for key, value in {"bind": f"{s.host}:{s.port}", "workers": 1, "threads": s.threads,
+                           "worker_class": "gthread", "timeout": 120, "graceful_timeout": 10,
+                           "accesslog": None, "loglevel": "info",
+                           "worker_exit": _stop_processor}.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from log_processor.app import create_app
+        return create_app(self.settings)
+
+
+def _stop_processor(server, worker) -> None:
+    app = getattr(worker, "wsgi", None)
+    processor = getattr(app, "extensions", {}).get("log_processor") if app else None
+    if processor is not None:
+        processor.stop()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ProcessorSettings.from_env()
+    try:
+        monitors = load_monitors(settings.monitors_file, interval_override=settings.interval)
+    except ConfigError as exc:
+        print(f"log_processor: invalid monitor configuration: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(f"{m.name} (every {m.interval_seconds:g}s)" for m in monitors)
+    print(f"log_processor: {names}; store {settings.store.url}; http://{settings.host}:{settings.port}/metrics",
+          flush=True)
+    _Gunicorn(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The processor's web face (Flask factory): /metrics, /healthz, /report, /report.json.
+
+Requests only read the state the monitor threads left behind; no request triggers an evaluation.
+"""
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from log_processor.scheduler import MonitorRunner, Processor
+from log_processor.settings import ProcessorSettings
+
+
+def create_app(settings: ProcessorSettings | None = None, *, processor: Processor | None = None,
+               start: bool = True) -> Flask:
+    """The app around a Processor (built from settings unless given); `start` launches the monitors."""
+    processor = processor or Processor(settings or ProcessorSettings.from_env())
+    app = Flask("log_processor")
+    app.extensions["log_processor"] = processor
+    if start:
+        processor.start()
+
+    def runner_or_error(name: str | None) -> tuple[MonitorRunner | None, Any]:
+        if name is None and len(processor.runners) == 1:
+            return next(iter(processor.runners.values())), None
+        if name is None:
+            return None, None
+        if name not in processor.runners:
+            return None, (jsonify(error=f"monitor: unknown monitor {name!r}", field="monitor",
+                                  monitors=sorted(processor.runners)), 404)
+        return processor.runners[name], None
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(processor.exporter.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    def healthz():
+        now = time.time()
+        monitors = {}
+        for name, runner in processor.runners.items():
+            state = runner.snapshot()
+            limit = processor.stale_after(runner.monitor)
+            since = state.last_success if state.last_success is not None else processor.started_at
+            age = now - since
+            monitors[name] = {
+                "status": state.status,
+                "last_success_age_seconds": round(now - state.last_success, 3) if state.last_success else None,
+                "stale": age > limit,
+                "stale_after_seconds": limit,
+                "consecutive_errors": state.consecutive_errors,
+                "last_error": state.last_error,
+            }
+        all_stale = all(m["stale"] for m in monitors.values())
+        return jsonify(status="stale" if all_stale else "ok", monitors=monitors), 503 if all_stale else 200
+
+    @app.get("/report.json")
+    def report_json():
+        name = request.args.get("monitor")
+        if name is not None:
+            runner, error = runner_or_error(name)
+            if error:
+                return error
+            return jsonify(_state_json(runner))
+        return jsonify({n: _state_json(r) for n, r in processor.runners.items()})
+
+    @app.get("/report")
+    def report():
+        runner, error = runner_or_error(request.args.get("monitor"))
+        if error:
+            return error
+        if runner is None:
+            items = "".join(f'<li><a href="?monitor={html.escape(n)}">{html.escape(n)}</a> — '
+                            f'{html.escape(r.snapshot().status)}</li>' for n, r in processor.runners.items())
+            return f"<!doctype html><title>Monitors</title><h1>Monitors</h1><ul>{items}</ul>"
+        state = runner.snapshot()
+        part = request.args.get("part")
+        if part is not None:
+            if part not in ("drift", "quality"):
+                return jsonify(error=f"part: must be drift or quality, got {part!r}", field="part"), 400
+            body = state.html_drift if part == "drift" else state.html_quality
+            if body is None:
+                return _no_report(runner.monitor.name, state.status, part)
+            return Response(body, mimetype="text/html")
+        if state.html_drift is None:
+            return _no_report(runner.monitor.name, state.status, "drift")
+        return Response(_wrapper_page(runner.monitor.name, state.summary, state.html_quality is not None),
+                        mimetype="text/html")
+
+    return app
+
+
+def _state_json(runner: MonitorRunner) -> dict[str, Any]:
+    state = runner.snapshot()
+    return {"monitor": state.name, "status": state.status, "last_success": state.last_success,
+            "last_evaluation": state.last_evaluation, "last_error": state.last_error,
+            "latest": state.summary or None}
+
+
+def _no_report(name: str, status: str, part: str) -> tuple[str, int]:
+    reason = {"insufficient_data": "the window has too few rows for a verdict",
+              "starting": "the first evaluation has not finished yet",
+              "error": "the last evaluations failed (see /healthz)"}.get(status, "no report yet")
+    if part == "quality":
+        reason = "too few labelled rows in the window for quality metrics"
+    return (f"<!doctype html><title>{html.escape(name)}</title><h1>{html.escape(name)}</h1>"
+            f"<p>No {part} report: {html.escape(reason)}.</p>", 503)
+
+
+def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
+    """Window facts on top, then Evidently's drift report and (with enough labels) its quality report."""
+    n = html.escape(name)
+    window = summary.get("window", {})
+    rows = summary.get("rows", {})
+    drifted = ", ".join(summary.get("drifted_features", [])) or "none"
+    facts = (f"window {html.escape(str(window.get('start')))} → {html.escape(str(window.get('end')))} · "
+             f"rows {rows.get('current')} (evaluated {rows.get('evaluated')}, labelled {rows.get('labelled')}) · "
+             f"dataset drift: <b>{'YES' if summary.get('dataset_drift') else 'no'}</b> · drifted: {html.escape(drifted)}")
+    frames = f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
+    frames += (f'<h2>Classification quality (labelled rows)</h2><iframe src="?monitor={n}&part=quality"></iframe>'
+               if has_quality else "<p>Quality: too few labelled rows in this window.</p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{n} — Evidently report</title>"
+            "<style>body{font-family:sans-serif;margin:1em}iframe{width:100%;height:80vh;border:1px solid #ccc}</style>"
+            f"</head><body><h1>{n}</h1><p>{facts}</p>{frames}</body></html>")

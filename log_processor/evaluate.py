@@ -1,0 +1,209 @@
+"""(reference, current window, monitor) → one plain Evaluation, computed by Evidently 0.7.
+
+Pure: no I/O. Two Evidently reports per evaluation, because they look at different rows:
+- drift: every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount` (the dataset-drift
+  verdict), `ValueDrift` of the prediction score, `MissingValueCount` per feature;
+- quality: the labelled rows only — accuracy, precision, recall, F1 of the *logged* predicted labels
+  (`prediction_labels`, never a threshold on the score) against the joined targets.
+
+`_read_snapshot` is the one place that knows the shape of Evidently's `Snapshot.dict()`; everything
+after it works with the stable names of docs/metrics.md.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from evidently import BinaryClassification, DataDefinition, Dataset, Report
+from evidently.metrics import (Accuracy, DriftedColumnsCount, F1Score, MissingValueCount, Precision,
+                               Recall, ValueDrift)
+
+from log_processor.monitors import DriftRule, Monitor
+from log_processor.validate import PREDICTION, SCORE, TARGET
+
+CLASSES = ("0", "1")
+QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    threshold: float
+    score: float
+    detected: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset_drift: bool
+    drifted_features: tuple[str, ...]
+    drifted_share: float
+    feature_drift: tuple[ColumnDrift, ...]
+    prediction_drift: ColumnDrift
+    quality: dict[str, float]                       # empty when too few labelled rows
+    class_share: dict[tuple[str, str], float]       # (source, class) -> share
+    confusion: dict[tuple[str, str], int]           # (actual, predicted) -> rows
+    missing_share: dict[str, float]                 # feature -> share of missing values
+    evaluated_rows: int
+    evaluated_labelled_rows: int
+    html_drift: str = field(repr=False, default="")
+    html_quality: str | None = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference, prepared once: Evidently datasets for both reports plus what describes it."""
+    frame: pd.DataFrame
+    drift: Dataset
+    quality: Dataset | None
+    model_name: str
+    model_version: str
+    version: str
+    sha256: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def _drift_definition(monitor: Monitor) -> DataDefinition:
+    numerical = [f.name for f in monitor.features if f.type == "numerical"] + [SCORE]
+    categorical = [f.name for f in monitor.features if f.type == "categorical"]
+    return DataDefinition(numerical_columns=numerical, categorical_columns=categorical or None)
+
+
+def _quality_definition() -> DataDefinition:
+    return DataDefinition(categorical_columns=[TARGET, PREDICTION],
+                          classification=[BinaryClassification(target=TARGET, prediction_labels=PREDICTION)])
+
+
+def _drift_frame(frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
+    return frame[[*monitor.feature_names, SCORE]]
+
+
+def _quality_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    labelled = frame[frame[TARGET].notna()]
+    return pd.DataFrame({TARGET: labelled[TARGET].astype(int).to_numpy(),
+                         PREDICTION: labelled[PREDICTION].astype(int).to_numpy()})
+
+
+def prepare_reference(frame: pd.DataFrame, monitor: Monitor, *, model_name: str, model_version: str,
+                      version: str, sha256: str) -> Reference:
+    """Check the reference's columns and build its Evidently datasets (done once per process)."""
+    needed = [*monitor.feature_names, PREDICTION, SCORE]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"reference lacks columns {missing} (has {list(frame.columns)})")
+    if TARGET not in frame.columns:
+        frame = frame.assign(**{TARGET: float("nan")})
+    quality = _quality_frame(frame)
+    return Reference(
+        frame=frame,
+        drift=Dataset.from_pandas(_drift_frame(frame, monitor), data_definition=_drift_definition(monitor)),
+        quality=Dataset.from_pandas(quality, data_definition=_quality_definition()) if len(quality) else None,
+        model_name=model_name, model_version=model_version, version=version, sha256=sha256,
+    )
+
+
+# --- the one place that reads Evidently's snapshot -------------------------------------------------
+
+def _read_snapshot(snapshot: Any) -> dict[str, tuple[Any, bool | None]]:
+    """metric id -> (value, failed?) from `Snapshot.dict()`; failed is None when the metric has no test.
+
+    Evidently 0.7 lists `metrics` as {id, metric_name, config, value} (value: a float, or
+    {count, share}) and `tests` as {metric_config: {metric_id}, status} with status FAIL when a
+    drift test fired (and, for DriftedColumnsCount, when the drifted share reached drift_share).
+    """
+    data = snapshot.dict()
+    failed: dict[str, bool] = {}
+    for test in data.get("tests", []):
+        metric_id = test["metric_config"]["metric_id"]
+        status = str(getattr(test["status"], "value", test["status"])).upper()
+        if status.endswith("ERROR"):
+            raise RuntimeError(f"Evidently test {test.get('name')!r} errored: {test.get('description')}")
+        failed[metric_id] = failed.get(metric_id, False) or status.endswith("FAIL")
+    return {m["id"]: (m["value"], failed.get(m["id"])) for m in data["metrics"]}
+
+
+def _value(raw: Any, key: str | None = None) -> float:
+    value = raw[key] if key and isinstance(raw, dict) else raw
+    return float(value) if value is not None else math.nan
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> Evaluation:
+    """Run both reports on `current` (already sampled, at least `min_rows` rows)."""
+    drift = monitor.drift
+    rules: dict[str, DriftRule] = {name: drift.rule(name) for name in monitor.feature_names}
+    value_drift = {name: ValueDrift(column=name, method=r.method, threshold=r.threshold) for name, r in rules.items()}
+    score_drift = ValueDrift(column=SCORE, method=drift.prediction.method, threshold=drift.prediction.threshold)
+    count = DriftedColumnsCount(
+        columns=list(monitor.feature_names), drift_share=drift.drift_share,
+        method=drift.default.method, threshold=drift.default.threshold,
+        per_column_method={n: r.method for n, r in rules.items()},
+        per_column_threshold={n: r.threshold for n, r in rules.items()},
+    )
+    missing = {name: MissingValueCount(column=name) for name in monitor.feature_names}
+    report = Report([count, *value_drift.values(), score_drift, *missing.values()], include_tests=True)
+    current_drift = Dataset.from_pandas(_drift_frame(current, monitor), data_definition=_drift_definition(monitor))
+    snapshot = report.run(current_drift, reference.drift)
+    values = _read_snapshot(snapshot)
+
+    def column_drift(column: str, metric: ValueDrift, rule: DriftRule) -> ColumnDrift:
+        value, failed = values[metric.metric_id]
+        return ColumnDrift(column=column, method=rule.method, threshold=rule.threshold,
+                           score=_value(value), detected=bool(failed))
+
+    features = tuple(column_drift(n, value_drift[n], rules[n]) for n in monitor.feature_names)
+    count_value, dataset_failed = values[count.metric_id]
+    prediction = column_drift(monitor.prediction_score, score_drift, drift.prediction)
+
+    quality: dict[str, float] = {}
+    html_quality = None
+    labelled = _quality_frame(current)
+    if len(labelled) >= monitor.min_labelled_rows and reference.quality is not None:
+        metrics = {name: cls() for name, cls in QUALITY_METRICS.items()}
+        quality_snapshot = Report(list(metrics.values()), include_tests=False).run(
+            Dataset.from_pandas(labelled, data_definition=_quality_definition()), reference.quality)
+        quality_values = _read_snapshot(quality_snapshot)
+        quality = {name: _value(quality_values[m.metric_id][0]) for name, m in metrics.items()}
+        quality = {name: v for name, v in quality.items() if math.isfinite(v)}
+        html_quality = quality_snapshot.get_html_str(as_iframe=False)
+
+    return Evaluation(
+        dataset_drift=bool(dataset_failed),
+        drifted_features=tuple(f.column for f in features if f.detected),
+        drifted_share=_value(count_value, "share"),
+        feature_drift=features,
+        prediction_drift=prediction,
+        quality=quality,
+        class_share=_class_shares(current, labelled),
+        confusion=_confusion(labelled),
+        missing_share={name: _value(values[m.metric_id][0], "share") for name, m in missing.items()},
+        evaluated_rows=len(current),
+        evaluated_labelled_rows=len(labelled),
+        html_drift=snapshot.get_html_str(as_iframe=False),
+        html_quality=html_quality,
+    )
+
+
+def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame) -> dict[tuple[str, str], float]:
+    shares: dict[tuple[str, str], float] = {}
+    for source, series in (("prediction", current[PREDICTION]), ("target", labelled[TARGET])):
+        if len(series):
+            counts = series.astype(int).astype(str).value_counts(normalize=True)
+            for cls in CLASSES:
+                shares[(source, cls)] = float(counts.get(cls, 0.0))
+    return shares
+
+
+def _confusion(labelled: pd.DataFrame) -> dict[tuple[str, str], int]:
+    if not len(labelled):
+        return {}
+    pairs = labelled[TARGET].astype(str) + "|" + labelled[PREDICTION].astype(str)
+    counts = pairs.value_counts()
+    return {(a, p): int(counts.get(f"{a}|{p}", 0)) for a in CLASSES for p in CLASSES}

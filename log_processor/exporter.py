@@ -1,0 +1,142 @@
+"""Prometheus series of docs/metrics.md, in a registry owned by the app (no global registry).
+
+The exporter remembers every label set it has set per monitor, so that a window that became empty
+or too small *removes* the drift and quality series instead of leaving an old verdict on show.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
+
+from log_processor.evaluate import Evaluation, Reference
+from log_processor.validate import REJECT_REASONS
+from log_processor.window import Window
+
+OUTCOMES = ("ok", "insufficient_data", "error")
+STORE_OPERATIONS = ("search", "feedback", "write_summary", "connect")
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Exporter:
+    def __init__(self, monitor_names: Iterable[str]):
+        self.registry = CollectorRegistry()
+        self._lock = threading.Lock()
+        self._owned: dict[tuple[Gauge, str], set[tuple[str, ...]]] = {}
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, ("monitor", *labels), registry=self.registry)
+
+        self.verdict_available = gauge("mlmon_verdict_available", "1 when the drift/quality series describe the last window")
+        self.dataset_drift = gauge("mlmon_dataset_drift", "1 when Evidently's dataset drift test fired")
+        self.drifted_features = gauge("mlmon_drifted_features", "Number of drifted feature columns")
+        self.drifted_share = gauge("mlmon_drifted_features_share", "Drifted / all feature columns")
+        self.feature_score = gauge("mlmon_feature_drift_score", "Drift statistic per feature", "feature", "method")
+        self.feature_threshold = gauge("mlmon_feature_drift_threshold", "Threshold of the drift test", "feature", "method")
+        self.feature_detected = gauge("mlmon_feature_drift_detected", "1 when the feature drifted", "feature", "method")
+        self.prediction_score = gauge("mlmon_prediction_drift_score", "Drift statistic of the prediction", "column", "method")
+        self.prediction_detected = gauge("mlmon_prediction_drift_detected", "1 when the prediction drifted", "column", "method")
+        self.quality = gauge("mlmon_classification_quality", "Quality on labelled rows", "metric")
+        self.class_share = gauge("mlmon_class_share", "Share of each class", "source", "class")
+        self.confusion = gauge("mlmon_confusion_matrix", "Labelled rows per cell", "actual", "predicted")
+        self.label_coverage = gauge("mlmon_label_coverage_ratio", "Labelled rows / current rows")
+        self.label_delay = gauge("mlmon_label_delay_seconds", "Prediction to feedback delay", "quantile")
+        self.window_rows = gauge("mlmon_window_rows", "Rows per window", "kind")
+        self.missing_share = gauge("mlmon_missing_values_share", "Share of missing values per feature", "column")
+        self.duration = Histogram("mlmon_evaluation_duration_seconds", "One evaluation cycle", ("monitor",),
+                                  buckets=DURATION_BUCKETS, registry=self.registry)
+        self.evaluations = PromCounter("mlmon_evaluations", "Evaluation cycles by outcome", ("monitor", "outcome"),
+                                       registry=self.registry)
+        self.last_success = gauge("mlmon_last_success_timestamp_seconds", "Unix time of the last cycle without error")
+        self.last_evaluation = gauge("mlmon_last_evaluation_timestamp_seconds", "Unix time of the last cycle")
+        self.store_errors = PromCounter("mlmon_store_errors", "Store failures", ("monitor", "operation"),
+                                        registry=self.registry)
+        self.rejected = PromCounter("mlmon_rejected_documents", "Documents skipped", ("monitor", "reason"),
+                                    registry=self.registry)
+        self.info = gauge("mlmon_info", "What is compared with what", "model_name", "model_version",
+                          "reference_version", "reference_hash")
+        for name in monitor_names:   # counters start at 0 so rate() and increase() work from the start
+            for outcome in OUTCOMES:
+                self.evaluations.labels(name, outcome)
+            for operation in STORE_OPERATIONS:
+                self.store_errors.labels(name, operation)
+            for reason in REJECT_REASONS:
+                self.rejected.labels(name, reason)
+            self.verdict_available.labels(name).set(0)
+
+    # --- label bookkeeping -----------------------------------------------------------------------
+    def _set(self, gauge: Gauge, monitor: str, labels: tuple[str, ...], value: float) -> None:
+        gauge.labels(monitor, *labels).set(value)
+        self._owned.setdefault((gauge, monitor), set()).add(labels)
+
+    def _clear(self, monitor: str, *gauges: Gauge) -> None:
+        for gauge in gauges:
+            for labels in self._owned.pop((gauge, monitor), set()):
+                try:
+                    gauge.remove(monitor, *labels)
+                except KeyError:
+                    pass
+
+    def _verdict_gauges(self) -> tuple[Gauge, ...]:
+        return (self.dataset_drift, self.drifted_features, self.drifted_share, self.feature_score,
+                self.feature_threshold, self.feature_detected, self.prediction_score, self.prediction_detected,
+                self.quality, self.class_share, self.confusion, self.missing_share)
+
+    # --- what the scheduler calls ----------------------------------------------------------------
+    def reference(self, monitor: str, reference: Reference) -> None:
+        with self._lock:
+            self._clear(monitor, self.info)
+            self._set(self.info, monitor, (reference.model_name, reference.model_version, reference.version,
+                                           reference.sha256), 1)
+
+    def window(self, monitor: str, window: Window, reference_rows: int, evaluation: Evaluation | None) -> None:
+        """Export one evaluated window; `evaluation` None means too few rows for a verdict."""
+        with self._lock:
+            self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows)
+            rows = {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
+                    "evaluated": evaluation.evaluated_rows if evaluation else 0}
+            for kind, value in rows.items():
+                self._set(self.window_rows, monitor, (kind,), value)
+            self._set(self.label_coverage, monitor, (), window.label_coverage)
+            for quantile, value in window.label_delay_quantiles().items():
+                self._set(self.label_delay, monitor, (quantile,), value)
+            self._set(self.verdict_available, monitor, (), 1 if evaluation else 0)
+            if evaluation is not None:
+                self._evaluation(monitor, evaluation)
+
+    def _evaluation(self, monitor: str, ev: Evaluation) -> None:
+        self._set(self.dataset_drift, monitor, (), int(ev.dataset_drift))
+        self._set(self.drifted_features, monitor, (), len(ev.drifted_features))
+        self._set(self.drifted_share, monitor, (), ev.drifted_share)
+        for f in ev.feature_drift:
+            self._set(self.feature_score, monitor, (f.column, f.method), f.score)
+            self._set(self.feature_threshold, monitor, (f.column, f.method), f.threshold)
+            self._set(self.feature_detected, monitor, (f.column, f.method), int(f.detected))
+        p = ev.prediction_drift
+        self._set(self.prediction_score, monitor, (p.column, p.method), p.score)
+        self._set(self.prediction_detected, monitor, (p.column, p.method), int(p.detected))
+        for metric, value in ev.quality.items():
+            self._set(self.quality, monitor, (metric,), value)
+        for (source, cls), share in ev.class_share.items():
+            self._set(self.class_share, monitor, (source, cls), share)
+        for (actual, predicted), rows in ev.confusion.items():
+            self._set(self.confusion, monitor, (actual, predicted), rows)
+        for column, share in ev.missing_share.items():
+            self._set(self.missing_share, monitor, (column,), share)
+
+    def rejected_documents(self, monitor: str, counts: Counter) -> None:
+        for reason, n in counts.items():
+            if n:
+                self.rejected.labels(monitor, reason).inc(n)
+
+    def store_error(self, monitor: str, operation: str) -> None:
+        self.store_errors.labels(monitor, operation).inc()
+
+    def cycle(self, monitor: str, outcome: str, duration: float, finished_at: float) -> None:
+        self.evaluations.labels(monitor, outcome).inc()
+        self.duration.labels(monitor).observe(duration)
+        self.last_evaluation.labels(monitor).set(finished_at)
+        if outcome != "error":
+            self.last_success.labels(monitor).set(finished_at)

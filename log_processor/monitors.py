@@ -1,0 +1,355 @@
+"""Monitor configuration: the YAML file parsed into frozen dataclasses, validated before anything runs.
+
+Every error names the file, the line and the dotted key (`monitors.yaml:14: monitors[0].window.span:
+...`), and unknown keys are errors too, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Drift methods this processor accepts, and whether their score is a p-value (drift when the score is
+# BELOW the threshold) or a distance (drift when it is AT OR ABOVE). A fixed set keeps the `method`
+# label bounded and its meaning documented (docs/metrics.md).
+P_VALUE_METHODS = ("ks", "chisquare", "z")
+DISTANCE_METHODS = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger")
+DRIFT_METHODS = P_VALUE_METHODS + DISTANCE_METHODS
+# Evidently's own defaults, used when a rule names a method but no threshold.
+DEFAULT_THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "psi": 0.1,
+                      "jensenshannon": 0.1, "kl_div": 0.1, "hellinger": 0.1}
+COLUMN_TYPES = ("numerical", "categorical")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """A monitor file that cannot be used; the message names file, line and key."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str     # column name in the reference and in Evidently
+    field: str    # dotted path in the event document
+    type: str     # numerical | categorical
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    method: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    default: DriftRule
+    drift_share: float
+    per_column: dict[str, DriftRule]   # feature name -> rule
+    prediction: DriftRule
+
+    def rule(self, column: str) -> DriftRule:
+        return self.per_column.get(column, self.default)
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """Either a Parquet file written by training (+ its manifest) or a time range in the store."""
+    parquet: Path | None = None
+    manifest: Path | None = None
+    store_start: datetime | None = None
+    store_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Monitor:
+    name: str
+    index: str
+    model_name: str | None
+    prediction_dataset: str
+    feedback_dataset: str
+    features: tuple[Feature, ...]
+    prediction_label: str
+    prediction_score: str
+    target: str
+    join_key: str
+    window_seconds: float
+    window_last: int | None
+    min_rows: int
+    min_labelled_rows: int
+    interval_seconds: float
+    label_horizon_seconds: float
+    max_rows: int
+    reference: ReferenceConfig
+    drift: DriftConfig
+    sample_seed: int | None = None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+
+# ---------------------------------------------------------------------------------------------------
+# YAML nodes -> plain values, remembering each key's line so that errors can point at it.
+
+class _Doc:
+    """A parsed YAML value plus the line of every dotted path in it."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines: dict[str, int] = {}
+        try:
+            node = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        self.value = self._convert(node, "") if node is not None else None
+
+    def _convert(self, node: yaml.Node, where: str) -> Any:
+        self.lines[where] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{where}.{key}" if where else key
+                if key in out:
+                    raise ConfigError(f"{self.path}:{key_node.start_mark.line + 1}: {child}: duplicate key")
+                self.lines[child] = key_node.start_mark.line + 1
+                out[key] = self._convert(value_node, child)
+                self.lines[child] = key_node.start_mark.line + 1
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._convert(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        return yaml.constructor.SafeConstructor().construct_object(node)
+
+    def error(self, where: str, message: str) -> ConfigError:
+        probe = where
+        while probe and probe not in self.lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        line = self.lines.get(probe)
+        return ConfigError(f"{self.path}{f':{line}' if line else ''}: {where or '(top level)'}: {message}")
+
+
+class _Section:
+    """One mapping of the file: typed getters that raise ConfigError naming the key."""
+
+    def __init__(self, doc: _Doc, where: str, value: Any, allowed: tuple[str, ...]):
+        if not isinstance(value, dict):
+            raise doc.error(where, f"must be a mapping, got {type(value).__name__}")
+        unknown = [k for k in value if k not in allowed]
+        if unknown:
+            key = f"{where}.{unknown[0]}" if where else unknown[0]
+            raise doc.error(key, f"unknown key (allowed: {', '.join(allowed)})")
+        self.doc, self.where, self.value = doc, where, value
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def has(self, name: str) -> bool:
+        return self.value.get(name) is not None
+
+    def raw(self, name: str, default: Any = ..., required: bool = False) -> Any:
+        if name not in self.value or self.value[name] is None:
+            if required or default is ...:
+                raise self.doc.error(self.where, f"missing required key '{name}'")
+            return default
+        return self.value[name]
+
+    def section(self, name: str, allowed: tuple[str, ...], default: Any = ...) -> "_Section":
+        return _Section(self.doc, self.key(name), self.raw(name, default), allowed)
+
+    def text(self, name: str, default: Any = ...) -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise self.doc.error(self.key(name), f"must be a non-empty string, got {value!r}")
+        return value
+
+    def number(self, name: str, default: Any = ..., *, integer: bool = False,
+               check: Callable[[float], bool] = lambda v: True, expect: str = "") -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or not check(value):
+            kind = "an integer" if integer else "a number"
+            raise self.doc.error(self.key(name), f"must be {kind}{expect}, got {value!r}")
+        return int(value) if integer else float(value)
+
+    def duration(self, name: str, default: Any = ...) -> Any:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        seconds = parse_duration(value)
+        if seconds is None or seconds <= 0:
+            raise self.doc.error(self.key(name), f"must be a positive duration like 90s, 15m, 2h, got {value!r}")
+        return seconds
+
+    def choice(self, name: str, options: tuple[str, ...], default: Any = ...) -> Any:
+        value = self.raw(name, default)
+        if value not in options:
+            raise self.doc.error(self.key(name), f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+
+def parse_duration(value: Any) -> float | None:
+    """`90` / `"90s"` / `"15m"` / `"2h"` / `"1d"` / `"500ms"` → seconds; None when not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        return None
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _resolve(path_value: str, base: Path) -> Path:
+    path = Path(path_value)
+    return path if path.is_absolute() else (base / path)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+_TOP = ("monitors",)
+_MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
+            "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
+            "reference", "drift", "sample_seed")
+
+
+def load_monitors(path: Path | str, *, base_dir: Path = REPO_ROOT,
+                  interval_override: float | None = None) -> tuple[Monitor, ...]:
+    """Read and validate a monitors file; relative paths inside it are relative to `base_dir`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read monitors file: {exc.strerror or exc}") from None
+    doc = _Doc(path, text)
+    top = _Section(doc, "", doc.value if doc.value is not None else {}, _TOP)
+    items = top.raw("monitors", required=True)
+    if not isinstance(items, list) or not items:
+        raise doc.error("monitors", "must be a non-empty list of monitors")
+    monitors = tuple(_monitor(doc, f"monitors[{i}]", item, base_dir, interval_override)
+                     for i, item in enumerate(items))
+    seen: set[str] = set()
+    for i, monitor in enumerate(monitors):
+        if monitor.name in seen:
+            raise doc.error(f"monitors[{i}].name", f"duplicate monitor name {monitor.name!r}")
+        seen.add(monitor.name)
+    return monitors
+
+
+def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_override: float | None) -> Monitor:
+    s = _Section(doc, where, value, _MONITOR)
+    name = s.text("name")
+    if not _NAME.match(name):
+        raise doc.error(s.key("name"), f"must match {_NAME.pattern} (it becomes a metric label), got {name!r}")
+
+    datasets = s.section("datasets", ("prediction", "feedback"), {})
+    features = _features(s, doc)
+    prediction = s.section("prediction", ("label", "score"))
+    window = s.section("window", ("span", "last"))
+    if not window.has("span") and not window.has("last"):
+        raise doc.error(window.where, "needs 'span' (a duration) and/or 'last' (a count of predictions)")
+    last = window.number("last", None, integer=True, check=lambda v: v > 0, expect=" > 0")
+    # Only `last` given: look back at most a day for the latest N predictions.
+    span = window.duration("span", 86400.0 if last else ...)
+
+    min_rows = s.number("min_rows", 100, integer=True, check=lambda v: v > 0, expect=" > 0")
+    max_rows = s.number("max_rows", 200_000, integer=True, check=lambda v: v > 0, expect=" > 0")
+    if max_rows < min_rows:
+        raise doc.error(s.key("max_rows"), f"must be >= min_rows ({min_rows}), got {max_rows}")
+    interval = s.duration("interval", 60.0)
+    return Monitor(
+        name=name,
+        index=s.text("index", "ml-events-*"),
+        model_name=s.text("model_name", None),
+        prediction_dataset=datasets.text("prediction", "ml.prediction"),
+        feedback_dataset=datasets.text("feedback", "ml.feedback"),
+        features=features,
+        prediction_label=prediction.text("label"),
+        prediction_score=prediction.text("score"),
+        target=s.text("target"),
+        join_key=s.text("join_key", "request_id"),
+        window_seconds=span,
+        window_last=last,
+        min_rows=min_rows,
+        min_labelled_rows=s.number("min_labelled_rows", 50, integer=True, check=lambda v: v > 0, expect=" > 0"),
+        interval_seconds=interval_override if interval_override is not None else interval,
+        label_horizon_seconds=s.duration("label_horizon", 3600.0),
+        max_rows=max_rows,
+        reference=_reference(s.section("reference", ("parquet", "manifest", "store")), base_dir),
+        drift=_drift(s, [f.name for f in features]),
+        sample_seed=s.number("sample_seed", None, integer=True),
+    )
+
+
+def _features(s: _Section, doc: _Doc) -> tuple[Feature, ...]:
+    raw = s.raw("features")
+    if not isinstance(raw, dict) or not raw:
+        raise doc.error(s.key("features"), "must be a non-empty mapping of column name -> {field, type}")
+    features = []
+    for name in raw:
+        f = _Section(doc, f"{s.key('features')}.{name}", raw[name], ("field", "type"))
+        features.append(Feature(name=str(name), field=f.text("field", f"features.{name}"),
+                                type=f.choice("type", COLUMN_TYPES, "numerical")))
+    return tuple(features)
+
+
+def _reference(s: _Section, base_dir: Path) -> ReferenceConfig:
+    if s.has("store") == s.has("parquet"):
+        raise s.doc.error(s.where, "needs exactly one of 'parquet' (a file written by training) "
+                                   "or 'store' (a time range of events)")
+    if s.has("parquet"):
+        manifest = s.text("manifest", None)
+        return ReferenceConfig(parquet=_resolve(s.text("parquet"), base_dir),
+                               manifest=_resolve(manifest, base_dir) if manifest else None)
+    store = s.section("store", ("start", "end"))
+    bounds = []
+    for key in ("start", "end"):
+        value = store.raw(key)
+        try:
+            parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise s.doc.error(store.key(key), f"must be an ISO-8601 timestamp, got {value!r}") from None
+        if parsed.tzinfo is None:
+            raise s.doc.error(store.key(key), f"needs a time zone (e.g. a trailing Z), got {value!r}")
+        bounds.append(parsed)
+    if bounds[0] >= bounds[1]:
+        raise s.doc.error(store.key("end"), "must be after start")
+    return ReferenceConfig(store_start=bounds[0], store_end=bounds[1])
+
+
+def _rule(s: _Section, default: DriftRule | None) -> DriftRule:
+    method = s.choice("method", DRIFT_METHODS, default.method if default else ...)
+    inherited = default.threshold if default and method == default.method else DEFAULT_THRESHOLDS[method]
+    threshold = s.number("threshold", inherited, check=lambda v: v > 0, expect=" > 0")
+    return DriftRule(method=method, threshold=threshold)
+
+
+def _drift(monitor: _Section, feature_names: list[str]) -> DriftConfig:
+    s = monitor.section("drift", ("method", "threshold", "drift_share", "columns", "prediction"), {})
+    default = _rule(s, DriftRule("wasserstein", 0.1))
+    per_column: dict[str, DriftRule] = {}
+    columns = s.raw("columns", {})
+    if not isinstance(columns, dict):
+        raise s.doc.error(s.key("columns"), "must be a mapping of feature name -> {method, threshold}")
+    for name in columns:
+        if name not in feature_names:
+            raise s.doc.error(f"{s.key('columns')}.{name}",
+                              f"not a feature of this monitor (features: {', '.join(feature_names)})")
+        per_column[name] = _rule(_Section(s.doc, f"{s.key('columns')}.{name}", columns[name],
+                                          ("method", "threshold")), default)
+    prediction = _rule(s.section("prediction", ("method", "threshold"), {}), default)
+    share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
+    return DriftConfig(default=default, drift_share=share, per_column=per_column, prediction=prediction)

@@ -1,0 +1,74 @@
+"""Load a monitor's reference once: the Parquet written by training (checked against its manifest)
+or a time range of events in the store (parsed and joined exactly like a current window)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from log_processor.evaluate import Reference, prepare_reference
+from log_processor.monitors import Monitor
+from log_processor.store import EventStore
+from log_processor.validate import combine, parse_page, source_fields
+from log_processor.window import assemble
+
+
+class ReferenceError(RuntimeError):
+    """The reference cannot be used (missing file, hash mismatch, no rows)."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_reference(monitor: Monitor, store: EventStore) -> Reference:
+    config = monitor.reference
+    if config.parquet is not None:
+        return _from_parquet(monitor, config.parquet, config.manifest)
+    return _from_store(monitor, store)
+
+
+def _from_parquet(monitor: Monitor, path: Path, manifest_path: Path | None) -> Reference:
+    if not path.exists():
+        raise ReferenceError(f"reference file {path} does not exist (run `python -m serving.bootstrap`)")
+    digest = sha256_of(path)
+    model_name, model_version, version = monitor.model_name or monitor.name, "unknown", digest[:12]
+    if manifest_path is not None:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReferenceError(f"cannot read manifest {manifest_path}: {exc}") from exc
+        expected = (manifest.get("reference") or {}).get("sha256")
+        if expected and expected != digest:
+            raise ReferenceError(f"{path} has sha256 {digest[:12]}…, but {manifest_path} expects "
+                                 f"{expected[:12]}… (the model and its reference are out of step)")
+        model_name = manifest.get("model_name", model_name)
+        model_version = str(manifest.get("model_version", model_version))
+        version = model_version
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise ReferenceError(f"reference file {path} has no rows")
+    return prepare_reference(frame, monitor, model_name=model_name, model_version=model_version,
+                             version=version, sha256=digest)
+
+
+def _from_store(monitor: Monitor, store: EventStore) -> Reference:
+    start = monitor.reference.store_start.timestamp()
+    end = monitor.reference.store_end.timestamp()
+    chunks = store.scan(monitor.index, start, end + monitor.label_horizon_seconds, source_fields(monitor),
+                        lambda docs: parse_page(docs, monitor))
+    window = assemble(combine(chunks, monitor), dataclasses.replace(monitor, window_last=None), start, end)
+    if window.rows == 0:
+        raise ReferenceError(f"no {monitor.prediction_dataset} events in the reference range "
+                             f"{monitor.reference.store_start.isoformat()} .. {monitor.reference.store_end.isoformat()}")
+    span = f"{monitor.reference.store_start.isoformat()}/{monitor.reference.store_end.isoformat()}"
+    digest = hashlib.sha256(f"{monitor.index}|{span}|{window.rows}".encode()).hexdigest()
+    return prepare_reference(window.frame, monitor, model_name=monitor.model_name or monitor.name,
+                             model_version="unknown", version=f"store:{span}", sha256=digest)

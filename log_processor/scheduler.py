@@ -1,0 +1,223 @@
+"""One thread per monitor: every interval, fetch → join → Evidently → export → summary document.
+
+Evaluations never run on a request. The latest state of each monitor (outcome, timestamps, the
+report) lives in a `MonitorState` that the web app reads under the runner's lock. A failing store
+is counted, waited out with exponential backoff, and the last verdict stays exported (with its
+age visible in mlmon_last_success_timestamp_seconds and /healthz) until the store answers again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from common.schema import MONITORING_INDEX_PREFIX, daily_index, format_timestamp
+from log_processor.evaluate import Evaluation, Reference, evaluate
+from log_processor.exporter import Exporter
+from log_processor.monitors import Monitor, load_monitors
+from log_processor.settings import ProcessorSettings
+from log_processor.reference import ReferenceError, load_reference
+from log_processor.store import EventStore, StoreError
+from log_processor.validate import PREDICTION, Chunk, combine, parse_page, source_fields
+from log_processor.window import Window, assemble, sample
+
+log = logging.getLogger("log_processor")
+
+
+@dataclass
+class MonitorState:
+    name: str
+    status: str = "starting"                # ok | insufficient_data | error | starting
+    last_success: float | None = None       # unix time
+    last_evaluation: float | None = None
+    last_error: str | None = None
+    consecutive_errors: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)   # what /report.json shows
+    html_drift: str | None = None
+    html_quality: str | None = None
+
+
+class MonitorRunner:
+    def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
+                 write_summaries: bool = True, clock: Callable[[], float] = time.time):
+        self.monitor = monitor
+        self.store = store
+        self.exporter = exporter
+        self.backoff_max = backoff_max
+        self.write_summaries = write_summaries
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.state = MonitorState(monitor.name)
+        self._reference: Reference | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the cycle -------------------------------------------------------------------------------
+    def run_once(self) -> str:
+        """One evaluation cycle; returns its outcome (ok, insufficient_data, error). Never raises."""
+        started = self.clock()
+        t0 = time.perf_counter()
+        try:
+            outcome, summary, evaluation = self._cycle(started)
+            error = None
+        except (StoreError, ReferenceError) as exc:
+            outcome, summary, evaluation, error = "error", None, None, str(exc)
+            if isinstance(exc, StoreError):
+                self.exporter.store_error(self.monitor.name, exc.operation)
+        except Exception as exc:   # a bug or a bad window must not kill the thread
+            outcome, summary, evaluation, error = "error", None, None, f"{type(exc).__name__}: {exc}"
+            log.error("monitor %s: evaluation failed\n%s", self.monitor.name, traceback.format_exc())
+        duration = time.perf_counter() - t0
+        finished = self.clock()
+        self.exporter.cycle(self.monitor.name, outcome, duration, finished)
+        if summary is not None:
+            summary["duration_seconds"] = round(duration, 3)
+            self._write_summary(summary, finished)
+        with self.lock:
+            s = self.state
+            s.status, s.last_evaluation = outcome, finished
+            if outcome == "error":
+                s.last_error, s.consecutive_errors = error, s.consecutive_errors + 1
+                log.warning("monitor %s: %s (attempt %d)", self.monitor.name, error, s.consecutive_errors)
+            else:
+                s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
+                s.summary = summary or {}
+                s.html_drift = evaluation.html_drift if evaluation else None
+                s.html_quality = evaluation.html_quality if evaluation else None
+        return outcome
+
+    def reference(self) -> Reference:
+        if self._reference is None:
+            self._reference = load_reference(self.monitor, self.store)
+            self.exporter.reference(self.monitor.name, self._reference)
+            log.info("monitor %s: reference %s (%d rows, sha256 %s)", self.monitor.name,
+                     self._reference.version, self._reference.rows, self._reference.sha256[:12])
+        return self._reference
+
+    def _cycle(self, now: float) -> tuple[str, dict[str, Any], Evaluation | None]:
+        m = self.monitor
+        reference = self.reference()
+        window = self.fetch_window(now)
+        self.exporter.rejected_documents(m.name, window.rejected)
+        evaluation = None
+        if window.rows >= m.min_rows:
+            current = sample(window.frame, m.max_rows, m.sample_seed)
+            evaluation = evaluate(reference, current, m)
+        self.exporter.window(m.name, window, reference.rows, evaluation)
+        outcome = "ok" if evaluation else "insufficient_data"
+        return outcome, summary_document(m, reference, window, evaluation, outcome, now), evaluation
+
+    def fetch_window(self, now: float) -> Window:
+        m = self.monitor
+        start = now - m.window_seconds
+
+        def enough(chunks: list[Chunk]) -> bool:
+            return sum(len(c.predictions) for c in chunks) >= (m.window_last or 0)
+
+        chunks = self.store.scan(m.index, start, now, source_fields(m), lambda docs: parse_page(docs, m),
+                                 newest_first=m.window_last is not None,
+                                 enough=enough if m.window_last is not None else None)
+        return assemble(combine(chunks, m), m, start, now)
+
+    def _write_summary(self, summary: dict[str, Any], at: float) -> None:
+        if not self.write_summaries:
+            return
+        index = daily_index(MONITORING_INDEX_PREFIX, summary["@timestamp"])
+        try:
+            self.store.write_summary(index, f"{self.monitor.name}-{int(at * 1000)}", summary)
+        except StoreError as exc:
+            self.exporter.store_error(self.monitor.name, exc.operation)
+            log.warning("monitor %s: summary not written: %s", self.monitor.name, exc)
+
+    # --- the thread ------------------------------------------------------------------------------
+    def next_delay(self) -> float:
+        """The interval, or after errors an exponential backoff capped at backoff_max."""
+        interval = self.monitor.interval_seconds
+        errors = self.state.consecutive_errors
+        if not errors:
+            return interval
+        return min(max(interval, self.backoff_max), interval * 2 ** min(errors - 1, 16))
+
+    def start(self, stop: threading.Event) -> None:
+        def loop() -> None:
+            while not stop.is_set():
+                self.run_once()
+                stop.wait(self.next_delay())
+        self._thread = threading.Thread(target=loop, name=f"monitor-{self.monitor.name}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def snapshot(self) -> MonitorState:
+        with self.lock:
+            return MonitorState(**self.state.__dict__)
+
+
+def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evaluation | None,
+                     outcome: str, now: float) -> dict[str, Any]:
+    """The per-evaluation document for ml-monitoring-* (mapping in elasticsearch/), also /report.json."""
+    def ts(seconds: float) -> str:
+        return format_timestamp(datetime.fromtimestamp(seconds, timezone.utc))
+
+    doc: dict[str, Any] = {
+        "@timestamp": ts(now),
+        "monitor": m.name,
+        "model": {"name": reference.model_name, "version": reference.model_version},
+        "reference": {"version": reference.version, "sha256": reference.sha256},
+        "window": {"start": ts(window.start), "end": ts(window.end)},
+        "status": outcome,
+        "rows": {"current": window.rows, "reference": reference.rows, "labelled": window.labelled,
+                 "evaluated": ev.evaluated_rows if ev else 0},
+        "label_coverage": round(window.label_coverage, 6),
+        "label_delay_seconds": window.label_delay_quantiles(),
+        "rejected": dict(window.rejected),
+        "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean()) if window.rows else None,
+    }
+    if ev is not None:
+        doc.update({
+            "dataset_drift": ev.dataset_drift,
+            "drifted_features": list(ev.drifted_features),
+            "drift_share": ev.drifted_share,
+            "feature_drift": [{"feature": f.column, "method": f.method, "score": f.score,
+                               "threshold": f.threshold, "detected": f.detected} for f in ev.feature_drift],
+            "prediction_drift": {"column": ev.prediction_drift.column, "method": ev.prediction_drift.method,
+                                 "score": ev.prediction_drift.score, "detected": ev.prediction_drift.detected},
+            "quality": ev.quality,
+            "missing_values_share": ev.missing_share,
+        })
+    return doc
+
+
+class Processor:
+    """Every monitor's runner plus the shared store client and exporter: what one process runs."""
+
+    def __init__(self, settings: ProcessorSettings, monitors: tuple[Monitor, ...] | None = None):
+        self.settings = settings
+        self.monitors = monitors if monitors is not None else load_monitors(
+            settings.monitors_file, interval_override=settings.interval)
+        self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
+        self.exporter = Exporter(m.name for m in self.monitors)
+        self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
+                                              write_summaries=settings.write_summaries)
+                        for m in self.monitors}
+        self.started_at = time.time()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        for runner in self.runners.values():
+            runner.start(self._stop)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for runner in self.runners.values():
+            runner.join(timeout)
+        self.store.close()
+
+    def stale_after(self, monitor: Monitor) -> float:
+        return self.settings.stale_after or max(3 * monitor.interval_seconds, 10.0)
