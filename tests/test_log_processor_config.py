@@ -1,0 +1,109 @@
+"""Monitor configuration: the shipped file loads; each kind of mistake gets a message naming file, line and key."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from log_processor.monitors import ConfigError, load_monitors, parse_duration
+from log_processor.settings import ProcessorSettings
+from tests.conftest import REPO_ROOT
+
+GOOD = """\
+monitors:
+  - name: m1
+    features:
+      conv_rate: {field: features.conv_rate}
+      hour: {field: features.hour, type: categorical}
+    prediction: {label: prediction.label, score: prediction.score}
+    target: target.trip_completed
+    window: {span: 10m}
+    reference: {parquet: ref.parquet}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "monitors.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_monitors_file_loads_with_the_documented_defaults():
+    (m,) = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")
+    assert m.name == "driver_ranker" and m.index == "ml-events-*"
+    assert m.feature_names == ("conv_rate", "acc_rate", "avg_daily_trips")
+    assert (m.prediction_label, m.prediction_score, m.target, m.join_key) == (
+        "prediction.label", "prediction.score", "target.trip_completed", "request_id")
+    assert (m.window_seconds, m.window_last, m.interval_seconds) == (900.0, 50000, 60.0)
+    assert m.reference.parquet == REPO_ROOT / "var/model/reference.parquet"
+    assert m.drift.rule("acc_rate").method == "wasserstein"
+
+
+def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_path):
+    (m,) = load_monitors(write(tmp_path, GOOD), base_dir=tmp_path, interval_override=1.5)
+    assert m.interval_seconds == 1.5
+    assert m.reference.parquet == tmp_path / "ref.parquet"
+    assert [f.type for f in m.features] == ["numerical", "categorical"]
+    assert (m.min_rows, m.max_rows, m.drift.drift_share) == (100, 200_000, 0.5)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("    target: target.trip_completed\n", "    target: target.trip_completed\n    windw: 5m\n",
+     r"monitors.yaml:8: monitors\[0\]\.windw: unknown key"),
+    ("    target: target.trip_completed\n", "", r"monitors.yaml:2: monitors\[0\]: missing required key 'target'"),
+    ("{span: 10m}", "{span: ten minutes}", r"monitors.yaml:8: monitors\[0\]\.window\.span: must be a positive duration"),
+    ("{span: 10m}", "{}", r"monitors.yaml:8: monitors\[0\]\.window: needs 'span'"),
+    ("{field: features.conv_rate}", "{field: features.conv_rate, type: float}",
+     r"monitors.yaml:4: monitors\[0\]\.features\.conv_rate\.type: must be one of numerical, categorical"),
+    ("    window:", "    drift: {method: t-test}\n    window:",
+     r"monitors.yaml:8: monitors\[0\]\.drift\.method: must be one of ks, "),
+    ("    window:", "    drift: {columns: {acc_rate: {method: ks}}}\n    window:",
+     r"monitors.yaml:8: monitors\[0\]\.drift\.columns\.acc_rate: not a feature of this monitor"),
+    ("    window:", "    min_rows: -3\n    window:", r"monitors.yaml:8: monitors\[0\]\.min_rows: must be an integer > 0"),
+    ("{parquet: ref.parquet}", "{parquet: ref.parquet, store: {start: 2026-01-01T00:00:00Z, end: 2026-01-02T00:00:00Z}}",
+     r"monitors.yaml:9: monitors\[0\]\.reference: needs exactly one of"),
+    ("{parquet: ref.parquet}", "{store: {start: '2026-01-02T00:00:00Z', end: '2026-01-01T00:00:00Z'}}",
+     r"monitors.yaml:9: monitors\[0\]\.reference\.store\.end: must be after start"),
+    ("  - name: m1", "  - name: 'm 1'", r"monitors.yaml:2: monitors\[0\]\.name: must match"),
+    ("    features:", "    prediction: {label: x, score: y}\n    features:",
+     r"monitors.yaml:\d+: monitors\[0\]\.prediction: duplicate key"),
+])
+def test_each_config_mistake_names_file_line_and_key(tmp_path, old, new, expected):
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=expected):
+        load_monitors(write(tmp_path, GOOD.replace(old, new, 1)), base_dir=tmp_path)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"monitors.yaml:3: not valid YAML"):
+        load_monitors(write(tmp_path, "monitors:\n  - name: x\n  bad: [unclosed\n"))
+
+
+def test_duplicate_monitor_names_and_empty_lists_are_rejected(tmp_path):
+    twice = GOOD + GOOD.split("monitors:\n", 1)[1]
+    with pytest.raises(ConfigError, match=r"monitors\[1\]\.name: duplicate monitor name 'm1'"):
+        load_monitors(write(tmp_path, twice))
+    with pytest.raises(ConfigError, match=r"monitors: must be a non-empty list"):
+        load_monitors(write(tmp_path, "monitors: []\n"))
+    with pytest.raises(ConfigError, match=r"cannot read monitors file"):
+        load_monitors(tmp_path / "absent.yaml")
+
+
+def test_durations():
+    assert [parse_duration(v) for v in (90, "90s", "15m", "2h", "1d", "500ms")] == [90, 90, 900, 7200, 86400, 0.5]
+    assert parse_duration("soon") is None and parse_duration(True) is None
+
+
+def test_settings_from_env():
+    s = ProcessorSettings.from_env({"LOGPROC_PORT": "9999", "LOGPROC_INTERVAL": "2",
+                                    "LOGPROC_MONITORS_FILE": "x/m.yaml", "ELASTICSEARCH_URL": "http://h:1"})
+    assert (s.port, s.interval, s.monitors_file, s.store.url) == (9999, 2.0, REPO_ROOT / "x/m.yaml", "http://h:1")
+    assert ProcessorSettings.from_env({}).port == 8309
+
+
+def test_cli_refuses_a_bad_file_with_exit_code_2_and_the_file_named(tmp_path):
+    bad = write(tmp_path, GOOD.replace("    target:", "    taget:"))
+    result = subprocess.run([sys.executable, "-m", "log_processor"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "LOGPROC_MONITORS_FILE": str(bad)}, timeout=60)
+    assert result.returncode == 2
+    assert f"{bad}:7: monitors[0].taget: unknown key" in result.stderr

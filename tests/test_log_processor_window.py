@@ -1,0 +1,145 @@
+"""Pure parts: malformed documents counted by reason, the label join, latest-N, sampling, and Evidently's verdicts."""
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common.schema import feedback_event, prediction_event
+from log_processor import synthetic
+from log_processor.evaluate import evaluate, prepare_reference
+from log_processor.monitors import load_monitors
+from log_processor.validate import combine, parse_page
+from log_processor.window import assemble, sample
+from serving.data import DRIFT_SPEC
+from tests.conftest import REPO_ROOT
+
+MONITOR = dataclasses.replace(load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0], window_last=None,
+                              min_labelled_rows=50)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def pred(rid, *, at=0.0, model="driver_ranker", **features):
+    values = {"conv_rate": 0.5, "acc_rate": 0.7, "avg_daily_trips": 300, **features}
+    doc = prediction_event(model_name=model, model_version="1", request_id=rid,
+                           features={k: 0 for k in ("conv_rate", "acc_rate", "avg_daily_trips")},
+                           driver_id=1, score=0.8, label=1, latency_ms=1, timestamp=T0 + timedelta(seconds=at))
+    doc["features"] = {k: v for k, v in values.items() if v is not ...}
+    return doc
+
+
+def fb(rid, *, at, completed=1):
+    return feedback_event(model_name="driver_ranker", model_version="1", request_id=rid, trip_completed=completed,
+                          timestamp=T0 + timedelta(seconds=at))
+
+
+def window_of(docs, monitor=MONITOR, start=-1.0, end=3600.0):
+    chunk = combine([parse_page(docs, monitor)], monitor)
+    return assemble(chunk, monitor, T0.timestamp() + start, T0.timestamp() + end)
+
+
+def test_malformed_documents_are_counted_by_reason_and_the_rest_of_the_page_survives():
+    no_key = pred("x")
+    del no_key["request_id"]
+    unknown = pred("u")
+    unknown["event"]["dataset"] = "ml.mystery"
+    no_score = pred("s")
+    del no_score["prediction"]["score"]
+    bad_target = fb("a", at=3)
+    bad_target["target"]["trip_completed"] = "yes"
+    docs = [pred("a"), pred("b", conv_rate="0.5"), pred("c", acc_rate=float("nan")), pred("d", conv_rate=float("inf")),
+            no_key, unknown, no_score, pred("e", avg_daily_trips=...), pred("f", model="other_model"),
+            bad_target, {"not": "an event"}]
+    w = window_of(docs)
+    assert dict(w.rejected) == {"not_a_number": 2, "non_finite": 2, "missing_field": 2, "unknown_dataset": 2}
+    assert list(w.frame["request_id"]) == ["a", "e"]          # other model: not in the window, not "rejected"
+    assert np.isnan(w.frame.loc[1, "avg_daily_trips"])          # an absent feature is a missing value
+    assert w.labelled == 0                                      # the malformed feedback did not label "a"
+
+
+def test_delayed_labels_are_joined_and_coverage_and_delay_are_right():
+    docs = [pred(f"r{i}", at=i) for i in range(10)]
+    docs += [fb(f"r{i}", at=i + 30 + i, completed=i % 2) for i in range(6)]   # delays 30..35 s
+    docs += [fb("r7", at=7 + 7200)]                                          # beyond the 30 m horizon
+    docs += [fb("r0", at=500, completed=1)]                                  # a second feedback: duplicate
+    docs += [fb("elsewhere", at=20)]                                         # no prediction in the window
+    w = window_of(docs, end=10_000)
+    assert w.rows == 10 and w.labelled == 6 and w.label_coverage == pytest.approx(0.6)
+    assert w.frame.set_index("request_id").loc["r1", "target"] == 1
+    assert w.frame.set_index("request_id").loc["r0", "target"] == 0           # the first feedback wins
+    assert np.isnan(w.frame.set_index("request_id").loc["r7", "target"])
+    assert w.rejected["duplicate"] == 1
+    delays = w.label_delay_quantiles()
+    assert delays["0.5"] == pytest.approx(32.5) and 34 < delays["0.95"] <= 35
+
+
+def test_window_bounds_latest_n_and_duplicate_predictions():
+    docs = [pred(f"r{i}", at=i) for i in range(20)] + [pred("r3", at=50)]
+    w = window_of(docs, start=5, end=15)
+    assert list(w.frame["request_id"]) == [f"r{i}" for i in range(5, 16)]
+    last5 = dataclasses.replace(MONITOR, window_last=5)
+    w = window_of(docs, monitor=last5, start=0, end=100)
+    assert list(w.frame["request_id"]) == ["r15", "r16", "r17", "r18", "r19"]
+    assert w.rejected["duplicate"] == 1
+
+
+def test_sampling_caps_rows_uniformly():
+    frame = pd.DataFrame({"x": np.arange(100_000)})
+    assert sample(frame, 200_000) is frame
+    small = sample(frame, 10_000, seed=1)
+    assert len(small) == 10_000 and small["x"].is_unique
+    assert small["x"].mean() == pytest.approx(49_999.5, rel=0.02)            # no part of the window favoured
+    assert abs((small["x"] < 50_000).mean() - 0.5) < 0.02
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return prepare_reference(synthetic.reference_frame(2000, seed=101), MONITOR, model_name="driver_ranker",
+                             model_version="1", version="1", sha256="x")
+
+
+def current(variant, n=3000, seed=7):
+    rows = synthetic.chosen_rows(variant, n, seed)
+    rows["target"] = rows["target"].astype(float)
+    return rows
+
+
+def test_normal_window_has_no_drift(reference):
+    ev = evaluate(reference, current("normal"), MONITOR)
+    assert not ev.dataset_drift and ev.drifted_features == ()
+    assert not ev.prediction_drift.detected
+    assert all(0 <= f.score < f.threshold for f in ev.feature_drift)
+
+
+def test_drift_window_flags_exactly_the_shifted_features(reference):
+    ev = evaluate(reference, current("drift"), MONITOR)
+    shifted = {name for name, spec in DRIFT_SPEC.items() if name in MONITOR.feature_names and spec["drifts"]}
+    assert set(ev.drifted_features) == shifted == {"conv_rate", "acc_rate"}
+    assert ev.dataset_drift and ev.drifted_share == pytest.approx(2 / 3)
+    assert ev.prediction_drift.detected
+
+
+def test_quality_uses_the_logged_labels_on_labelled_rows_only(reference):
+    cur = current("normal")
+    cur.loc[:999, "target"] = np.nan
+    cur["prediction"] = 1 - cur["prediction"]      # labels that disagree with score >= 0.5
+    ev = evaluate(reference, cur, MONITOR)
+    labelled = cur[cur["target"].notna()]
+    assert ev.evaluated_labelled_rows == 2000
+    assert ev.quality["accuracy"] == pytest.approx((labelled["target"] == labelled["prediction"]).mean())
+    tp = ((labelled["target"] == 1) & (labelled["prediction"] == 1)).sum()
+    assert ev.quality["precision"] == pytest.approx(tp / (labelled["prediction"] == 1).sum())
+    assert ev.confusion[("1", "1")] == tp and sum(ev.confusion.values()) == 2000
+    assert ev.class_share[("prediction", "1")] == pytest.approx((cur["prediction"] == 1).mean())
+    assert "<html" in ev.html_drift.lower() and "<html" in ev.html_quality.lower()
+
+
+def test_too_few_labels_gives_no_quality_and_missing_values_are_measured(reference):
+    cur = current("normal")
+    cur["target"] = np.nan
+    cur.loc[:29, "target"] = 1.0
+    cur.loc[:299, "acc_rate"] = np.nan
+    ev = evaluate(reference, cur, MONITOR)
+    assert ev.quality == {} and ev.html_quality is None
+    assert ev.missing_share["acc_rate"] == pytest.approx(0.1) and ev.missing_share["conv_rate"] == 0
