@@ -1,9 +1,9 @@
-"""/predict latency and throughput under gunicorn, with event logging off vs file vs Fluentd (live / down).
+"""/predict latency and throughput under gunicorn: event logging off vs file vs Fluentd (live / down).
 
-Each mode runs a fresh `python -m serving` (1 worker, gthread) on loopback; a thread pool of
-keep-alive HTTP clients sends a fixed number of replayed normal requests after a warm-up. Modes are
-interleaved over several rounds so background load on the shared machine hits them alike; the
-table pools the latencies of all rounds per mode.
+One `python -m serving` per mode (1 worker, gthread), all on loopback. Latency is measured with
+the four servers side by side and every replayed request sent to each of them in rotating order,
+so background load on the shared machine hits all modes alike. Throughput is measured one mode at
+a time with more clients than threads can serve at once (saturated), median over rounds.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -29,15 +28,6 @@ from serving.bootstrap import bootstrap
 from serving.settings import REPO_ROOT, ServingSettings
 
 MODES = ("off", "file", "fluentd-live", "fluentd-down")
-
-
-@dataclass
-class Result:
-    mode: str
-    latencies_ms: list[float]
-    seconds: float
-    errors: int
-    note: str = ""
 
 
 class DrainReceiver:
@@ -122,30 +112,45 @@ class Server:
         self._log.close()
 
 
-def load(port: int, bodies: list[bytes], clients: int, warmup: int) -> tuple[list[float], float, int]:
-    """Send `bodies` from `clients` keep-alive connections; returns latencies (ms), wall seconds, errors."""
+def _sender():
+    """A per-thread keep-alive client: send(port, body) -> latency in ms, or None on failure."""
     local = threading.local()
 
-    def send(body: bytes) -> float | None:
-        if not hasattr(local, "conn"):
-            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    def send(port: int, body: bytes) -> float | None:
+        conns = local.__dict__.setdefault("conns", {})
+        conn = conns.get(port) or conns.setdefault(port, http.client.HTTPConnection("127.0.0.1", port, timeout=10))
         started = time.perf_counter()
         try:
-            status, _ = _request(local.conn, "POST", "/predict", body)
+            status, _ = _request(conn, "POST", "/predict", body)
         except (OSError, http.client.HTTPException):
-            local.conn.close()
-            del local.conn
+            conn.close()
+            conns.pop(port, None)
             return None
-        elapsed = (time.perf_counter() - started) * 1000.0
-        return elapsed if status == 200 else None
+        return (time.perf_counter() - started) * 1000.0 if status == 200 else None
 
+    return send
+
+
+def interleaved(ports: dict[str, int], bodies: list[bytes], clients: int) -> dict[str, list[float | None]]:
+    """Request i goes to mode i mod len(modes), so background noise on the machine hits every mode alike."""
+    send = _sender()
+    modes = list(ports)
+    jobs = [(modes[(i + k) % len(modes)], body) for i, body in enumerate(bodies) for k in range(len(modes))]
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, bodies[:warmup]))
+        results = list(pool.map(lambda job: (job[0], send(ports[job[0]], job[1])), jobs))
+    latencies: dict[str, list[float | None]] = {mode: [] for mode in modes}
+    for mode, latency in results:
+        latencies[mode].append(latency)
+    return latencies
+
+
+def saturate(port: int, bodies: list[bytes], clients: int) -> float:
+    """Requests per second one server sustains with `clients` concurrent keep-alive clients."""
+    send = _sender()
+    with ThreadPoolExecutor(clients) as pool:
         started = time.perf_counter()
-        results = list(pool.map(send, bodies[warmup:]))
-        seconds = time.perf_counter() - started
-    latencies = [r for r in results if r is not None]
-    return latencies, seconds, len(results) - len(latencies)
+        ok = sum(1 for r in pool.map(lambda body: send(port, body), bodies) if r is not None)
+    return ok / (time.perf_counter() - started)
 
 
 def _metric(text: str, name: str, sink: str) -> float:
@@ -155,42 +160,35 @@ def _metric(text: str, name: str, sink: str) -> float:
     return 0.0
 
 
-def run_mode(mode: str, bodies: list[bytes], clients: int, warmup: int, workdir: Path,
-             base_env: dict[str, str]) -> Result:
+def start_mode(mode: str, workdir: Path, base_env: dict[str, str]) -> tuple[Server, DrainReceiver | None, str | None]:
     env = dict(base_env)
-    receiver = None
+    receiver, events_file = None, None
     if mode == "off":
         env["SERVING_EVENT_SINKS"] = "none"
     elif mode == "file":
-        env["SERVING_EVENT_SINKS"] = "file"
-        env["SERVING_EVENTS_FILE"] = str(workdir / f"events-{time.monotonic_ns()}.jsonl")
-    else:
-        env["SERVING_EVENT_SINKS"] = "fluentd"
-        if mode == "fluentd-live":
-            receiver = DrainReceiver()
-            env["SERVING_FLUENTD_PORT"] = str(receiver.port)
-        else:
-            env["SERVING_FLUENTD_PORT"] = str(_free_port())  # nothing listens there
-    server = Server(env, workdir / f"serving-{mode}.log")
-    try:
-        latencies, seconds, errors = load(server.port, bodies, clients, warmup)
-        note = ""
-        if mode == "file":
-            lines = sum(1 for _ in open(env["SERVING_EVENTS_FILE"], "rb"))
-            note = f"{lines} lines written"
-        elif mode == "fluentd-live":
-            deadline = time.monotonic() + 10
-            while receiver.messages < len(bodies) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            note = f"{receiver.messages} records received"
-        elif mode == "fluentd-down":
-            text = server.metrics()
-            note = f"{int(_metric(text, 'serving_events_dropped_total', 'fluentd'))} dropped (counted)"
-        return Result(mode, latencies, seconds, errors, note)
-    finally:
-        server.stop()
-        if receiver is not None:
-            receiver.close()
+        events_file = str(workdir / f"events-{time.monotonic_ns()}.jsonl")
+        env.update(SERVING_EVENT_SINKS="file", SERVING_EVENTS_FILE=events_file)
+    elif mode == "fluentd-live":
+        receiver = DrainReceiver()
+        env.update(SERVING_EVENT_SINKS="fluentd", SERVING_FLUENTD_PORT=str(receiver.port))
+    else:  # nothing listens on that port; a small buffer so that it overflows (and drops) repeatedly
+        env.update(SERVING_EVENT_SINKS="fluentd", SERVING_FLUENTD_PORT=str(_free_port()),
+                   SERVING_FLUENTD_BUFFER_BYTES=str(256 * 1024))
+    return Server(env, workdir / f"serving-{mode}.log"), receiver, events_file
+
+
+def delivery_note(mode: str, server: Server, receiver: DrainReceiver | None, events_file: str | None,
+                  sent: int) -> str:
+    if mode == "file":
+        return f"{sum(1 for _ in open(events_file, 'rb'))}/{sent} events in the file"
+    if mode == "fluentd-live":
+        deadline = time.monotonic() + 10
+        while receiver.messages < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"{receiver.messages}/{sent} records received"
+    if mode == "fluentd-down":
+        return f"{int(_metric(server.metrics(), 'serving_events_dropped_total', 'fluentd'))}/{sent} dropped (counted)"
+    return ""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,18 +197,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def format_table(results: dict[str, list[Result]]) -> str:
-    base_p99 = percentile([x for r in results["off"] for x in r.latencies_ms], 99)
-    rows = ["| events | requests | p50 ms | p99 ms | p99 vs off | req/s | errors | note |",
+def format_table(latencies: dict[str, list[float | None]], rates: dict[str, list[float]],
+                 notes: dict[str, str]) -> str:
+    ok = {mode: [x for x in values if x is not None] for mode, values in latencies.items()}
+    base_p99 = percentile(ok["off"], 99)
+    rows = ["| events | requests | p50 ms | p99 ms | p99 vs off | req/s (saturated) | errors | delivery |",
             "|---|---|---|---|---|---|---|---|"]
     for mode in MODES:
-        runs = results[mode]
-        latencies = [x for r in runs for x in r.latencies_ms]
-        p99 = percentile(latencies, 99)
-        rate = statistics.median(len(r.latencies_ms) / r.seconds for r in runs)
-        rows.append(f"| {mode} | {len(latencies)} | {percentile(latencies, 50):.2f} | {p99:.2f} | "
-                    f"{(p99 / base_p99 - 1) * 100:+.1f} % | {rate:.0f} | {sum(r.errors for r in runs)} | "
-                    f"{runs[-1].note} |")
+        p99 = percentile(ok[mode], 99)
+        errors = len(latencies[mode]) - len(ok[mode])
+        rows.append(f"| {mode} | {len(ok[mode])} | {percentile(ok[mode], 50):.2f} | {p99:.2f} | "
+                    f"{(p99 / base_p99 - 1) * 100:+.1f} % | {statistics.median(rates[mode]):.0f} | {errors} | "
+                    f"{notes[mode]} |")
     return "\n".join(rows)
 
 
@@ -218,28 +216,41 @@ def main(quick: bool = False) -> None:
     settings = ServingSettings.from_env()
     print(f"serving benchmark: bootstrap under {settings.var_dir}", flush=True)
     bootstrap(settings, log=lambda line: None)
-    rounds = 1 if quick else 3
-    requests = 300 if quick else 2000
-    warmup, clients = 50, 8
-    traffic = data.generate_traffic("normal", requests + warmup, seed=99,
-                                    driver_stats=data.generate_driver_stats(settings.seed))
+    latency_requests = 300 if quick else 3000   # per mode
+    rate_requests, rate_rounds = (300, 1) if quick else (1500, 3)
+    latency_clients, rate_clients = 4, 8
+    stats = data.generate_driver_stats(settings.seed)
+    traffic = data.generate_traffic("normal", latency_requests + 100, seed=99, driver_stats=stats)
     bodies = [json.dumps({"driver_ids": ids}).encode() for ids in traffic["driver_ids"]]
+    warmup, bodies = bodies[:100], bodies[100:]
     base_env = {"SERVING_VAR_DIR": str(settings.var_dir), "SERVING_WORKERS": "1", "SERVING_THREADS": "8"}
-    results: dict[str, list[Result]] = {mode: [] for mode in MODES}
+
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
-        for round_index in range(rounds):
-            order = MODES[round_index % len(MODES):] + MODES[:round_index % len(MODES)]
-            for mode in order:
-                print(f"  round {round_index + 1}/{rounds}: {mode:<13} {requests} requests, "
-                      f"{clients} clients ...", flush=True)
-                result = run_mode(mode, bodies, clients, warmup, Path(tmp), base_env)
-                results[mode].append(result)
-                print(f"    p50 {percentile(result.latencies_ms, 50):.2f} ms, "
-                      f"p99 {percentile(result.latencies_ms, 99):.2f} ms, "
-                      f"{len(result.latencies_ms) / result.seconds:.0f} req/s; {result.note}", flush=True)
-    print(f"\n/predict, 1 gunicorn worker x 8 threads, {clients} keep-alive clients, "
-          f"{rounds} round(s) x {requests} requests per mode, {os.cpu_count()} CPUs\n")
-    print(format_table(results))
+        print(f"  starting {len(MODES)} servers: {', '.join(MODES)}", flush=True)
+        started = {mode: start_mode(mode, Path(tmp), base_env) for mode in MODES}
+        try:
+            ports = {mode: started[mode][0].port for mode in MODES}
+            interleaved(ports, warmup, latency_clients)
+            print(f"  latency: {latency_requests} requests per mode, interleaved, {latency_clients} clients",
+                  flush=True)
+            latencies = interleaved(ports, bodies, latency_clients)
+            notes = {mode: delivery_note(mode, *started[mode], sent=len(warmup) + len(bodies)) for mode in MODES}
+            rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+            for round_index in range(rate_rounds):
+                for mode in MODES[round_index % 4:] + MODES[:round_index % 4]:
+                    rates[mode].append(saturate(ports[mode], bodies[:rate_requests], rate_clients))
+                    print(f"  throughput round {round_index + 1}/{rate_rounds} {mode:<13} "
+                          f"{rates[mode][-1]:.0f} req/s", flush=True)
+        finally:
+            for server, receiver, _ in started.values():
+                server.stop()
+                if receiver is not None:
+                    receiver.close()
+    print(f"\n/predict on loopback, 1 gunicorn worker x 8 threads per mode, {os.cpu_count()} CPUs shared with "
+          f"the load generator. Latency: the {len(MODES)} modes run side by side, requests interleaved, "
+          f"{latency_clients} clients. Throughput: one mode at a time, {rate_clients} clients, median of "
+          f"{rate_rounds} round(s) x {rate_requests} requests.\n")
+    print(format_table(latencies, rates, notes))
 
 
 if __name__ == "__main__":
