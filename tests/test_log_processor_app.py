@@ -1,0 +1,100 @@
+"""/metrics, /healthz, /report and /report.json through Flask's test client, with a real store behind."""
+import dataclasses
+import time
+from datetime import timedelta
+
+import pytest
+from elasticsearch import helpers
+
+from log_processor import synthetic
+from log_processor.app import create_app
+from log_processor.monitors import load_monitors
+from log_processor.scheduler import Processor
+from log_processor.settings import ProcessorSettings
+from common.store import StoreSettings
+from tests.conftest import REPO_ROOT, free_port
+from tests.test_log_processor_store import NOW
+
+
+@pytest.fixture
+def processor(es, store_url, tmp_path):
+    reference = tmp_path / "reference.parquet"
+    synthetic.reference_frame(2000, seed=101).to_parquet(reference)
+    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.3)[0]
+    monitors = tuple(dataclasses.replace(base, name=name, min_labelled_rows=50,
+                                         reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
+                     for name in ("driver_ranker", "shadow"))
+    rows = synthetic.chosen_rows("drift", 600, 21)
+    helpers.bulk(es, synthetic.bulk_actions(synthetic.events(rows, NOW - timedelta(minutes=5), NOW - timedelta(minutes=1),
+                                                             feedback_share=0.5)), refresh=True)
+    settings = ProcessorSettings(store=StoreSettings(url=store_url), write_summaries=False, stale_after=5.0)
+    proc = Processor(settings, monitors)
+    yield proc
+    proc.stop()
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_endpoints_serve_the_scheduler_results(processor):
+    client = create_app(processor=processor).test_client()
+    wait_for(lambda: all(r.snapshot().status == "ok" for r in processor.runners.values()))
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.mimetype == "text/plain"
+    text = metrics.get_data(as_text=True)
+    assert 'mlmon_dataset_drift{monitor="driver_ranker"} 1.0' in text
+    assert 'mlmon_feature_drift_detected{feature="avg_daily_trips",method="wasserstein",monitor="shadow"} 0.0' in text
+
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json["status"] == "ok"
+    assert health.json["monitors"]["shadow"]["stale"] is False
+    assert health.json["monitors"]["driver_ranker"]["last_success_age_seconds"] < 5
+
+    index = client.get("/report")
+    assert index.status_code == 200 and b"?monitor=shadow" in index.data
+    page = client.get("/report?monitor=driver_ranker")
+    assert page.status_code == 200 and b"dataset drift: <b>YES</b>" in page.data and b"part=quality" in page.data
+    drift = client.get("/report?monitor=driver_ranker&part=drift")
+    assert drift.status_code == 200 and drift.mimetype == "text/html" and len(drift.data) > 100_000
+    assert client.get("/report?monitor=driver_ranker&part=quality").status_code == 200
+
+    summary = client.get("/report.json?monitor=driver_ranker").json
+    assert summary["status"] == "ok" and summary["latest"]["drifted_features"] == ["conv_rate", "acc_rate"]
+    assert set(client.get("/report.json").json) == {"driver_ranker", "shadow"}
+
+
+def test_bad_requests_get_json_naming_the_field(processor):
+    client = create_app(processor=processor, start=False).test_client()
+    unknown = client.get("/report?monitor=nope")
+    assert unknown.status_code == 404 and unknown.json["field"] == "monitor" and "nope" in unknown.json["error"]
+    assert client.get("/report.json?monitor=nope").status_code == 404
+    bad_part = client.get("/report?monitor=shadow&part=everything")
+    assert bad_part.status_code == 400 and bad_part.json["field"] == "part"
+    not_yet = client.get("/report?monitor=shadow")
+    assert not_yet.status_code == 503 and b"has not finished yet" in not_yet.data
+
+
+def test_healthz_turns_503_when_every_monitor_is_stale(es, tmp_path):
+    reference = tmp_path / "reference.parquet"
+    synthetic.reference_frame(500, seed=1).to_parquet(reference)
+    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.2)[0]
+    monitor = dataclasses.replace(base, reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
+    settings = ProcessorSettings(store=StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=1),
+                                 stale_after=0.5, backoff_max=0.2)
+    proc = Processor(settings, (monitor,))
+    try:
+        client = create_app(processor=proc).test_client()
+        wait_for(lambda: client.get("/healthz").status_code == 503, timeout=10)
+        body = client.get("/healthz").json
+        assert body["status"] == "stale" and body["monitors"]["driver_ranker"]["status"] == "error"
+        assert "connect" in body["monitors"]["driver_ranker"]["last_error"]
+        assert 'mlmon_store_errors_total{monitor="driver_ranker",operation="connect"}' in \
+            client.get("/metrics").get_data(as_text=True)
+    finally:
+        proc.stop()

@@ -1,0 +1,197 @@
+"""Against a real osmem-server loaded through the bulk API: windows, labels, bad documents, empty windows,
+summary documents, and recovery when the store dies and comes back on the same port."""
+import dataclasses
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from elasticsearch import helpers
+from osmem_server import OsmemServer
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import generate_latest
+
+from common.schema import prediction_event
+from common.store import StoreSettings, apply_index_templates, connect
+from log_processor import synthetic
+from log_processor.exporter import Exporter
+from log_processor.monitors import load_monitors
+from log_processor.scheduler import MonitorRunner
+from log_processor.store import EventStore
+from tests.conftest import REPO_ROOT, free_port
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def reference_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "reference.parquet"
+    synthetic.reference_frame(2000, seed=101).to_parquet(path)
+    return path
+
+
+def monitor_for(reference_file, **changes):
+    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.2)[0]
+    reference = dataclasses.replace(base.reference, parquet=reference_file, manifest=None)
+    return dataclasses.replace(base, reference=reference, min_labelled_rows=50, **changes)
+
+
+def load(es, docs):
+    ok, errors = helpers.bulk(es, synthetic.bulk_actions(docs), refresh=True, raise_on_error=False)
+    assert errors == []
+    return ok
+
+
+def runner_for(url, monitor, clock=time.time):
+    exporter = Exporter([monitor.name])
+    return MonitorRunner(monitor, EventStore(StoreSettings(url=url, request_timeout=3), page_size=500),
+                         exporter, backoff_max=1.0, clock=clock), exporter
+
+
+def samples(exporter, name):
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted((k, v) for k, v in s.labels.items() if k != "monitor"))] = s.value
+    return out
+
+
+def one(exporter, name, **labels):
+    return samples(exporter, name).get(tuple(sorted(labels.items())))
+
+
+def traffic(variant, n, rows_seed, minutes=(10, 1), **kw):
+    rows = synthetic.chosen_rows(variant, n, rows_seed)
+    return synthetic.events(rows, NOW - timedelta(minutes=minutes[0]), NOW - timedelta(minutes=minutes[1]), **kw)
+
+
+def test_normal_window_no_drift_and_a_summary_document(es, store_url, reference_file):
+    load(es, traffic("normal", 1500, 3, feedback_share=0.5, seed=1))
+    runner, exporter = runner_for(store_url, monitor_for(reference_file))
+    assert runner.run_once() == "ok", runner.state.last_error
+    assert one(exporter, "mlmon_verdict_available") == 1
+    assert one(exporter, "mlmon_dataset_drift") == 0
+    assert sum(samples(exporter, "mlmon_feature_drift_detected").values()) == 0
+    assert one(exporter, "mlmon_window_rows", kind="current") == 1500
+    es.indices.refresh(index="ml-monitoring-*")
+    (hit,) = es.search(index="ml-monitoring-*")["hits"]["hits"]
+    doc = hit["_source"]
+    assert doc["monitor"] == "driver_ranker" and doc["status"] == "ok" and doc["dataset_drift"] is False
+    assert doc["rows"]["current"] == 1500 and {f["feature"] for f in doc["feature_drift"]} == {
+        "conv_rate", "acc_rate", "avg_daily_trips"}
+
+
+def test_drift_window_flags_exactly_the_shifted_features(es, store_url, reference_file):
+    load(es, traffic("drift", 1500, 4, feedback_share=0.0))
+    runner, exporter = runner_for(store_url, monitor_for(reference_file))
+    assert runner.run_once() == "ok", runner.state.last_error
+    detected = {dict(k)["feature"]: v for k, v in samples(exporter, "mlmon_feature_drift_detected").items()}
+    assert detected == {"conv_rate": 1, "acc_rate": 1, "avg_daily_trips": 0}
+    assert one(exporter, "mlmon_dataset_drift") == 1
+    assert samples(exporter, "mlmon_classification_quality") == {}     # no labels: no quality series
+
+
+def test_delayed_labels_joined_with_right_coverage(es, store_url, reference_file):
+    load(es, traffic("normal", 1000, 5, feedback_share=0.4, delay_seconds=45, seed=2))
+    runner, exporter = runner_for(store_url, monitor_for(reference_file))
+    assert runner.run_once() == "ok", runner.state.last_error
+    labelled = one(exporter, "mlmon_window_rows", kind="labelled")
+    assert 300 < labelled < 500
+    assert one(exporter, "mlmon_label_coverage_ratio") == pytest.approx(labelled / 1000)
+    assert one(exporter, "mlmon_label_delay_seconds", quantile="0.5") == pytest.approx(45, abs=0.01)
+    accuracy = one(exporter, "mlmon_classification_quality", metric="accuracy")
+    cells = samples(exporter, "mlmon_confusion_matrix")
+    correct = cells[(("actual", "0"), ("predicted", "0"))] + cells[(("actual", "1"), ("predicted", "1"))]
+    assert sum(cells.values()) == labelled and accuracy == pytest.approx(correct / labelled)
+
+
+def test_latest_n_window_reads_only_what_it_needs(es, store_url, reference_file):
+    load(es, traffic("normal", 2000, 6, feedback_share=0.0))
+    runner, exporter = runner_for(store_url, monitor_for(reference_file, window_last=700))
+    assert runner.run_once() == "ok", runner.state.last_error
+    assert one(exporter, "mlmon_window_rows", kind="current") == 700
+
+
+def test_malformed_documents_are_counted_not_fatal(es, store_url, reference_file):
+    docs = list(traffic("normal", 400, 8, feedback_share=0.0))
+    # a numeric string passes the float mapping (coerced) but is kept as a string in _source
+    bad = [dict(docs[i], features=dict(docs[i]["features"], conv_rate="0.73")) for i in range(5)]
+    bad += [dict(docs[i], request_id=None) for i in range(5, 8)]
+    bad += [dict(docs[i], event=dict(docs[i]["event"], dataset="ml.unheard_of")) for i in range(8, 10)]
+    load(es, bad + docs[10:])
+    runner, exporter = runner_for(store_url, monitor_for(reference_file, min_rows=100))
+    assert runner.run_once() == "ok", runner.state.last_error
+    assert one(exporter, "mlmon_rejected_documents_total", reason="not_a_number") == 5
+    assert one(exporter, "mlmon_rejected_documents_total", reason="missing_field") == 3
+    assert one(exporter, "mlmon_rejected_documents_total", reason="unknown_dataset") == 2
+    assert one(exporter, "mlmon_window_rows", kind="current") == 390
+
+
+def test_empty_and_too_small_windows_give_no_verdict_and_clear_old_series(es, store_url, reference_file):
+    load(es, traffic("drift", 600, 9, feedback_share=0.5))
+    clock = [time.time()]
+    runner, exporter = runner_for(store_url, monitor_for(reference_file), clock=lambda: clock[0])
+    assert runner.run_once() == "ok"
+    assert one(exporter, "mlmon_dataset_drift") == 1
+    clock[0] += 3600                                    # an hour later: the window is empty
+    assert runner.run_once() == "insufficient_data"
+    assert one(exporter, "mlmon_verdict_available") == 0
+    assert one(exporter, "mlmon_window_rows", kind="current") == 0
+    for name in ("mlmon_dataset_drift", "mlmon_feature_drift_detected", "mlmon_feature_drift_score",
+                 "mlmon_classification_quality", "mlmon_prediction_drift_detected", "mlmon_missing_values_share"):
+        assert samples(exporter, name) == {}, name
+    assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(clock[0])
+    small = monitor_for(reference_file, min_rows=10_000)
+    runner, exporter = runner_for(store_url, small)
+    assert runner.run_once() == "insufficient_data"
+    assert one(exporter, "mlmon_window_rows", kind="current") == 600 and samples(exporter, "mlmon_dataset_drift") == {}
+
+
+def test_store_killed_mid_run_and_restarted_on_the_same_port_recovers(reference_file):
+    port = free_port()
+    server = OsmemServer.start(japanese=False, addr=f"127.0.0.1:{port}")
+
+    def fill(srv):
+        es = connect(StoreSettings(url=srv.url))
+        apply_index_templates(es)
+        load(es, traffic("normal", 400, 10, feedback_share=0.5))
+        es.close()
+
+    try:
+        fill(server)
+        runner, exporter = runner_for(server.url, monitor_for(reference_file))
+        assert runner.run_once() == "ok"
+        first_success = one(exporter, "mlmon_last_success_timestamp_seconds")
+        server.close()
+        server = None
+        assert runner.run_once() == "error"
+        assert runner.run_once() == "error"
+        errors = sum(samples(exporter, "mlmon_store_errors_total").values())
+        assert errors == 2
+        assert one(exporter, "mlmon_evaluations_total", outcome="error") == 2
+        assert one(exporter, "mlmon_dataset_drift") == 0                    # the last verdict is kept ...
+        assert one(exporter, "mlmon_last_success_timestamp_seconds") == first_success   # ... and visibly ages
+        assert runner.next_delay() > runner.monitor.interval_seconds        # backing off
+        server = OsmemServer.start(japanese=False, addr=f"127.0.0.1:{port}")
+        fill(server)
+        assert runner.run_once() == "ok", runner.state.last_error
+        assert one(exporter, "mlmon_last_success_timestamp_seconds") > first_success
+        assert runner.state.consecutive_errors == 0 and runner.next_delay() == runner.monitor.interval_seconds
+    finally:
+        if server is not None:
+            server.close()
+
+
+def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file):
+    old = [NOW - timedelta(hours=3), NOW - timedelta(hours=2)]
+    load(es, synthetic.events(synthetic.chosen_rows("normal", 800, 11), *old, feedback_share=1.0))
+    load(es, traffic("drift", 800, 12, feedback_share=0.0))
+    base = monitor_for(reference_file)
+    monitor = dataclasses.replace(base, reference=dataclasses.replace(
+        base.reference, parquet=None, store_start=old[0] - timedelta(seconds=1), store_end=old[1]))
+    runner, exporter = runner_for(store_url, monitor)
+    assert runner.run_once() == "ok", runner.state.last_error
+    assert one(exporter, "mlmon_window_rows", kind="reference") == 800
+    assert one(exporter, "mlmon_dataset_drift") == 1
+    (info,) = samples(exporter, "mlmon_info")
+    assert dict(info)["reference_version"].startswith("store:")
