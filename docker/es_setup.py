@@ -73,21 +73,24 @@ class SetupSettings:
                              ca_file=self.ca_file)
 
 
-def _writer(pattern: str, description: str) -> dict[str, Any]:
+def _writer(pattern: str, description: str, write: str = "create_doc") -> dict[str, Any]:
     # auto_configure lets the first document of a new day create that day's index; nothing else
     return {
         "cluster": ["monitor"],
-        "indices": [{"names": [pattern], "privileges": ["create_doc", "auto_configure"]}],
+        "indices": [{"names": [pattern], "privileges": [write, "auto_configure"]}],
         "metadata": {"description": description},
     }
 
 
 def roles() -> dict[str, dict[str, Any]]:
-    """Least privilege: each shipper may only add documents to its own indices."""
+    """Least privilege: each shipper may only add documents to its own indices, readers only read."""
     return {
         "ml_events_writer": _writer(EVENTS_INDEX_PATTERN, "Fluentd: create ml-events documents"),
         "logs_serving_writer": _writer(LOGS_INDEX_PATTERN, "Filebeat: create logs-serving documents"),
-        "ml_monitoring_writer": _writer(MONITORING_INDEX_PATTERN, "log_processor: one summary per evaluation"),
+        # the processor writes each summary with `index` under a deterministic id (a retried write
+        # replaces its own document), which create_doc does not allow; still no delete, no admin
+        "ml_monitoring_writer": _writer(MONITORING_INDEX_PATTERN, "log_processor: one summary per evaluation",
+                                        write="index"),
         "ml_logs_reader": {
             "cluster": ["monitor"],
             "indices": [{

@@ -191,6 +191,17 @@ def test_serving_ships_events_to_fluentd_and_settings_accept_the_env(compose):
     assert settings.host == "0.0.0.0" and settings.port == 8000
 
 
+def test_log_processor_settings_accept_the_env(compose):
+    from log_processor.settings import ProcessorSettings
+    env = {k: str(v) for k, v in compose["services"]["log_processor"]["environment"].items()}
+    env["ELASTICSEARCH_PASSWORD"] = "x" * 12  # compose fills it from .env
+    settings = ProcessorSettings.from_env(env)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8309)
+    assert settings.store.url == "http://elasticsearch:9200"
+    assert settings.store.username == "log_processor"
+    assert settings.monitors_file.is_file()
+
+
 def test_prometheus_and_alertmanager_find_their_files(compose):
     prometheus = compose["services"]["prometheus"]
     assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
@@ -249,9 +260,12 @@ def test_writer_roles_only_create_documents_in_their_own_indices():
         assert role["cluster"] == ["monitor"], name
         for grant in role["indices"]:
             assert set(grant["names"]) <= patterns, f"{name} grants {grant['names']} outside the templates"
-            if name.endswith("_writer"):
+            if name in ("ml_events_writer", "logs_serving_writer"):  # the shippers: append only
                 assert set(grant["privileges"]) == {"create_doc", "auto_configure"}
                 assert len(grant["names"]) == 1
+            elif name == "ml_monitoring_writer":  # log_processor overwrites its own summary by id
+                assert set(grant["privileges"]) == {"index", "auto_configure"}
+                assert grant["names"] == ["ml-monitoring-*"]
             else:
                 assert set(grant["privileges"]) <= {"read", "view_index_metadata"}
     assert roles["ml_events_writer"]["indices"][0]["names"] == ["ml-events-*"]
