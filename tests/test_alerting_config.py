@@ -177,3 +177,55 @@ def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_
     assert config["route"]["group_wait"] == "1s"
     assert config["route"]["group_by"] == ["alertname", "monitor"]
     assert all(Path(p).is_absolute() and Path(p).exists() for p in config["templates"])
+
+
+# --- the e-mail template, rendered by amtool (the running stack sends it for real in test_alerting_stack) ---
+
+def render_template(tmp_path: Path, name: str, alerts: list[dict], status: str = "firing") -> str:
+    def common(key: str) -> dict:
+        first = alerts[0][key]
+        return {k: v for k, v in first.items() if all(a[key].get(k) == v for a in alerts)}
+    data = {"receiver": "email", "status": status, "alerts": [
+        {"status": status, "startsAt": "2026-11-23T09:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+         "generatorURL": "http://prometheus.test/graph", "fingerprint": str(i), **alert}
+        for i, alert in enumerate(alerts)],
+        "groupLabels": {}, "commonLabels": common("labels"), "commonAnnotations": common("annotations"),
+        "externalURL": "http://alertmanager.test:9093"}
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(data))
+    result = run(amtool, "template", "render", f"--template.glob={PROM / 'templates' / '*.tmpl'}",
+                 f"--template.text={{{{ template \"{name}\" . }}}}", f"--template.data={data_file}")
+    assert_ok(result)
+    return result.stdout
+
+
+LINK_LABELS = {"grafana_url": "http://grafana.test", "kibana_url": "http://kibana.test",
+               "log_processor_url": "http://lp.test"}
+
+
+@needs_amtool
+def test_template_for_a_serving_alert_has_no_monitor_features_or_report(tmp_path):
+    alert = {"labels": {"alertname": "ServingDown", "severity": "critical", "job": "serving",
+                        "instance": "serving:8000", **LINK_LABELS},
+             "annotations": {"summary": "Serving serving:8000 is down", "dashboard": "ml-service-health"}}
+    subject = render_template(tmp_path, "mlmon.email.subject", [alert])
+    assert subject.strip() == "[FIRING:1] ServingDown instance=serving:8000"
+    body = render_template(tmp_path, "mlmon.email.text", [alert])
+    assert "Monitor:  -\n" in body and "Features: -\n" in body
+    assert "Grafana:       http://grafana.test/d/ml-service-health\n" in body
+    assert "Drift report" not in body and "grafana_url" not in body
+
+
+@needs_amtool
+def test_template_lists_each_feature_of_a_feature_drift_group(tmp_path):
+    alerts = [{"labels": {"alertname": "FeatureDrift", "monitor": "m1", "feature": f, "severity": "info",
+                          **LINK_LABELS},
+               "annotations": {"summary": f"Feature {f} drifted", "features": f, "dashboard": "ml-drift",
+                               "description": f"{f} score 0.{i + 4}"}}
+              for i, f in enumerate(["acc_rate", "conv_rate"])]
+    subject = render_template(tmp_path, "mlmon.email.subject", alerts, status="resolved")
+    assert subject.strip() == "[RESOLVED] FeatureDrift monitor=m1 features: acc_rate, conv_rate"
+    body = render_template(tmp_path, "mlmon.email.text", alerts, status="resolved")
+    assert "acc_rate score 0.4" in body and "conv_rate score 0.5" in body
+    assert "Grafana:       http://grafana.test/d/ml-drift?var-monitor=m1" in body
+    assert "Drift report:  http://lp.test/report?monitor=m1" in body
