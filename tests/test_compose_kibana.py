@@ -7,10 +7,11 @@ does not run here; the importer is exercised against a small local stand-in that
 Kibana's import API (Kibana is not installable on this machine)."""
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import json
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -22,7 +23,13 @@ from elasticsearch import helpers
 
 from common.schema import (daily_index, feedback_event, format_timestamp, prediction_event,
                            request_error_event)
+from common.store import StoreSettings
 from kibana import import_saved_objects as importer
+from log_processor import synthetic
+from log_processor.exporter import Exporter
+from log_processor.monitors import load_monitors
+from log_processor.scheduler import MonitorRunner
+from log_processor.store import EventStore
 from serving.logs import JsonFormatter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -270,3 +277,35 @@ def test_unreachable_kibana_fails_after_the_wait(free_port_number):
 def free_port_number() -> int:
     from tests.conftest import free_port
     return free_port()
+
+
+# --- against the summaries the real log processor writes ---
+
+def test_drift_history_finds_real_processor_summaries_with_a_verdict(es, store_url, tmp_path):
+    """The log processor runs one empty cycle (insufficient_data) and one drifted cycle; the saved
+    search shows the drifted one only, and its columns are filled."""
+    reference = tmp_path / "reference.parquet"
+    synthetic.reference_frame(1000, seed=101).to_parquet(reference)
+    base = load_monitors(REPO / "log_processor" / "monitors.yaml", interval_override=0.2)[0]
+    monitor = dataclasses.replace(base, reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
+    runner = MonitorRunner(monitor, EventStore(StoreSettings(url=store_url, request_timeout=5), page_size=500),
+                           Exporter([monitor.name]), backoff_max=1.0)
+    assert runner.run_once() == "insufficient_data"
+    rows = synthetic.chosen_rows("drift", 400, 5)
+    docs = synthetic.events(rows, NOW - timedelta(minutes=8), NOW - timedelta(minutes=1), feedback_share=0.5, seed=2)
+    helpers.bulk(es, synthetic.bulk_actions(docs), refresh=True)
+    time.sleep(0.01)  # summary ids are per millisecond
+    assert runner.run_once() == "ok", runner.state.last_error
+    es.indices.refresh(index="ml-monitoring-*")
+    assert es.count(index="ml-monitoring-*")["count"] == 2
+
+    source = _search_source(_by_type("search")["drift-history"])
+    hits = es.search(index="ml-monitoring-*", query={"query_string": {"query": source["query"]["query"]}})["hits"]["hits"]
+    (hit,) = hits
+    doc = hit["_source"]
+    assert doc["status"] == "ok" and doc["dataset_drift"] is True
+    for column in _by_type("search")["drift-history"]["attributes"]["columns"]:
+        node = doc
+        for part in column.split("."):
+            node = node[part]
+        assert node is not None, column
