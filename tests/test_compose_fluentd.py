@@ -10,9 +10,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
 from common.schema import EVENTS_INDEX_PREFIX, daily_index, feedback_event, prediction_event
+from serving.event_sinks import FluentdSink
 from serving.settings import ServingSettings
+from tests.serving_support import ForwardReceiver
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "fluentd" / "fluent.conf"
@@ -192,7 +195,6 @@ def test_rejected_records_are_kept_as_dead_letters(conf):
 
 
 def test_state_paths_live_on_the_compose_volume(conf):
-    import yaml
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     mounts = [v.split(":")[1] for v in compose["services"]["fluentd"]["volumes"]]
     assert "/fluentd/state" in mounts
@@ -222,3 +224,31 @@ def test_checker_reads_nesting_and_tag_patterns():
     assert match.arg == "a.** b" and match.child("buffer").params == {"path": "/p"}
     assert tag_matches("a.**", "a") and tag_matches("a.**", "a.b.c") and tag_matches("x b", "b")
     assert not tag_matches("a.*", "a") and not tag_matches("a.*", "a.b.c") and not tag_matches("a.**", "ab")
+
+
+def test_records_serving_forwards_route_to_the_es_output_with_their_id_and_index(conf):
+    """Serving's real Fluentd sink, configured by the compose env, sends to a forward-protocol
+    receiver; each received (tag, record) is routed through the parsed fluent.conf as Fluentd would."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    env = {k: str(v) for k, v in compose["services"]["serving"]["environment"].items()}
+    settings = ServingSettings.from_env(env)
+    assert settings.fluentd_host == "fluentd"  # the compose service name; loopback for this test
+    receiver = ForwardReceiver()
+    try:
+        sink = FluentdSink("127.0.0.1", receiver.port, settings.fluentd_tag)
+        events = [_event(), feedback_event(model_name="m", model_version="1", request_id="r", trip_completed=0)]
+        for event in events:
+            assert sink.emit(event)
+        records = receiver.wait_for_records(len(events))
+        sink.close()
+    finally:
+        receiver.close()
+    assert len(records) == len(events)
+    for (tag, _, record), sent in zip(records, events):
+        output = next(m for m in conf.all("match") if tag_matches(m.arg, tag))
+        p = output.params
+        assert p["@type"] == "elasticsearch", tag
+        assert record_accessor(p["id_key"], record) == sent["event"]["id"]
+        ts = datetime.fromisoformat(record["@timestamp"].replace("Z", "+00:00"))
+        index = p["logstash_prefix"] + p["logstash_prefix_separator"] + ts.strftime(p["logstash_dateformat"])
+        assert index == daily_index(EVENTS_INDEX_PREFIX, sent["@timestamp"])
