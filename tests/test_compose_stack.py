@@ -331,3 +331,16 @@ def test_healthcheck_commands_parse(compose):
             assert kind == "CMD", name
             if command[:2] == ["python", "-c"]:
                 compile(command[2], f"<{name} healthcheck>", "exec")
+
+
+@pytest.mark.parametrize("status_json, healthy", [
+    ('{"status":{"overall":{"level":"available","summary":"All services are available"},"core":{}}}', True),
+    ('{"status":{"overall":{"summary":"ok","level":"available"}}}', True),
+    ('{"status":{"overall":{"level":"degraded"},"core":{"es":{"level":"available"}}}}', False),
+    ('{"statusCode":401,"error":"Unauthorized"}', False),
+])
+def test_kibana_healthcheck_accepts_only_overall_available(compose, status_json, healthy):
+    command = compose["services"]["kibana"]["healthcheck"]["test"][1]
+    grep = command.split("| ", 1)[1].replace("$$", "$")
+    result = subprocess.run(["sh", "-c", grep], input=status_json, text=True, capture_output=True)
+    assert (result.returncode == 0) is healthy
