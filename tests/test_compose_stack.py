@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -344,3 +346,49 @@ def test_kibana_healthcheck_accepts_only_overall_available(compose, status_json,
     grep = command.split("| ", 1)[1].replace("$$", "$")
     result = subprocess.run(["sh", "-c", grep], input=status_json, text=True, capture_output=True)
     assert (result.returncode == 0) is healthy
+
+
+class _RecordingElasticsearch(BaseHTTPRequestHandler):
+    """Answers like a secured Elasticsearch 9 node and records each request (no real one runs here)."""
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        type(self).requests.append((self.command, self.path.split("?")[0], body, self.headers.get("Authorization")))
+        answer = {"version": {"number": "9.1.0", "build_flavor": "default"}, "tagline": "You Know, for Search"} \
+            if self.path == "/" else {"acknowledged": True, "created": True, "role": {"created": True}}
+        raw = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_PUT = do_POST = _answer
+
+
+def test_setup_run_sends_the_security_and_template_requests():
+    handler = type("Handler", (_RecordingElasticsearch,), {"requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        es_setup.run(es_setup.SetupSettings.from_env({"ELASTICSEARCH_URL": url, **_env()}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    seen = {path: (method, body) for method, path, body, _ in handler.requests}
+    assert all(auth and auth.startswith("Basic ") for *_, auth in handler.requests)
+    assert seen["/_security/user/kibana_system/_password"] == ("PUT", {"password": _env()["KIBANA_SYSTEM_PASSWORD"]})
+    for name, role in es_setup.roles().items():
+        method, body = seen[f"/_security/role/{name}"]
+        assert method == "PUT" and body["indices"] == role["indices"] and body["cluster"] == role["cluster"]
+    for name, user in es_setup.users(_env()).items():
+        assert seen[f"/_security/user/{name}"] == ("PUT", {"password": user["password"], "roles": user["roles"]})
+    templates = {p.name.removesuffix(".index-template.json") for p in (REPO / "elasticsearch").glob("*.index-template.json")}
+    assert {path.removeprefix("/_index_template/") for path in seen if path.startswith("/_index_template/")} == templates
