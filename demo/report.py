@@ -98,6 +98,8 @@ def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: 
         failures.append("normal phase: the log processor gave no verdict")
     elif normal.verdict.dataset_drift:
         failures.append(f"normal phase: dataset drift reported ({', '.join(normal.verdict.drifted_features)})")
+    if normal is not None and any("DataDriftDetected" in s for s in normal.emails):
+        failures.append("normal phase: a DataDriftDetected e-mail arrived")
     if drift is None or drift.verdict is None or not drift.verdict.available:
         failures.append("drift phase: the log processor gave no verdict")
     else:

@@ -68,8 +68,10 @@ class Story:
         sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, name, n_requests)),
                                   name=f"traffic-{name}", daemon=True)
         sender.start()
+        self.counts = None
         while sender.is_alive():
-            self.counts = traffic.phases[-1] if traffic.phases else None
+            if traffic.phases and traffic.phases[-1].phase == name:
+                self.counts = traffic.phases[-1]
             self.refresh()
             sender.join(0.5)
         counts = holder[0]

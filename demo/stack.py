@@ -164,17 +164,19 @@ class EmbeddedStack:
                  f"(offsets: {settings.offsets_file})")
 
     def _monitors_file(self) -> Path:
-        """The project's monitors.yaml with the demo's interval, and a window of the latest N predictions.
+        """The project's monitors.yaml with the demo's interval and a window of the latest N predictions.
 
         N is the shorter phase's length, so that after a phase the window holds only that phase's
-        predictions and the verdict describes it alone.
+        predictions and the verdict describes it alone. min_rows = N: no verdict on a half-filled
+        window, whose small sample would flag normal traffic as drifted now and then.
         """
         config = yaml.safe_load(MONITORS_FILE.read_text())
         last = min(self.settings.normal_requests, self.settings.drift_requests)
         for monitor in config["monitors"]:
             monitor["interval"] = f"{self.settings.eval_interval:g}s"
             monitor["window"] = {"last": last}
-            monitor["min_rows"] = min(int(monitor.get("min_rows", 100)), last)
+            monitor["min_rows"] = last
+            monitor["max_rows"] = max(int(monitor.get("max_rows", last)), last)
         target = self.settings.state_dir / "monitors.yaml"
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target

@@ -80,6 +80,8 @@ def test_the_story_holds():
      "drift phase: shifted feature(s) not flagged: acc_rate"),
     ([result("normal", NO_DRIFT), result("drift", DRIFT, ["[FIRING:1] FeatureDrift"])],
      "no DataDriftDetected e-mail received"),
+    ([result("normal", NO_DRIFT, [MAIL]), result("drift", DRIFT, [MAIL])],
+     "normal phase: a DataDriftDetected e-mail arrived"),
 ])
 def test_the_story_fails_for_each_broken_promise(results, expected):
     assert any(f.startswith(expected) for f in story_failures(results, SHIFTED, True))
