@@ -26,7 +26,7 @@ import es_setup  # noqa: E402
 
 LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
                 "prometheus", "alertmanager", "grafana", "mailpit"}
-ONE_SHOTS = {"setup", "kibana-import"}
+ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
 
 def _filled_env(tmp_path: Path) -> Path:
@@ -180,6 +180,8 @@ def test_python_services_run_commands_that_exist(compose):
     assert services["kibana-import"]["command"][-1] == "kibana/import_saved_objects.py"
     for name in ("setup", "kibana-import"):
         assert (REPO / services[name]["command"][-1]).is_file()
+    assert services["traffic"]["command"][:3] == ["python", "-m", "demo.traffic"]
+    assert (REPO / "demo" / "traffic.py").is_file()
     assert services["serving"]["command"] == ["python", "-m", "serving"]
     assert services["log_processor"]["command"] == ["python", "-m", "log_processor"]
 
