@@ -61,6 +61,20 @@ class DrainReceiver:
         self._server.close()
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the gunicorn master and its workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -198,16 +212,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def format_table(latencies: dict[str, list[float | None]], rates: dict[str, list[float]],
-                 notes: dict[str, str]) -> str:
+                 cpu_ms: dict[str, float], notes: dict[str, str]) -> str:
     ok = {mode: [x for x in values if x is not None] for mode, values in latencies.items()}
     base_p99 = percentile(ok["off"], 99)
-    rows = ["| events | requests | p50 ms | p99 ms | p99 vs off | req/s (saturated) | errors | delivery |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| events | requests | p50 ms | p99 ms | p99 vs off | server CPU ms/req | req/s (saturated) | errors "
+            "| delivery |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for mode in MODES:
         p99 = percentile(ok[mode], 99)
         errors = len(latencies[mode]) - len(ok[mode])
         rows.append(f"| {mode} | {len(ok[mode])} | {percentile(ok[mode], 50):.2f} | {p99:.2f} | "
-                    f"{(p99 / base_p99 - 1) * 100:+.1f} % | {statistics.median(rates[mode]):.0f} | {errors} | "
+                    f"{(p99 / base_p99 - 1) * 100:+.1f} % | {cpu_ms[mode]:.2f} | "
+                    f"{statistics.median(rates[mode]):.0f} | {errors} | "
                     f"{notes[mode]} |")
     return "\n".join(rows)
 
@@ -233,7 +249,11 @@ def main(quick: bool = False) -> None:
             interleaved(ports, warmup, latency_clients)
             print(f"  latency: {latency_requests} requests per mode, interleaved, {latency_clients} clients",
                   flush=True)
+            cpu_before = {mode: process_cpu_seconds(started[mode][0].process.pid) for mode in MODES}
             latencies = interleaved(ports, bodies, latency_clients)
+            time.sleep(0.5)  # let the Fluentd sender threads finish their share of the work
+            cpu_ms = {mode: (process_cpu_seconds(started[mode][0].process.pid) - cpu_before[mode]) * 1000
+                      / len(bodies) for mode in MODES}
             notes = {mode: delivery_note(mode, *started[mode], sent=len(warmup) + len(bodies)) for mode in MODES}
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}
             for round_index in range(rate_rounds):
@@ -250,7 +270,7 @@ def main(quick: bool = False) -> None:
           f"the load generator. Latency: the {len(MODES)} modes run side by side, requests interleaved, "
           f"{latency_clients} clients. Throughput: one mode at a time, {rate_clients} clients, median of "
           f"{rate_rounds} round(s) x {rate_requests} requests.\n")
-    print(format_table(latencies, rates, notes))
+    print(format_table(latencies, rates, cpu_ms, notes))
 
 
 if __name__ == "__main__":

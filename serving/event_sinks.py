@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from pathlib import Path
@@ -112,8 +113,8 @@ class FileSink:
                     self._rotate()
                 written = os.write(self._fd, line)
                 self._size += written
-                if written != len(line):  # only on a full disk; never leave half a line
-                    raise OSError(errno.ENOSPC, "short write")
+                if written != len(line):  # only on a full disk; the event counts as dropped
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
                 return True
             except OSError as exc:
                 self._close_fd()
@@ -137,12 +138,39 @@ def count_packed(buffer: bytes) -> int:
 
 
 class _BackoffSender(asyncsender.FluentSender):
-    """fluent-logger's async sender that stops dialling a dead receiver for `retry_after` seconds."""
+    """fluent-logger's async sender, with two changes that keep it cheap for the request threads.
+
+    - It sends whatever is queued in one write (up to `batch` events) instead of one write per event.
+      Fewer wake-ups and syscalls means fewer GIL hand-offs to the request threads under load.
+    - It stops dialling a dead receiver for `retry_after` seconds after a failed connect.
+    """
+
+    batch = 256
 
     def __init__(self, *args, retry_after: float = 1.0, **kwargs) -> None:
         self._retry_after = retry_after
         self._next_attempt = 0.0
         super().__init__(*args, **kwargs)
+
+    def _send_loop(self) -> None:
+        send_internal = super()._send_internal
+        try:
+            while True:
+                packets = [self._queue.get(block=True)]
+                while len(packets) < self.batch and packets[-1] is not asyncsender._TOMBSTONE:
+                    try:
+                        packets.append(self._queue.get(block=False))
+                    except queue.Empty:
+                        break
+                done = packets[-1] is asyncsender._TOMBSTONE
+                if done:
+                    packets.pop()
+                if packets:
+                    send_internal(b"".join(packets))  # msgpack packets simply concatenate
+                if done:
+                    break
+        finally:
+            self._close()
 
     def _reconnect(self) -> None:
         if self.socket is None and time.monotonic() < self._next_attempt:
