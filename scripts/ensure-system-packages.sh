@@ -14,13 +14,16 @@ if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 0
 fi
 echo "installing ${need[*]} from Debian packages"
+daemons="prometheus prometheus-alertmanager prometheus-node-exporter"
+before=$(pgrep -x -d ' ' "$(echo $daemons | tr ' ' '|')" 2>/dev/null || true)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null 2>&1 || true
 if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/ensure-system-packages.log 2>&1; then
   echo "note: apt-get install ${need[*]} failed (see /tmp/ensure-system-packages.log); alerting runs are skipped"
 fi
-# Debian's postinst may start daemons on the default ports; the stack uses its own instances.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
-  pkill -x "$svc" >/dev/null 2>&1 || true
+# Debian's postinst may start daemons on the default ports; the stack runs its own instances.
+# Stop only what this install started, never a Prometheus that was already running.
+for pid in $(pgrep -x "$(echo $daemons | tr ' ' '|')" 2>/dev/null || true); do
+  case " $before " in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
 done
 exit 0
