@@ -1,0 +1,162 @@
+"""One evaluation cycle (fetch + join + Evidently + export) on windows of 10 k / 100 k / 1 M predictions
+in osmem-server, side by side with the naive way (helpers.scan of whole documents → pandas → Evidently).
+
+Each size gets its own 15-minute window (20 % of predictions labelled). Peak memory is the process's
+peak RSS during the cycle (VmHWM, reset before each run), osmem-server's own memory not included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import pandas as pd
+from elasticsearch import helpers
+from osmem_server import OsmemServer
+
+from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index
+from common.store import StoreSettings, apply_index_templates, connect
+from log_processor import synthetic
+from log_processor.evaluate import evaluate
+from log_processor.exporter import Exporter
+from log_processor.monitors import REPO_ROOT, load_monitors
+from log_processor.scheduler import MonitorRunner
+from log_processor.store import EventStore
+from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
+
+FEEDBACK_SHARE = 0.2
+SPAN = timedelta(minutes=15)
+
+
+def _rss_peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def _load(url: str, n: int, end: datetime, seed: int) -> int:
+    """Bulk-load n predictions (+ feedback) as raw NDJSON, 10 000 documents per request, with progress."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    rows = synthetic.chosen_rows("normal", n, seed)
+    lines: list[str] = []
+    sent, t0 = 0, time.perf_counter()
+
+    def flush() -> None:
+        nonlocal sent
+        conn.request("POST", "/_bulk?filter_path=errors", body="".join(lines).encode(),
+                     headers={"Content-Type": "application/x-ndjson"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200 or b'"errors":true' in body:
+            raise RuntimeError(f"bulk failed: {response.status} {body[:300]!r}")
+        sent += len(lines)
+        lines.clear()
+        rate = sent / (time.perf_counter() - t0)
+        print(f"\r  loading {n:,} predictions: {sent:,} docs ({rate:,.0f}/s)", end="", flush=True)
+
+    for doc in synthetic.events(rows, end - SPAN, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed):
+        action = {"create": {"_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]), "_id": doc["event"]["id"]}}
+        lines.append(json.dumps(action) + "\n" + json.dumps(doc) + "\n")
+        if len(lines) >= 10_000:
+            flush()
+    if lines:
+        flush()
+    conn.request("POST", "/_refresh")
+    conn.getresponse().read()
+    conn.close()
+    print(f" — {time.perf_counter() - t0:.0f} s", flush=True)
+    return sent
+
+
+def _naive_cycle(url: str, monitor, reference, start: datetime, end: datetime) -> int:
+    """The straightforward way: scroll whole documents, json_normalize, join, one evaluation, no cap."""
+    es = connect(StoreSettings(url=url, request_timeout=600))
+    query = {"query": {"range": {"@timestamp": {"gte": start.isoformat(), "lte": end.isoformat()}}}}
+    docs = [hit["_source"] for hit in helpers.scan(es, query=query, index=EVENTS_INDEX_PATTERN, size=5000)]
+    frame = pd.json_normalize(docs)
+    del docs
+    preds = frame[frame["event.dataset"] == "ml.prediction"].drop(columns=["target.trip_completed"], errors="ignore")
+    feedback = frame[frame["event.dataset"] == "ml.feedback"][["request_id", "target.trip_completed"]]
+    joined = preds.merge(feedback, on="request_id", how="left")
+    current = pd.DataFrame({KEY: joined["request_id"], **{f.name: joined[f.field] for f in monitor.features},
+                            PREDICTION: joined["prediction.label"], SCORE: joined["prediction.score"],
+                            TARGET: joined["target.trip_completed"]})
+    evaluate(reference, current, monitor)
+    es.close()
+    return len(current)
+
+
+def main(quick: bool) -> None:
+    sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+    server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
+    results = []
+    try:
+        with TemporaryDirectory() as tmp:
+            reference_path = Path(tmp) / "reference.parquet"
+            synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
+            es = connect(StoreSettings(url=server.url))
+            apply_index_templates(es)
+            es.close()
+            base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+            monitor = dataclasses.replace(base, window_last=None, model_name="driver_ranker",
+                                          reference=dataclasses.replace(base.reference, parquet=reference_path,
+                                                                        manifest=None))
+            end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+            for i, n in enumerate(sizes):
+                window_end = end - i * (SPAN + timedelta(minutes=5))
+                needed_mb = n * 0.012 * (1 + FEEDBACK_SHARE)    # osmem holds ~12 KB per document
+                if _mem_available_mb() < needed_mb + 4096:
+                    print(f"  {n:,}: skipped — osmem-server needs ~{needed_mb / 1024:.0f} GiB for it and only "
+                          f"{_mem_available_mb() / 1024:.0f} GiB are available")
+                    continue
+                docs = _load(server.url, n, window_end, seed=100 + i)
+                exporter = Exporter([monitor.name])
+                runner = MonitorRunner(monitor, EventStore(StoreSettings(url=server.url, request_timeout=600),
+                                                           page_size=5000, workers=2),
+                                       exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1)
+                reference = runner.reference()
+                _reset_peak()
+                t0 = time.perf_counter()
+                outcome = runner.run_once()
+                ours = time.perf_counter() - t0
+                ours_mb = _rss_peak_mb()
+                if outcome != "ok":
+                    raise RuntimeError(f"cycle failed: {runner.state.last_error}")
+                rows = runner.state.summary["rows"]
+                print(f"  ours: {ours:.2f} s, peak RSS {ours_mb:,.0f} MB, rows {rows}", flush=True)
+                _reset_peak()
+                t0 = time.perf_counter()
+                naive_rows = _naive_cycle(server.url, dataclasses.replace(monitor, max_rows=10**9), reference,
+                                          window_end - SPAN - timedelta(seconds=1), window_end + timedelta(seconds=30))
+                naive = time.perf_counter() - t0
+                naive_mb = _rss_peak_mb()
+                print(f"  naive: {naive:.2f} s, peak RSS {naive_mb:,.0f} MB, rows {naive_rows}", flush=True)
+                results.append((n, docs, rows["evaluated"], ours, ours_mb, naive, naive_mb))
+    finally:
+        server.close()
+    print()
+    print("| window (predictions) | documents | evaluated rows | cycle | peak RSS | naive cycle | naive peak RSS | speed-up |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, docs, evaluated, ours, ours_mb, naive, naive_mb in results:
+        print(f"| {n:,} | {docs:,} | {evaluated:,} | {ours:.2f} s | {ours_mb:,.0f} MB | {naive:.2f} s | "
+              f"{naive_mb:,.0f} MB | {naive / ours:.1f}× |")
