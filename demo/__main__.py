@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         parser.error(str(exc))
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, filename=settings.log_dir / "demo-runner.log",
+    logging.basicConfig(level=logging.INFO, filename=settings.log_dir / "demo-runner.log", filemode="w",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
 

@@ -101,7 +101,8 @@ class EmbeddedStack:
             old.unlink()
         s.log_dir.mkdir(parents=True, exist_ok=True)
         for old in s.log_dir.glob("demo-*.log"):
-            old.unlink()
+            if old.name != "demo-runner.log":  # open already; the runner truncates it itself
+                old.unlink()
 
     def _bootstrap(self) -> None:
         """Data, model and Feast features (`python -m serving.bootstrap`; quick when up to date)."""
