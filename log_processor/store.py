@@ -2,8 +2,10 @@
 
 Reading: the window's time range is cut into slices of about one page each (sized from a cheap
 range count) and the slices are fetched by a small pool of threads; inside a slice, search_after
-paging over (@timestamp, event.id) with only the needed `_source` fields and `filter_path`, so the
-store sorts and serialises little. Queries carry only the time range: dataset and model are
+paging over (@timestamp, event.id). Against Elasticsearch only the needed `_source` fields are
+asked for, with `filter_path`; against osmem-server whole hits, because there source filtering
+and filter_path cost 3-5x the time of the query itself (measured: a 4 000-hit page took 0.02 s
+plain and 0.06-0.1 s filtered). Queries carry only the time range: dataset and model are
 filtered client-side (validate.py), which is also how unknown datasets are counted. On
 osmem-server a term filter costs a pass over the whole index per query, a range filter does not.
 
@@ -21,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import format_timestamp
-from common.store import StoreSettings, StoreUnavailable, connect
+from common.store import StoreSettings, StoreUnavailable, connect, is_elasticsearch, probe
 
 T = TypeVar("T")
 MAX_SLICES = 2000
@@ -47,13 +49,16 @@ class EventStore:
         self.page_size = page_size
         self.workers = max(1, workers)
         self._client: Elasticsearch | None = None
+        self._filter_responses = True
         self._lock = threading.Lock()
 
     def client(self) -> Elasticsearch:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = connect(self.settings)
+                    info = probe(self.settings)
+                    self._client = connect(self.settings, info)
+                    self._filter_responses = is_elasticsearch(info)
                 except StoreUnavailable as exc:
                     raise StoreError("connect", exc) from exc
             return self._client
@@ -115,11 +120,12 @@ class EventStore:
         pages: list[T] = []
         after: list[Any] | None = None
         while True:
-            extra = {"search_after": after} if after else {}
+            extra: dict[str, Any] = {"search_after": after} if after else {}
+            if self._filter_responses:
+                extra.update(source=list(fields), filter_path=["hits.hits._source", "hits.hits.sort"])
             response = self._call(operation, lambda es: es.search(
-                index=index, query=query, size=self.page_size, source=list(fields), track_total_hits=False,
-                sort=[{"@timestamp": "asc"}, {"event.id": {"order": "asc", "missing": "_last"}}],
-                filter_path=["hits.hits._source", "hits.hits.sort"], ignore_unavailable=True, **extra))
+                index=index, query=query, size=self.page_size, track_total_hits=False,
+                sort=[{"@timestamp": "asc"}, {"event.id": "asc"}], ignore_unavailable=True, **extra))
             hits = (response.get("hits") or {}).get("hits") or []
             if hits:
                 pages.append(parse([hit.get("_source") or {} for hit in hits]))
