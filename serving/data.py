@@ -29,7 +29,7 @@ features every time and avg_daily_trips about as often as chance (5 %), like nor
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Literal
 
 import numpy as np
