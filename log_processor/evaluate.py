@@ -2,7 +2,7 @@
 
 Pure: no I/O. Two Evidently reports per evaluation, because they look at different rows:
 - drift: every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount` (the dataset-drift
-  verdict), `ValueDrift` of the prediction score, `MissingValueCount` per feature;
+  verdict), `ValueDrift` of the prediction score;
 - quality: the labelled rows only — accuracy, precision, recall, F1 of the *logged* predicted labels
   (`prediction_labels`, never a threshold on the score) against the joined targets.
 
@@ -17,8 +17,7 @@ from typing import Any
 
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
-from evidently.metrics import (Accuracy, DriftedColumnsCount, F1Score, MissingValueCount, Precision,
-                               Recall, ValueDrift)
+from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision, Recall, ValueDrift
 
 from log_processor.monitors import DriftRule, Monitor
 from log_processor.validate import PREDICTION, SCORE, TARGET
@@ -46,7 +45,6 @@ class Evaluation:
     quality: dict[str, float]                       # empty when too few labelled rows
     class_share: dict[tuple[str, str], float]       # (source, class) -> share
     confusion: dict[tuple[str, str], int]           # (actual, predicted) -> rows
-    missing_share: dict[str, float]                 # feature -> share of missing values
     evaluated_rows: int
     evaluated_labelled_rows: int
     html_drift: str = field(repr=False, default="")
@@ -147,8 +145,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         per_column_method={n: r.method for n, r in rules.items()},
         per_column_threshold={n: r.threshold for n, r in rules.items()},
     )
-    missing = {name: MissingValueCount(column=name) for name in monitor.feature_names}
-    report = Report([count, *value_drift.values(), score_drift, *missing.values()], include_tests=True)
+    report = Report([count, *value_drift.values(), score_drift], include_tests=True)
     current_drift = Dataset.from_pandas(_drift_frame(current, monitor), data_definition=_drift_definition(monitor))
     snapshot = report.run(current_drift, reference.drift)
     values = _read_snapshot(snapshot)
@@ -183,7 +180,6 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         quality=quality,
         class_share=_class_shares(current, labelled),
         confusion=_confusion(labelled),
-        missing_share={name: _value(values[m.metric_id][0], "share") for name, m in missing.items()},
         evaluated_rows=len(current),
         evaluated_labelled_rows=len(labelled),
         html_drift=snapshot.get_html_str(as_iframe=False),

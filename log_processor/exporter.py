@@ -82,7 +82,7 @@ class Exporter:
     def _verdict_gauges(self) -> tuple[Gauge, ...]:
         return (self.dataset_drift, self.drifted_features, self.drifted_share, self.feature_score,
                 self.feature_threshold, self.feature_detected, self.prediction_score, self.prediction_detected,
-                self.quality, self.class_share, self.confusion, self.missing_share)
+                self.quality, self.class_share, self.confusion)
 
     # --- what the scheduler calls ----------------------------------------------------------------
     def reference(self, monitor: str, reference: Reference) -> None:
@@ -94,7 +94,7 @@ class Exporter:
     def window(self, monitor: str, window: Window, reference_rows: int, evaluation: Evaluation | None) -> None:
         """Export one evaluated window; `evaluation` None means too few rows for a verdict."""
         with self._lock:
-            self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows)
+            self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows, self.missing_share)
             rows = {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
                     "evaluated": evaluation.evaluated_rows if evaluation else 0}
             for kind, value in rows.items():
@@ -102,6 +102,8 @@ class Exporter:
             self._set(self.label_coverage, monitor, (), window.label_coverage)
             for quantile, value in window.label_delay_quantiles().items():
                 self._set(self.label_delay, monitor, (quantile,), value)
+            for column, share in window.missing_share.items():
+                self._set(self.missing_share, monitor, (column,), share)
             self._set(self.verdict_available, monitor, (), 1 if evaluation else 0)
             if evaluation is not None:
                 self._evaluation(monitor, evaluation)
@@ -123,8 +125,6 @@ class Exporter:
             self._set(self.class_share, monitor, (source, cls), share)
         for (actual, predicted), rows in ev.confusion.items():
             self._set(self.confusion, monitor, (actual, predicted), rows)
-        for column, share in ev.missing_share.items():
-            self._set(self.missing_share, monitor, (column,), share)
 
     def rejected_documents(self, monitor: str, counts: Counter) -> None:
         for reason, n in counts.items():

@@ -176,6 +176,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
         "label_coverage": round(window.label_coverage, 6),
         "label_delay_seconds": window.label_delay_quantiles(),
         "rejected": dict(window.rejected),
+        "missing_values_share": window.missing_share,
         "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean()) if window.rows else None,
     }
     if ev is not None:
@@ -188,7 +189,6 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             "prediction_drift": {"column": ev.prediction_drift.column, "method": ev.prediction_drift.method,
                                  "score": ev.prediction_drift.score, "detected": ev.prediction_drift.detected},
             "quality": ev.quality,
-            "missing_values_share": ev.missing_share,
         })
     return doc
 

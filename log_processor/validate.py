@@ -7,8 +7,9 @@ What counts as what (docs/log-processor.md):
 - a prediction/feedback missing its join key, @timestamp, prediction or target → `missing_field`
 - a string (or bool, list, ...) where a number belongs → `not_a_number`; NaN/±Infinity → `non_finite`
 - an `event.dataset` that is not one of the stack's datasets → `unknown_dataset`
-- a feature that is absent or null is a *missing value*, not a malformed document: the row is kept
-  with NaN there, so `mlmon_missing_values_share` can report it; drift tests skip missing values.
+- a feature that is absent or null is parsed as NaN here; window.py measures the share of missing
+  values per feature over the window (`mlmon_missing_values_share`) and then skips those rows as
+  `missing_field`, so they never reach a drift test or the quality metrics.
 Events of other models, request errors and the like are simply not part of the window.
 """
 from __future__ import annotations
@@ -138,7 +139,7 @@ def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> tu
         if feature.type == "categorical":
             features[feature.name] = np.array([None if v is None else str(v) for v in raw], dtype=object)
             continue
-        values, _missing, wrong, non_finite = numbers(raw)   # missing stays NaN: a missing value
+        values, _missing, wrong, non_finite = numbers(raw)   # missing stays NaN: window.py counts it
         rejects.add("not_a_number", wrong)
         rejects.add("non_finite", non_finite)
         features[feature.name] = values

@@ -13,7 +13,7 @@ whole window; `mlmon_window_rows{kind="evaluated"}` says how many rows Evidently
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,9 @@ DELAY = "label_delay_seconds"
 class Window:
     start: float                  # epoch seconds, inclusive
     end: float                    # epoch seconds, inclusive
-    frame: pd.DataFrame           # one row per prediction; TARGET is NaN when unlabelled
+    frame: pd.DataFrame           # one row per complete prediction; TARGET is NaN when unlabelled
     rejected: Counter
+    missing_share: dict[str, float] = field(default_factory=dict)   # feature -> share, before skipping
 
     @property
     def rows(self) -> int:
@@ -63,20 +64,25 @@ def assemble(chunk: Chunk, monitor: Monitor, start: float, end: float) -> Window
     preds = chunk.predictions
     preds = preds[(preds[TIMESTAMP] >= start) & (preds[TIMESTAMP] <= end)]
     preds, dup_preds = _first_per_key(preds)
-    if monitor.window_last is not None and len(preds) > monitor.window_last:
+    if monitor.window_last is not None and len(preds) >= monitor.window_last:
         preds = preds.iloc[len(preds) - monitor.window_last:]
+        start = max(start, float(preds[TIMESTAMP].iloc[0]))    # a full latest-N window starts there
     feedback, dup_feedback = _first_per_key(chunk.feedback)
     if dup_preds + dup_feedback:
         rejected["duplicate"] += dup_preds + dup_feedback
+    features = list(monitor.feature_names)
+    missing_share = {name: float(preds[name].isna().mean()) for name in features} if len(preds) else {}
+    incomplete = preds[features].isna().any(axis=1)
+    if incomplete.any():
+        rejected["missing_field"] += int(incomplete.sum())
+        preds = preds[~incomplete]
     joined = preds.merge(feedback.rename(columns={TIMESTAMP: "_fb_ts"}), on=KEY, how="left")
     delay = joined.pop("_fb_ts") - joined[TIMESTAMP]
     late = delay > monitor.label_horizon_seconds
     joined[TARGET] = joined[TARGET].astype(float).where(~late)
     joined[DELAY] = delay.clip(lower=0.0).where(joined[TARGET].notna())
-    if len(preds):
-        start = max(start, float(preds[TIMESTAMP].iloc[0])) if monitor.window_last is not None and \
-            len(preds) == monitor.window_last else start
-    return Window(start=start, end=end, frame=joined.reset_index(drop=True), rejected=rejected)
+    return Window(start=start, end=end, frame=joined.reset_index(drop=True), rejected=rejected,
+                  missing_share=missing_share)
 
 
 def sample(frame: pd.DataFrame, max_rows: int, seed: int | None = None) -> pd.DataFrame:

@@ -118,13 +118,18 @@ def test_malformed_documents_are_counted_not_fatal(es, store_url, reference_file
     bad = [dict(docs[i], features=dict(docs[i]["features"], conv_rate="0.73")) for i in range(5)]
     bad += [dict(docs[i], request_id=None) for i in range(5, 8)]
     bad += [dict(docs[i], event=dict(docs[i]["event"], dataset="ml.unheard_of")) for i in range(8, 10)]
-    load(es, bad + docs[10:])
+    bad += [dict(docs[i], features={k: v for k, v in docs[i]["features"].items() if k != "acc_rate"})
+            for i in range(10, 14)]
+    load(es, bad + docs[14:])
     runner, exporter = runner_for(store_url, monitor_for(reference_file, min_rows=100))
     assert runner.run_once() == "ok", runner.state.last_error
     assert one(exporter, "mlmon_rejected_documents_total", reason="not_a_number") == 5
-    assert one(exporter, "mlmon_rejected_documents_total", reason="missing_field") == 3
+    assert one(exporter, "mlmon_rejected_documents_total", reason="missing_field") == 3 + 4
     assert one(exporter, "mlmon_rejected_documents_total", reason="unknown_dataset") == 2
-    assert one(exporter, "mlmon_window_rows", kind="current") == 390
+    assert one(exporter, "mlmon_window_rows", kind="current") == 386
+    # the four without acc_rate are measured as missing values before they are skipped
+    assert one(exporter, "mlmon_missing_values_share", column="acc_rate") == pytest.approx(4 / 390)
+    assert one(exporter, "mlmon_missing_values_share", column="conv_rate") == 0
 
 
 def test_empty_and_too_small_windows_give_no_verdict_and_clear_old_series(es, store_url, reference_file):

@@ -52,9 +52,10 @@ def test_malformed_documents_are_counted_by_reason_and_the_rest_of_the_page_surv
             no_key, unknown, no_score, pred("e", avg_daily_trips=...), pred("f", model="other_model"),
             bad_target, {"not": "an event"}]
     w = window_of(docs)
-    assert dict(w.rejected) == {"not_a_number": 2, "non_finite": 2, "missing_field": 2, "unknown_dataset": 2}
-    assert list(w.frame["request_id"]) == ["a", "e"]          # other model: not in the window, not "rejected"
-    assert np.isnan(w.frame.loc[1, "avg_daily_trips"])          # an absent feature is a missing value
+    # "e" lacks a feature: measured as a missing value, then skipped as missing_field
+    assert dict(w.rejected) == {"not_a_number": 2, "non_finite": 2, "missing_field": 3, "unknown_dataset": 2}
+    assert list(w.frame["request_id"]) == ["a"]               # other model: not in the window, not "rejected"
+    assert w.missing_share == {"conv_rate": 0.0, "acc_rate": 0.0, "avg_daily_trips": 0.5}
     assert w.labelled == 0                                      # the malformed feedback did not label "a"
 
 
@@ -135,11 +136,17 @@ def test_quality_uses_the_logged_labels_on_labelled_rows_only(reference):
     assert "<html" in ev.html_drift.lower() and "<html" in ev.html_quality.lower()
 
 
-def test_too_few_labels_gives_no_quality_and_missing_values_are_measured(reference):
+def test_too_few_labels_gives_no_quality(reference):
     cur = current("normal")
     cur["target"] = np.nan
     cur.loc[:29, "target"] = 1.0
-    cur.loc[:299, "acc_rate"] = np.nan
     ev = evaluate(reference, cur, MONITOR)
     assert ev.quality == {} and ev.html_quality is None
-    assert ev.missing_share["acc_rate"] == pytest.approx(0.1) and ev.missing_share["conv_rate"] == 0
+
+
+def test_rows_missing_a_feature_are_measured_then_kept_out_of_the_evaluation():
+    docs = [pred(f"r{i}", at=i, **({"acc_rate": None} if i % 10 == 0 else {})) for i in range(200)]
+    w = window_of(docs)
+    assert w.missing_share["acc_rate"] == pytest.approx(0.1) and w.missing_share["conv_rate"] == 0
+    assert w.rejected["missing_field"] == 20 and w.rows == 180
+    assert not w.frame[list(MONITOR.feature_names)].isna().any().any()
