@@ -24,6 +24,9 @@ class _Gunicorn(BaseApplication):
         for key, value in {"bind": f"{s.host}:{s.port}", "workers": 1, "threads": s.threads,
                            "worker_class": "gthread", "timeout": 120, "graceful_timeout": 10,
                            "accesslog": None, "loglevel": "info",
+                           # gunicorn's control socket has one fixed path per user: it would clash
+                           # with serving's (and a second processor's) on the same machine
+                           "control_socket_disable": True,
                            "worker_exit": _stop_processor}.items():
             self.cfg.set(key, value)
 
