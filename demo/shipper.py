@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -200,10 +201,14 @@ class Shipper:
                 if tail.position != before:  # moved past a finished rotated file
                     self._save_offsets()
                 continue
-            if not self._ship_chunk(chunk, stop):
+            acknowledged = self._ship_chunk(chunk, stop)
+            if acknowledged is None:
                 break  # stopping while the store is down: nothing committed, nothing lost
             tail.commit(chunk.end)
             self._save_offsets()
+            # counted only now: "shipped" means acknowledged by the store *and* past the saved offset
+            self.stats.shipped += acknowledged["created"]
+            self.stats.duplicates += acknowledged["duplicate"]
             handled += len(chunk.lines)
         self.stats.lag_bytes = sum(t.pending_bytes() for t in self._tails)
         return handled
@@ -213,7 +218,8 @@ class Shipper:
             self._client.close()
             self._client = None
 
-    def _ship_chunk(self, chunk: Chunk, stop: threading.Event) -> bool:
+    def _ship_chunk(self, chunk: Chunk, stop: threading.Event) -> Counter | None:
+        """Deliver one chunk; how many documents were created / duplicates, None when stopped first."""
         documents: list[tuple[Line, Document]] = []
         dead: list[DeadLetter] = []
         for line in chunk.lines:
@@ -224,22 +230,25 @@ class Shipper:
                 documents.append((line, outcome))
             else:
                 dead.append(DeadLetter(chunk.path, line, outcome))
-        rejected = self._deliver(documents, stop)
-        if rejected is None:
-            return False
+        delivered = self._deliver(documents, stop)
+        if delivered is None:
+            return None
+        rejected, acknowledged = delivered
         dead += [DeadLetter(chunk.path, line, reason) for line, reason in rejected]
         if dead:
             self._write_dead_letters(dead)
-        return True
+        return acknowledged
 
     def _deliver(self, documents: list[tuple[Line, Document]],
-                 stop: threading.Event) -> list[tuple[Line, str]] | None:
-        """Bulk-create until every document is acknowledged; the ones the store rejected for good.
+                 stop: threading.Event) -> tuple[list[tuple[Line, str]], Counter] | None:
+        """Bulk-create until every document is acknowledged.
 
-        None when `stop` was set before the store took everything.
+        Returns the documents the store rejected for good and the count of each acknowledgement
+        (created, duplicate); None when `stop` was set before the store took everything.
         """
         pending = documents
         rejected: list[tuple[Line, str]] = []
+        acknowledged: Counter = Counter()
         attempt = 0
         while pending:
             try:
@@ -251,10 +260,8 @@ class Shipper:
                 retry, problem = [], ""
                 for (line, doc), item in zip(pending, items):
                     outcome, reason = item_outcome(item)
-                    if outcome == "created":
-                        self.stats.shipped += 1
-                    elif outcome == "duplicate":
-                        self.stats.duplicates += 1
+                    if outcome in ("created", "duplicate"):
+                        acknowledged[outcome] += 1
                     elif outcome == "rejected":
                         rejected.append((line, reason))
                     else:
@@ -275,7 +282,7 @@ class Shipper:
         if attempt:
             log.info("store accepted the batch after %d retr%s", attempt, "y" if attempt == 1 else "ies")
         self.stats.store_available = True
-        return rejected
+        return rejected, acknowledged
 
     def _bulk(self, documents: list[Document]) -> list[Mapping[str, Any]]:
         if self._client is None:
