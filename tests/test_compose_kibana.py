@@ -287,7 +287,8 @@ def test_drift_history_finds_real_processor_summaries_with_a_verdict(es, store_u
     reference = tmp_path / "reference.parquet"
     synthetic.reference_frame(1000, seed=101).to_parquet(reference)
     base = load_monitors(REPO / "log_processor" / "monitors.yaml", interval_override=0.2)[0]
-    monitor = dataclasses.replace(base, reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
+    monitor = dataclasses.replace(base, min_rows=200,
+                                  reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
     runner = MonitorRunner(monitor, EventStore(StoreSettings(url=store_url, request_timeout=5), page_size=500),
                            Exporter([monitor.name]), backoff_max=1.0)
     assert runner.run_once() == "insufficient_data"

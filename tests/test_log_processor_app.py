@@ -21,7 +21,7 @@ def processor(es, store_url, tmp_path):
     reference = tmp_path / "reference.parquet"
     synthetic.reference_frame(2000, seed=101).to_parquet(reference)
     base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.3)[0]
-    monitors = tuple(dataclasses.replace(base, name=name, min_labelled_rows=50,
+    monitors = tuple(dataclasses.replace(base, name=name, min_labelled_rows=50, min_rows=200,
                                          reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
                      for name in ("driver_ranker", "shadow"))
     rows = synthetic.chosen_rows("drift", 600, 21)

@@ -32,7 +32,7 @@ def reference_file(tmp_path_factory):
 def monitor_for(reference_file, **changes):
     base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.2)[0]
     reference = dataclasses.replace(base.reference, parquet=reference_file, manifest=None)
-    return dataclasses.replace(base, reference=reference, min_labelled_rows=50, **changes)
+    return dataclasses.replace(base, **{"reference": reference, "min_labelled_rows": 50, "min_rows": 200, **changes})
 
 
 def load(es, docs):
