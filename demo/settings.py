@@ -7,12 +7,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from demo.env import SettingsError, env_number
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
-
-
-class SettingsError(ValueError):
-    """A DEMO_* variable or flag has an unusable value; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -79,17 +77,7 @@ class DemoSettings:
 
 def _reader(env: Mapping[str, str]):
     def number(name: str, default: Any, kind: type, minimum: float, maximum: float | None = None) -> Any:
-        raw = env.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise SettingsError(f"{name}={raw!r} must be {bounds}")
-        return value
+        return env_number(env, name, default, kind, minimum, maximum)
     return number
 
 

@@ -29,28 +29,12 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import EVENTS_INDEX_PREFIX, daily_index, event_id
 from common.store import StoreSettings, StoreUnavailable, connect
+from demo.env import SettingsError, env_number
 from demo.offsets import OffsetStore
 from demo.tail import Chunk, Line, RotatingFileTail
 
 log = logging.getLogger("demo.shipper")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class SettingsError(ValueError):
-    """A SHIPPER_* variable has a value the shipper cannot use; the message names it."""
-
-
-def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> Any:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -73,11 +57,11 @@ class ShipperSettings:
             files=files or cls.files,
             state_dir=Path(env["SHIPPER_STATE_DIR"]) if env.get("SHIPPER_STATE_DIR") else cls.state_dir,
             index_prefix=env.get("SHIPPER_INDEX_PREFIX") or cls.index_prefix,
-            batch_size=_number(env, "SHIPPER_BATCH_SIZE", cls.batch_size, int, 1),
-            poll_interval=_number(env, "SHIPPER_POLL_INTERVAL", cls.poll_interval, float, 0.01),
-            backoff_initial=_number(env, "SHIPPER_BACKOFF_INITIAL", cls.backoff_initial, float, 0.01),
-            backoff_max=_number(env, "SHIPPER_BACKOFF_MAX", cls.backoff_max, float, 0.01),
-            log_interval=_number(env, "SHIPPER_LOG_INTERVAL", cls.log_interval, float, 0.1),
+            batch_size=env_number(env, "SHIPPER_BATCH_SIZE", cls.batch_size, int, 1),
+            poll_interval=env_number(env, "SHIPPER_POLL_INTERVAL", cls.poll_interval, float, 0.01),
+            backoff_initial=env_number(env, "SHIPPER_BACKOFF_INITIAL", cls.backoff_initial, float, 0.01),
+            backoff_max=env_number(env, "SHIPPER_BACKOFF_MAX", cls.backoff_max, float, 0.01),
+            log_interval=env_number(env, "SHIPPER_LOG_INTERVAL", cls.log_interval, float, 0.1),
             store=StoreSettings.from_env(env),
         )
         if settings.backoff_max < settings.backoff_initial:

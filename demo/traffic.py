@@ -24,16 +24,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from demo.delay_queue import DelayQueue
+from demo.env import SettingsError, env_number
 
 log = logging.getLogger("demo.traffic")
 
 # (status, parsed JSON body or None); status 0 when no HTTP answer came at all.
 Response = tuple[int, Any]
 Poster = Callable[[str, Mapping[str, Any], float], Response]
-
-
-class SettingsError(ValueError):
-    """A TRAFFIC_* variable has an unusable value; the message names it."""
 
 
 def post_json(url: str, body: Mapping[str, Any], timeout: float) -> Response:
@@ -71,16 +68,7 @@ class TrafficSettings:
         env = os.environ if env is None else env
 
         def get(name: str, default: Any, kind: type, minimum: float) -> Any:
-            raw = env.get(f"TRAFFIC_{name}")
-            if raw is None or raw == "":
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(f"TRAFFIC_{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
-            if value < minimum:
-                raise SettingsError(f"TRAFFIC_{name}={raw!r} must be at least {minimum}")
-            return value
+            return env_number(env, f"TRAFFIC_{name}", default, kind, minimum)
 
         return cls(
             base_url=(env.get("TRAFFIC_BASE_URL") or cls.base_url).rstrip("/"),

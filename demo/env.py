@@ -1,0 +1,24 @@
+"""Reading numbers from environment variables, with errors that name the variable (all demo parts)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+class SettingsError(ValueError):
+    """A variable or flag has a value the part cannot use; the message names it."""
+
+
+def env_number(env: Mapping[str, str], name: str, default: Any, kind: type, minimum: float,
+               maximum: float | None = None) -> Any:
+    """`kind(env[name])` within [minimum, maximum], or `default` when unset or empty."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{name}={raw!r} must be {bounds}")
+    return value
