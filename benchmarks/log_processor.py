@@ -33,6 +33,7 @@ from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
 
 FEEDBACK_SHARE = 0.2
 REPEATS = 3
+STORE_KB_PER_DOC = 17         # osmem-server resident memory per stored document (measured)
 SPAN = timedelta(minutes=15)
 
 
@@ -110,61 +111,62 @@ def _naive_cycle(url: str, monitor, reference, start: datetime, end: datetime) -
     return len(current)
 
 
+
+def _measure(url: str, monitor, n: int, window_end: datetime, seed: int) -> tuple:
+    """Load one window of n predictions, then best-of-REPEATS cycles, ours and naive alternated."""
+    es = connect(StoreSettings(url=url))
+    apply_index_templates(es)
+    es.close()
+    docs = _load(url, n, window_end, seed=seed)
+    exporter = Exporter([monitor.name])
+    runner = MonitorRunner(monitor, EventStore(StoreSettings(url=url, request_timeout=600), page_size=5000, workers=2),
+                           exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1)
+    reference = runner.reference()
+    evaluate(reference, reference.frame.head(1000), monitor)        # warm Evidently up, untimed
+    naive_monitor = dataclasses.replace(monitor, max_rows=10**9)
+    bounds = (window_end - SPAN - timedelta(seconds=1), window_end + timedelta(seconds=30))
+    ours, ours_mb, naive, naive_mb = [], [], [], []
+    for _ in range(REPEATS):      # alternate, keep the best: the store settles after a bulk load
+        _reset_peak()
+        t0 = time.perf_counter()
+        if runner.run_once() != "ok":
+            raise RuntimeError(f"cycle failed: {runner.state.last_error}")
+        ours.append(time.perf_counter() - t0)
+        ours_mb.append(_rss_peak_mb())
+        print(f"  ours: {ours[-1]:.2f} s, peak RSS {ours_mb[-1]:,.0f} MB", flush=True)
+        _reset_peak()
+        t0 = time.perf_counter()
+        naive_rows = _naive_cycle(url, naive_monitor, reference, *bounds)
+        naive.append(time.perf_counter() - t0)
+        naive_mb.append(_rss_peak_mb())
+        print(f"  naive: {naive[-1]:.2f} s, peak RSS {naive_mb[-1]:,.0f} MB, rows {naive_rows}", flush=True)
+    rows = runner.state.summary["rows"]
+    print(f"  rows {rows}", flush=True)
+    return (n, docs, rows["evaluated"], min(ours), max(ours_mb), min(naive), max(naive_mb))
+
 def main(quick: bool) -> None:
     override = os.environ.get("BENCH_LOG_PROCESSOR_SIZES")      # e.g. "10000,100000"
     sizes = [int(v) for v in override.split(",")] if override else [10_000] if quick else [10_000, 100_000, 1_000_000]
-    server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
     results = []
-    try:
-        with TemporaryDirectory() as tmp:
-            reference_path = Path(tmp) / "reference.parquet"
-            synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
-            es = connect(StoreSettings(url=server.url))
-            apply_index_templates(es)
-            es.close()
-            base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
-            monitor = dataclasses.replace(base, window_last=None, model_name="driver_ranker",
-                                          reference=dataclasses.replace(base.reference, parquet=reference_path,
-                                                                        manifest=None))
-            end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-            for i, n in enumerate(sizes):
-                window_end = end - i * (SPAN + timedelta(minutes=5))
-                needed_mb = n * 0.012 * (1 + FEEDBACK_SHARE)    # osmem holds ~12 KB per document
-                if _mem_available_mb() < needed_mb + 4096:
-                    print(f"  {n:,}: skipped — osmem-server needs ~{needed_mb / 1024:.0f} GiB for it and only "
-                          f"{_mem_available_mb() / 1024:.0f} GiB are available")
-                    continue
-                docs = _load(server.url, n, window_end, seed=100 + i)
-                exporter = Exporter([monitor.name])
-                runner = MonitorRunner(monitor, EventStore(StoreSettings(url=server.url, request_timeout=600),
-                                                           page_size=5000, workers=2),
-                                       exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1)
-                reference = runner.reference()
-                evaluate(reference, reference.frame.head(1000), monitor)        # warm Evidently up, untimed
-                naive_monitor = dataclasses.replace(monitor, max_rows=10**9)
-                bounds = (window_end - SPAN - timedelta(seconds=1), window_end + timedelta(seconds=30))
-                ours, ours_mb, naive, naive_mb = [], [], [], []
-                for _ in range(REPEATS):      # alternate, keep the best: the store settles after a bulk load
-                    _reset_peak()
-                    t0 = time.perf_counter()
-                    if runner.run_once() != "ok":
-                        raise RuntimeError(f"cycle failed: {runner.state.last_error}")
-                    ours.append(time.perf_counter() - t0)
-                    ours_mb.append(_rss_peak_mb())
-                    _reset_peak()
-                    t0 = time.perf_counter()
-                    naive_rows = _naive_cycle(server.url, naive_monitor, reference, *bounds)
-                    naive.append(time.perf_counter() - t0)
-                    naive_mb.append(_rss_peak_mb())
-                rows = runner.state.summary["rows"]
-                print(f"  ours: {min(ours):.2f} s (runs {', '.join(f'{t:.2f}' for t in ours)}), "
-                      f"peak RSS {max(ours_mb):,.0f} MB, rows {rows}", flush=True)
-                print(f"  naive: {min(naive):.2f} s (runs {', '.join(f'{t:.2f}' for t in naive)}), "
-                      f"peak RSS {max(naive_mb):,.0f} MB, rows {naive_rows}", flush=True)
-                ours, ours_mb, naive, naive_mb = min(ours), max(ours_mb), min(naive), max(naive_mb)
-                results.append((n, docs, rows["evaluated"], ours, ours_mb, naive, naive_mb))
-    finally:
-        server.close()
+    with TemporaryDirectory() as tmp:
+        reference_path = Path(tmp) / "reference.parquet"
+        synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
+        base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+        monitor = dataclasses.replace(base, window_last=None, model_name="driver_ranker",
+                                      reference=dataclasses.replace(base.reference, parquet=reference_path,
+                                                                    manifest=None))
+        end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+        for i, n in enumerate(sizes):
+            needed_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
+            if _mem_available_mb() < needed_mb + 4096:
+                print(f"  {n:,}: skipped — osmem-server would hold ~{needed_mb / 1024:.0f} GiB for it, and only "
+                      f"{_mem_available_mb() / 1024:.0f} GiB are available (4 GiB kept for the cycle)", flush=True)
+                continue
+            server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")   # a fresh store per size
+            try:
+                results.append(_measure(server.url, monitor, n, end, seed=100 + i))
+            finally:
+                server.close()
     print()
     print("| window (predictions) | documents | evaluated rows | cycle | peak RSS | naive cycle | naive peak RSS | speed-up |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
