@@ -1,7 +1,7 @@
 """Helpers for the serving tests: one built world (data + model + Feast) per session, a forward receiver.
 
-Test modules expose `serving_world` through a fixture that calls `world()`; the result is cached
-here so the slow part (training, Feast apply + materialize) runs once per session, not per module.
+The fixtures `serving_world`, `model` and `online` live here (test modules import them); the world
+is cached so the slow part (training, Feast apply + materialize) runs once per session.
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
+import pytest
 
+from serving.features import OnlineFeatures
+from serving.model import load_model
 from serving.settings import ServingSettings
 
 _WORLD: dict[str, "World"] = {}
@@ -41,6 +44,21 @@ def world() -> World:
         bootstrap(settings, log=lambda line: None)
         _WORLD["world"] = World(var_dir, settings)
     return _WORLD["world"]
+
+
+@pytest.fixture(scope="module")
+def serving_world():
+    return world()
+
+
+@pytest.fixture(scope="module")
+def model(serving_world):
+    return load_model(serving_world.settings.path("model"))
+
+
+@pytest.fixture(scope="module")
+def online(serving_world):
+    return OnlineFeatures.open(serving_world.settings.path("feast"))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

@@ -16,23 +16,7 @@ from common import schema
 from serving import data
 from serving.app import create_app
 from serving.features import OnlineFeatures
-from serving.model import load_model
-from tests.serving_support import metric_value, world
-
-
-@pytest.fixture(scope="module")
-def serving_world():
-    return world()
-
-
-@pytest.fixture(scope="module")
-def model(serving_world):
-    return load_model(serving_world.settings.path("model"))
-
-
-@pytest.fixture(scope="module")
-def online(serving_world):
-    return OnlineFeatures.open(serving_world.settings.path("feast"))
+from tests.serving_support import metric_value, model, online, serving_world  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

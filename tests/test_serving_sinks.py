@@ -9,12 +9,11 @@ import pytest
 from common import schema
 from serving.app import create_app
 from serving.event_sinks import EventLog, FileSink, FluentdSink, build_sinks, encode_line
-from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics
-from serving.model import load_model
 from serving.settings import ServingSettings, parse_sinks
 from tests.conftest import free_port
-from tests.serving_support import ForwardReceiver, metric_value, wait_for, world
+from tests.serving_support import (ForwardReceiver, metric_value, model, online,  # noqa: F401 (fixtures)
+                                   serving_world, wait_for)
 
 
 def feedback(i: int) -> dict:
@@ -165,21 +164,6 @@ def test_fluentd_full_queue_drops_instead_of_blocking(receiver):
 
 
 # ---------------------------------------------------------------- through the app
-
-@pytest.fixture(scope="module")
-def serving_world():
-    return world()
-
-
-@pytest.fixture(scope="module")
-def model(serving_world):
-    return load_model(serving_world.settings.path("model"))
-
-
-@pytest.fixture(scope="module")
-def online(serving_world):
-    return OnlineFeatures.open(serving_world.settings.path("feast"))
-
 
 def test_app_sends_events_to_file_and_fluentd(serving_world, model, online, receiver, tmp_path):
     settings = serving_world.settings.with_(event_sinks=("file", "fluentd"), events_file=tmp_path / "e.jsonl",
