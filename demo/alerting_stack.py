@@ -278,29 +278,36 @@ class AlertingStack:
     `targets`: job name → addresses to scrape (Prometheus and Alertmanager themselves are added).
     `smarthost`: where Alertmanager delivers mail. `external_labels`: link bases for the e-mails
     (grafana_url, kibana_url, log_processor_url), merged over the ones in prometheus.yml.
+    Ports are free ones unless given; logs go beside each process's data unless given.
     """
 
     def __init__(self, directory: Path, targets: Mapping[str, Sequence[str]], smarthost: str, *,
-                 timings: Timings = PRODUCTION, external_labels: Mapping[str, str] | None = None):
+                 timings: Timings = PRODUCTION, external_labels: Mapping[str, str] | None = None,
+                 prometheus_port: int | None = None, alertmanager_port: int | None = None,
+                 prometheus_log: Path | None = None, alertmanager_log: Path | None = None):
         self.directory = Path(directory)
         self.targets = dict(targets)
         self.smarthost = smarthost
         self.timings = timings
         self.external_labels = dict(external_labels or {})
+        self.prometheus_port, self.alertmanager_port = prometheus_port, alertmanager_port
+        self.prometheus_log, self.alertmanager_log = prometheus_log, alertmanager_log
         self.prometheus: PrometheusProcess | None = None
         self.alertmanager: AlertmanagerProcess | None = None
 
     def start(self) -> "AlertingStack":
         am_dir, prom_dir = self.directory / "alertmanager", self.directory / "prometheus"
         am_config = render_alertmanager_config(am_dir, self.smarthost, timings=self.timings)
-        self.alertmanager = AlertmanagerProcess(am_config, am_dir).start()
+        self.alertmanager = AlertmanagerProcess(am_config, am_dir, self.alertmanager_port,
+                                                log_file=self.alertmanager_log).start()
         try:
-            prom_port = free_port()
+            prom_port = self.prometheus_port or free_port()
             am_address = f"127.0.0.1:{self.alertmanager.port}"
             targets = {"prometheus": [f"127.0.0.1:{prom_port}"], "alertmanager": [am_address], **self.targets}
             prom_config = render_prometheus_config(prom_dir, targets, [am_address], timings=self.timings,
                                                    external_labels=self.external_labels)
-            self.prometheus = PrometheusProcess(prom_config, prom_dir, prom_port).start()
+            self.prometheus = PrometheusProcess(prom_config, prom_dir, prom_port,
+                                                log_file=self.prometheus_log).start()
         except BaseException:
             self.alertmanager.stop()
             raise

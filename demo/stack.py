@@ -57,8 +57,7 @@ class EmbeddedStack:
     store: OsmemServer | None = None
     mail: MailSink | None = None
     shipper: Shipper | None = None
-    prometheus: alerting_stack.PrometheusProcess | None = None
-    alertmanager: alerting_stack.AlertmanagerProcess | None = None
+    alerting: alerting_stack.AlertingStack | None = None
     _children: list[Child] = field(default_factory=list)
     _shipper_stop: threading.Event = field(default_factory=threading.Event)
     _shipper_thread: threading.Thread | None = None
@@ -134,6 +133,14 @@ class EmbeddedStack:
         self.urls.smtp = self.mail.address
         self.say(f"smtp sink:     {self.mail.address} → {self.settings.mail_dir}/*.eml")
 
+    @property
+    def prometheus(self) -> alerting_stack.PrometheusProcess | None:
+        return self.alerting.prometheus if self.alerting else None
+
+    @property
+    def alertmanager(self) -> alerting_stack.AlertmanagerProcess | None:
+        return self.alerting.alertmanager if self.alerting else None
+
     def _child_env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SERVING_", "LOGPROC_", "SHIPPER_", "ELASTICSEARCH_"))}
@@ -203,32 +210,22 @@ class EmbeddedStack:
             self.say(INSTALL_HINT.format(missing=", ".join(self.alerts_missing)))
             return
         s = self.settings
-        am_dir, prom_dir = s.state_dir / "alertmanager", s.state_dir / "prometheus"
-        am_config = alerting_stack.render_alertmanager_config(am_dir, self.mail.address,
-                                                              timings=alerting_stack.FAST)
-        self.alertmanager = alerting_stack.AlertmanagerProcess(
-            am_config, am_dir, s.ports.alertmanager or None, log_file=self.log_file("alertmanager")).start()
-        self.urls.alertmanager = self.alertmanager.url
-        prom_port = s.ports.prometheus or free_port()
-        am_address = f"127.0.0.1:{self.alertmanager.port}"
-        targets = {"prometheus": [f"127.0.0.1:{prom_port}"], "alertmanager": [am_address],
-                   "serving": [self.urls.serving.removeprefix("http://")],
-                   "log_processor": [self.urls.log_processor.removeprefix("http://")]}
-        prom_config = alerting_stack.render_prometheus_config(
-            prom_dir, targets, [am_address], timings=alerting_stack.FAST,
-            external_labels={"log_processor_url": self.urls.log_processor})
-        self.prometheus = alerting_stack.PrometheusProcess(
-            prom_config, prom_dir, prom_port, log_file=self.log_file("prometheus")).start()
-        self.urls.prometheus = self.prometheus.url
+        self.alerting = alerting_stack.AlertingStack(
+            s.state_dir, {"serving": [self.urls.serving.removeprefix("http://")],
+                          "log_processor": [self.urls.log_processor.removeprefix("http://")]},
+            self.mail.address, timings=alerting_stack.FAST,
+            external_labels={"log_processor_url": self.urls.log_processor},
+            prometheus_port=s.ports.prometheus or None, alertmanager_port=s.ports.alertmanager or None,
+            prometheus_log=self.log_file("prometheus"), alertmanager_log=self.log_file("alertmanager")).start()
+        self.urls.prometheus, self.urls.alertmanager = self.prometheus.url, self.alertmanager.url
         self.say(f"prometheus:    {self.prometheus.url} (scrapes every 1s; alert `for:` 2s for the demo)")
         self.say(f"alertmanager:  {self.alertmanager.url} (mail via {self.mail.address})")
 
     # --- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop every part, newest first; safe to call twice and after a failed start."""
-        for process in (self.prometheus, self.alertmanager):
-            if process is not None:
-                process.stop()
+        if self.alerting is not None:
+            self.alerting.stop()
         self._shipper_stop.set()
         for child in reversed(self._children):
             child.stop()
