@@ -7,6 +7,7 @@ age visible in mlmon_last_success_timestamp_seconds and /healthz) until the stor
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -143,8 +144,12 @@ class MonitorRunner:
 
     def start(self, stop: threading.Event) -> None:
         def loop() -> None:
+            settled = False
             while not stop.is_set():
                 self.run_once()
+                if not settled:
+                    settle_memory()
+                    settled = True
                 stop.wait(self.next_delay())
         self._thread = threading.Thread(target=loop, name=f"monitor-{self.monitor.name}", daemon=True)
         self._thread.start()
@@ -156,6 +161,15 @@ class MonitorRunner:
     def snapshot(self) -> MonitorState:
         with self.lock:
             return MonitorState(**self.state.__dict__)
+
+
+def settle_memory() -> None:
+    """Freeze what start-up and the first cycle left alive (modules, Evidently's and plotly's
+    internals, the reference): it lives as long as the process, and otherwise every full garbage
+    collection walks it again, ~0.15 s that lands in whichever cycle triggers it (measured: the
+    10 k window took 0.45 or 0.60 s depending on that alone). Later garbage is collected as usual."""
+    gc.collect()
+    gc.freeze()
 
 
 def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evaluation | None,

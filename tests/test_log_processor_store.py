@@ -200,3 +200,24 @@ def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file)
     assert one(exporter, "mlmon_dataset_drift") == 1
     (info,) = samples(exporter, "mlmon_info")
     assert dict(info)["reference_version"].startswith("store:")
+
+
+def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, store_url, reference_file):
+    """Long-lived start-up objects leave the collector's full passes (scheduler.settle_memory)."""
+    import gc
+    import threading
+    load(es, traffic("normal", 300, 12, feedback_share=0.0))
+    runner, _ = runner_for(store_url, monitor_for(reference_file))
+    gc.unfreeze()
+    stop = threading.Event()
+    runner.start(stop)
+    try:
+        deadline = time.monotonic() + 30
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.state.status == "ok", runner.state.last_error
+        assert gc.get_freeze_count() > 10_000       # modules, Evidently, the reference ...
+    finally:
+        stop.set()
+        runner.join(10)
+        gc.unfreeze()

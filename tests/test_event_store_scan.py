@@ -1,0 +1,112 @@
+"""EventStore.scan against a real osmem-server: every document of the window exactly once, whichever
+way it is read, including many documents sharing the millisecond where a page ends."""
+import json
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from elasticsearch import helpers
+
+from common.schema import format_timestamp
+from common.store import StoreSettings
+from log_processor.store import EventStore
+
+START = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def load(es, stamps):
+    """One document per timestamp; the ids sort differently from the timestamps on purpose."""
+    actions = [{"_op_type": "create", "_index": f"ml-events-{ts:%Y.%m.%d}", "_id": f"{(7919 * i) % 100_003:06d}",
+                "_source": {"@timestamp": format_timestamp(ts), "event": {"id": f"{(7919 * i) % 100_003:06d}"}}}
+               for i, ts in enumerate(stamps)]
+    ok, errors = helpers.bulk(es, actions, refresh=True, raise_on_error=False)
+    assert errors == []
+    return {a["_id"]: a["_source"]["@timestamp"] for a in actions}
+
+
+def ids(pages):
+    return [doc_id for page in pages for doc_id in page]
+
+
+def read(store_url, start, end, page_size=100, **kw):
+    store = EventStore(StoreSettings(url=store_url), page_size=page_size, workers=2)
+    try:
+        return store.scan("ml-events-*", start.timestamp(), end.timestamp(), ["@timestamp", "event.id"],
+                          lambda docs: [d["event"]["id"] for d in docs], **kw)
+    finally:
+        store.close()
+
+
+# 1 000 documents over ten minutes, then 250 in one millisecond (more than two pages), then 300 more.
+STAMPS = ([START + timedelta(milliseconds=600 * i) for i in range(1000)]
+          + [START + timedelta(minutes=10, milliseconds=7)] * 250
+          + [START + timedelta(minutes=11, milliseconds=13 * i) for i in range(300)])
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_every_document_once_in_either_direction(es, store_url, newest_first):
+    loaded = load(es, STAMPS)
+    got = ids(read(store_url, START, START + timedelta(minutes=20), newest_first=newest_first))
+    assert len(got) == len(set(got)) == len(loaded)          # no duplicates, nothing lost
+    assert set(got) == set(loaded)
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, newest_first):
+    """The first page ends inside the 250-document millisecond, in both reading directions."""
+    tied = [START] * 250
+    loaded = load(es, [START - timedelta(seconds=1)] * 50 + tied + [START + timedelta(seconds=1)] * 50)
+    got = ids(read(store_url, START - timedelta(minutes=1), START + timedelta(minutes=1), newest_first=newest_first))
+    assert sorted(got) == sorted(loaded)
+
+
+def test_window_bounds_are_inclusive_and_other_documents_left_out(es, store_url):
+    loaded = load(es, STAMPS)
+    start, end = START + timedelta(seconds=60), START + timedelta(minutes=10, milliseconds=7)
+    expected = {i for i, ts in loaded.items() if format_timestamp(start) <= ts <= format_timestamp(end)}
+    got = ids(read(store_url, start, end))
+    assert len(got) == len(expected) and set(got) == expected
+    assert len(expected) == 1000 - 100 + 250                  # 100 before start; the tied millisecond is the end
+
+
+def test_a_window_that_fits_one_page_is_one_request(es, store_url):
+    load(es, STAMPS[:80])
+    store = EventStore(StoreSettings(url=store_url), page_size=100)
+    client = store.client()
+    calls = []
+    original = client.search
+
+    def counting_search(**kw):
+        calls.append(kw)
+        return original(**kw)
+
+    client.search = counting_search
+    pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(hours=1)).timestamp(),
+                       ["event.id"], lambda docs: len(docs))
+    assert pages == [80] and len(calls) == 1
+    store.close()
+
+
+def test_latest_first_stops_when_enough(es, store_url):
+    loaded = load(es, STAMPS[:1000])
+    newest = sorted(loaded, key=loaded.get)[-300:]
+    pages = read(store_url, START, START + timedelta(minutes=20), newest_first=True,
+                 enough=lambda pages: len(ids(pages)) >= 300)
+    got = ids(pages)
+    assert set(newest) <= set(got)                            # the newest 300 are there ...
+    assert len(got) < len(loaded)                             # ... and the reading stopped early
+
+
+def test_an_empty_or_missing_index_is_an_empty_window(store_url):
+    assert read(store_url, START, START + timedelta(minutes=1)) == []
+
+
+def test_a_document_the_fast_decoder_refuses_is_still_read(es, store_url):
+    """A lone surrogate in some free-text field: orjson refuses the page, the standard library reads it."""
+    loaded = load(es, STAMPS[:150])
+    body = json.dumps({"@timestamp": format_timestamp(START), "event": {"id": "odd"}, "note": "x\ud800y"})
+    request = urllib.request.Request(f"{store_url}/ml-events-{START:%Y.%m.%d}/_doc/odd?refresh=true", method="PUT",
+                                     data=body.encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()      # sent as the escape \ud800, as a shipper would
+    got = ids(read(store_url, START, START + timedelta(minutes=20)))
+    assert sorted(got) == sorted([*loaded, "odd"])
