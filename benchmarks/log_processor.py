@@ -2,7 +2,7 @@
 in osmem-server, side by side with the naive way (helpers.scan of whole documents → pandas → Evidently).
 
 Each size gets its own 15-minute window (20 % of predictions labelled). BENCH_LOG_PROCESSOR_SIZES
-("10000,100000") overrides the sizes; the 1 M case needs ~14 GiB for osmem-server and is skipped
+("10000,100000") overrides the sizes; the 1 M case needs ~12 GiB for osmem-server and is skipped
 when the machine has less available. Peak memory is the process's
 peak RSS during the cycle (VmHWM, reset before each run), osmem-server's own memory not included.
 """
