@@ -28,6 +28,7 @@ from common.store import StoreSettings, StoreUnavailable, connect, is_elasticsea
 
 T = TypeVar("T")
 MAX_SLICES = 2000
+SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit one request
 
 
 class StoreError(RuntimeError):
@@ -40,11 +41,10 @@ class StoreError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
-    """A time range read as one search_after sequence; `after` resumes behind a page already read."""
+    """A time range read as one search_after sequence: [start, end), or [start, end] for the last."""
     start: float
     end: float
     inclusive_end: bool
-    after: list[Any] | None
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -100,18 +100,30 @@ class EventStore:
         """Every document with @timestamp in [start, end], parsed page by page.
 
         The first page is read over the whole range, with the total: a window of one page costs
-        one request. The rest of the range is cut into slices of about a page, read by `workers`
-        threads. With `newest_first` the reading goes from the end backwards and, given `enough`,
-        stops as soon as `enough(parsed pages so far)` says so (the "latest N predictions" window).
+        one request. It is sorted by @timestamp alone, which the store does cheaply however large
+        the window (the event.id tie-break costs a keyword sort of every match: 15 s of the
+        store's CPU at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents
+        of the last millisecond are dropped, since that millisecond may go on beyond the page;
+        the rest of the range, that millisecond included, is cut into slices of most of a page
+        each, read by `workers` threads. With `newest_first` the reading goes from the end
+        backwards and, given `enough`, stops as soon as `enough(parsed pages so far)` says so
+        (the "latest N predictions" window).
         """
         order = "desc" if newest_first else "asc"
-        hits, total = self._page(index, _range(start, end, inclusive_end=True), fields, order, None,
-                                 operation, with_total=True)
-        results = [parse([hit.get("_source") or {} for hit in hits])] if hits else []
-        if len(hits) < self.page_size or (enough and enough(results)):
+        hits, total = self._page(index, _range(start, end, inclusive_end=True), fields, [{"@timestamp": order}],
+                                 None, operation, with_total=True)
+        if len(hits) < self.page_size:
+            return [parse(_sources(hits))] if hits else []
+        edge_ms = hits[-1]["sort"][0]
+        complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
+        results = [parse(_sources(complete))] if complete else []
+        if enough and enough(results):
             return results
-        after = hits[-1]["sort"]
-        slices = self._slices(start, end, after, total - len(hits), newest_first)
+        edge = edge_ms / 1000.0
+        low, high = (start, edge) if newest_first else (edge, end)
+        slices = self._slices(low, high, total - len(complete))
+        if newest_first:
+            slices.reverse()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
             step = self.workers if enough else len(slices)
             for at in range(0, len(slices), step):
@@ -122,48 +134,39 @@ class EventStore:
                     break
         return results
 
-    def _slices(self, start: float, end: float, after: list[Any], remaining: int,
-                newest_first: bool) -> list[Slice]:
-        """What the first page left, [its last timestamp, end] (or [start, it] backwards), in slices.
-
-        The slice that touches the first page's last timestamp carries its sort values as
-        search_after, so documents sharing that millisecond are neither lost nor read twice.
-        """
-        edge = after[0] / 1000.0
-        low, high = (start, edge) if newest_first else (edge, end)
-        n = min(MAX_SLICES, max(1, math.ceil(remaining / self.page_size)), max(1, int((high - low) * 1000)))
+    def _slices(self, low: float, high: float, remaining: int) -> list[Slice]:
+        """[low, high] in equal slices holding about SLICE_FILL of a page each (if the documents
+        were spread evenly), so that most slices are one request; at least 1 ms wide each."""
+        n = min(MAX_SLICES, max(1, math.ceil(remaining / (self.page_size * SLICE_FILL))),
+                max(1, int((high - low) * 1000)))
         edges = [low + (high - low) * i / n for i in range(n + 1)]
         edges[-1] = high
-        slices = [Slice(edges[i], edges[i + 1], inclusive_end=i == n - 1, after=None) for i in range(n)]
-        if newest_first:
-            slices[-1] = dataclasses.replace(slices[-1], after=after)
-            slices.reverse()
-        else:
-            slices[0] = dataclasses.replace(slices[0], after=after)
-        return slices
+        return [Slice(edges[i], edges[i + 1], inclusive_end=i == n - 1) for i in range(n)]
 
     def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str],
                     parse: Callable[[list[dict[str, Any]]], T], order: str, operation: str) -> list[T]:
+        """One slice, paged with search_after over (@timestamp, event.id): cheap on a slice's few matches."""
         query = _range(piece.start, piece.end, inclusive_end=piece.inclusive_end)
+        sort = [{"@timestamp": order}, {"event.id": order}]
         pages: list[T] = []
-        after = piece.after
+        after = None
         while True:
-            hits, _ = self._page(index, query, fields, order, after, operation)
+            hits, _ = self._page(index, query, fields, sort, after, operation)
             if hits:
-                pages.append(parse([hit.get("_source") or {} for hit in hits]))
+                pages.append(parse(_sources(hits)))
             if len(hits) < self.page_size:
                 return pages
             after = hits[-1]["sort"]
 
-    def _page(self, index: str, query: dict[str, Any], fields: Sequence[str], order: str,
+    def _page(self, index: str, query: dict[str, Any], fields: Sequence[str], sort: list[dict[str, str]],
               after: list[Any] | None, operation: str, *, with_total: bool = False) -> tuple[list[dict], int]:
-        """One page of hits sorted by (@timestamp, event.id) in `order`, and the total when asked."""
+        """One page of hits in `sort` order, and the total when asked."""
         def search(es: Elasticsearch) -> Any:
             extra: dict[str, Any] = {"search_after": after} if after else {}
             if self._filter_responses:      # known once connected, which _call does first
                 extra.update(source=list(fields), filter_path=["hits.hits._source", "hits.hits.sort", "hits.total"])
             return es.search(index=index, query=query, size=self.page_size, track_total_hits=with_total,
-                             sort=[{"@timestamp": order}, {"event.id": order}], ignore_unavailable=True, **extra)
+                             sort=sort, ignore_unavailable=True, **extra)
 
         response = self._call(operation, search)
         hits = response.get("hits") or {}
@@ -173,6 +176,10 @@ class EventStore:
     # --- writing ---------------------------------------------------------------------------------
     def write_summary(self, index: str, doc_id: str, document: Mapping[str, Any]) -> None:
         self._call("write_summary", lambda es: es.index(index=index, id=doc_id, document=dict(document)))
+
+
+def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [hit.get("_source") or {} for hit in hits]
 
 
 def _range(start: float, end: float, *, inclusive_end: bool) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """EventStore.scan against a real osmem-server: every document of the window exactly once, whichever
 way it is read, including many documents sharing the millisecond where a page ends."""
 import json
+import math
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
@@ -9,7 +10,7 @@ from elasticsearch import helpers
 
 from common.schema import format_timestamp
 from common.store import StoreSettings
-from log_processor.store import EventStore
+from log_processor.store import SLICE_FILL, EventStore
 
 START = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
@@ -110,3 +111,25 @@ def test_a_document_the_fast_decoder_refuses_is_still_read(es, store_url):
     urllib.request.urlopen(request, timeout=10).close()      # sent as the escape \ud800, as a shipper would
     got = ids(read(store_url, START, START + timedelta(minutes=20)))
     assert sorted(got) == sorted([*loaded, "odd"])
+
+
+def test_an_evenly_spread_window_is_about_one_request_per_slice(es, store_url):
+    """Slices are cut to hold most of a page, so a second page per slice is the exception."""
+    load(es, STAMPS[:1000])                                   # one document every 600 ms, for 10 minutes
+    store = EventStore(StoreSettings(url=store_url), page_size=100)
+    client = store.client()
+    calls = []
+    original = client.search
+
+    def counting_search(**kw):
+        calls.append(kw)
+        return original(**kw)
+
+    client.search = counting_search
+    pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=10)).timestamp(),
+                       ["event.id"], lambda docs: len(docs))
+    store.close()
+    assert sum(pages) == 1000
+    assert calls[0]["sort"] == [{"@timestamp": "asc"}]        # the whole-window page skips the keyword tie-break
+    slices = math.ceil((1000 - 99) / (100 * SLICE_FILL))
+    assert len(calls) <= 1 + slices + 2                       # a couple of slices may spill into a second page
