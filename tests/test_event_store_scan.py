@@ -38,6 +38,20 @@ def read(store_url, start, end, page_size=100, **kw):
         store.close()
 
 
+def record_searches(store):
+    """The keyword arguments of every search the store's client makes, in order."""
+    client = store.client()
+    calls = []
+    original = client.search
+
+    def counting_search(**kw):
+        calls.append(kw)
+        return original(**kw)
+
+    client.search = counting_search
+    return calls
+
+
 # 1 000 documents over ten minutes, then 250 in one millisecond (more than two pages), then 300 more.
 STAMPS = ([START + timedelta(milliseconds=600 * i) for i in range(1000)]
           + [START + timedelta(minutes=10, milliseconds=7)] * 250
@@ -73,15 +87,7 @@ def test_window_bounds_are_inclusive_and_other_documents_left_out(es, store_url)
 def test_a_window_that_fits_one_page_is_one_request(es, store_url):
     load(es, STAMPS[:80])
     store = EventStore(StoreSettings(url=store_url), page_size=100)
-    client = store.client()
-    calls = []
-    original = client.search
-
-    def counting_search(**kw):
-        calls.append(kw)
-        return original(**kw)
-
-    client.search = counting_search
+    calls = record_searches(store)
     pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(hours=1)).timestamp(),
                        ["event.id"], lambda docs: len(docs))
     assert pages == [80] and len(calls) == 1
@@ -117,15 +123,7 @@ def test_an_evenly_spread_window_is_about_one_request_per_slice(es, store_url):
     """Slices are cut to hold most of a page, so a second page per slice is the exception."""
     load(es, STAMPS[:1000])                                   # one document every 600 ms, for 10 minutes
     store = EventStore(StoreSettings(url=store_url), page_size=100)
-    client = store.client()
-    calls = []
-    original = client.search
-
-    def counting_search(**kw):
-        calls.append(kw)
-        return original(**kw)
-
-    client.search = counting_search
+    calls = record_searches(store)
     pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=10)).timestamp(),
                        ["event.id"], lambda docs: len(docs))
     store.close()
