@@ -3,8 +3,9 @@
 Reading: a first page over the whole window, sorted by @timestamp alone, which also brings the
 total (a small window is one request); the rest of the range is cut into slices of most of a page
 each, fetched by a small pool of threads; inside a slice, search_after paging over (@timestamp,
-event.id). Against Elasticsearch only the needed `_source` fields are asked for, with `filter_path`; against osmem-server whole hits, because there source filtering
-and filter_path cost 3-5x the time of the query itself (measured: a 4 000-hit page took 0.02 s
+event.id). Against Elasticsearch only the needed `_source` fields are asked for, with
+`filter_path`; against osmem-server whole hits, because there source filtering and filter_path
+cost 3-5x the time of the query itself (measured: a 4 000-hit page took 0.02 s
 plain and 0.06-0.1 s filtered). Queries carry only the time range: dataset and model are
 filtered client-side (validate.py), which is also how unknown datasets are counted. On
 osmem-server a term filter costs a pass over the whole index per query, a range filter does not.
