@@ -3,8 +3,9 @@ in osmem-server, side by side with the naive way (helpers.scan of whole document
 
 Each size gets its own 15-minute window (20 % of predictions labelled). BENCH_LOG_PROCESSOR_SIZES
 ("10000,100000") overrides the sizes; the 1 M case needs ~16 GiB for osmem-server (its memory
-limit) plus ~4 GiB for the naive side, and is skipped when the machine has less available. Peak memory is the process's
-peak RSS during the cycle (VmHWM, reset before each run), osmem-server's own memory not included.
+limit) plus ~4 GiB for the naive side, and is skipped when the machine has less available. Peak
+memory is the process's peak RSS during the cycle (VmHWM, reset before each run), osmem-server's
+own memory not included.
 """
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ from log_processor.store import EventStore
 from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
 
 FEEDBACK_SHARE = 0.2
+STORE_MEMORY_LIMIT_GIB = 16   # osmem-server's Go memory limit: see _start_store
+STORE_KB_PER_DOC = 10         # osmem-server's live memory per stored document (measured: 9.6 KB)
+SPAN = timedelta(minutes=15)
+
+
 def repeats(n: int) -> int:
     """Small windows vary by tens of milliseconds from run to run: more runs, still minutes in all."""
     return 9 if n <= 100_000 else 3
-
-
-STORE_MEMORY_LIMIT_GIB = 16  # osmem-server's Go memory limit: see _start_store
-STORE_KB_PER_DOC = 10         # osmem-server's live memory per stored document (measured: 9.6 KB)
-SPAN = timedelta(minutes=15)
 
 
 def _rss_peak_mb() -> float:
@@ -168,6 +169,7 @@ def _measure(url: str, monitor, n: int, window_end: datetime, seed: int) -> tupl
     rows = runner.state.summary["rows"]
     print(f"  rows {rows}", flush=True)
     return (n, docs, rows["evaluated"], ours, max(ours_mb), naive, max(naive_mb))
+
 
 def main(quick: bool) -> None:
     override = os.environ.get("BENCH_LOG_PROCESSOR_SIZES")      # e.g. "10000,100000"
