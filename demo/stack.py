@@ -20,6 +20,7 @@ from typing import Callable
 import yaml
 from osmem_server import OsmemServer
 
+from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
 from demo import alerting_stack
 from demo.mail_sink import MailSink
@@ -54,7 +55,7 @@ class EmbeddedStack:
     say: Callable[[str], None] = print
     urls: Urls = field(default_factory=Urls)
     alerts_missing: list[str] = field(default_factory=list)
-    store: OsmemServer | None = None
+    store: OsmemServer | OpenSearchCluster | None = None
     mail: MailSink | None = None
     shipper: Shipper | None = None
     alerting: alerting_stack.AlertingStack | None = None
@@ -118,15 +119,24 @@ class EmbeddedStack:
 
     def _start_store(self) -> None:
         port = self.settings.ports.store
-        self.store = OsmemServer.start(japanese=False, addr=f"127.0.0.1:{port}")
+        if self.settings.store == "opensearch":
+            self.say("store:         starting OpenSearch (resolving it from Maven Central on first use) ...")
+            try:
+                self.store = OpenSearchCluster.start(1, self.settings.state_dir / "opensearch",
+                                                     http_ports=[port] if port else None)
+            except EngineUnavailable as exc:
+                raise ChildFailed(f"--store opensearch: {exc}") from None
+        else:
+            self.store = OsmemServer.start(japanese=False, addr=f"127.0.0.1:{port}")
         self.urls.store = self.store.url
         client = connect(StoreSettings(url=self.store.url))
         try:
             templates = apply_index_templates(client)
+            version = client.info()["version"]["number"]
         finally:
             client.close()
-        self.say(f"store:         osmem-server {self.store.version} at {self.store.url} "
-                 f"(templates: {', '.join(templates)})")
+        name = f"OpenSearch {version}" if self.settings.store == "opensearch" else f"osmem-server {version}"
+        self.say(f"store:         {name} at {self.store.url} (templates: {', '.join(templates)})")
 
     def _start_mail_sink(self) -> None:
         self.mail = MailSink(self.settings.mail_dir, port=self.settings.ports.smtp).start()
