@@ -8,6 +8,7 @@ import sys
 SUITES = {
     "serving": "benchmarks.serving",
     "log_processor": "benchmarks.log_processor",
+    "shipper": "benchmarks.shipper",
 }
 
 
