@@ -1,11 +1,12 @@
-"""One evaluation cycle (fetch + join + Evidently + export) on windows of 10 k / 100 k / 1 M predictions
-in osmem-server, side by side with the naive way (helpers.scan of whole documents → pandas → Evidently).
+"""One evaluation cycle (fetch + join + Evidently + export) on windows of 10 k / 100 k / 1 M predictions,
+side by side with the naive way (helpers.scan of whole documents → pandas → Evidently), on each store
+of benchmarks/backends.py: osmem-server, and real OpenSearch with 1 and 3 nodes (BENCH_STORES chooses).
 
-Each size gets its own 15-minute window (20 % of predictions labelled). BENCH_LOG_PROCESSOR_SIZES
-("10000,100000") overrides the sizes; the 1 M case needs ~16 GiB for osmem-server (its memory
-limit) plus ~4 GiB for the naive side, and is skipped when the machine has less available. Peak
-memory is the process's peak RSS during the cycle (VmHWM, reset before each run), osmem-server's
-own memory not included.
+Each size gets its own 15-minute window (20 % of predictions labelled) in a fresh store.
+BENCH_LOG_PROCESSOR_SIZES ("10000,100000") overrides the sizes. On osmem-server the 1 M case needs
+~16 GiB (its memory limit) plus ~4 GiB for the naive side, and is skipped when the machine has less
+available. Peak memory is the process's peak RSS during the cycle (VmHWM, reset before each run);
+the store's own CPU seconds per cycle and its RSS are read from /proc beside it.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from tempfile import TemporaryDirectory
 
 import pandas as pd
 from elasticsearch import helpers
-from osmem_server import OsmemServer
 
+from benchmarks import backends
 from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index
-from common.store import StoreSettings, apply_index_templates, connect
+from common.store import StoreSettings, connect
 from log_processor import synthetic
 from log_processor.evaluate import evaluate
 from log_processor.exporter import Exporter
@@ -34,7 +35,6 @@ from log_processor.store import EventStore
 from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
 
 FEEDBACK_SHARE = 0.2
-STORE_MEMORY_LIMIT_GIB = 16   # osmem-server's Go memory limit: see _start_store
 STORE_KB_PER_DOC = 10         # osmem-server's live memory per stored document (measured: 9.6 KB)
 SPAN = timedelta(minutes=15)
 
@@ -63,24 +63,6 @@ def _mem_available_mb() -> float:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) / 1024
     return float("inf")
-
-
-def _start_store() -> OsmemServer:
-    """osmem-server with a memory limit for its Go runtime (GOMEMLIMIT), as one gives Elasticsearch
-    a heap size. Below the limit its collector runs as usual (GOGC=100); near it, it collects more
-    often, which is what lets the 1 M window (1.2 M documents, ~11 GiB live) fit on this machine.
-    Measured before (GOGC=20, the other way to fit): the same reading cost the store twice the CPU,
-    each collection marking the whole 11 GiB heap (docs/benchmarks.md)."""
-    saved = {key: os.environ.get(key) for key in ("GOGC", "GOMEMLIMIT")}
-    os.environ.update(GOGC="100", GOMEMLIMIT=f"{STORE_MEMORY_LIMIT_GIB}GiB")
-    try:
-        return OsmemServer.start(japanese=False, addr="127.0.0.1:0")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _load(url: str, n: int, end: datetime, seed: int) -> int:
@@ -137,29 +119,32 @@ def _naive_cycle(url: str, monitor, reference, start: datetime, end: datetime) -
 
 
 
-def _measure(url: str, monitor, n: int, window_end: datetime, seed: int) -> tuple:
+def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, seed: int) -> tuple:
     """Load one window of n predictions, then `repeats(n)` cycles each, ours and naive alternated."""
-    es = connect(StoreSettings(url=url))
-    apply_index_templates(es)
-    es.close()
+    url = backend.url
     docs = _load(url, n, window_end, seed=seed)
     exporter = Exporter([monitor.name])
-    runner = MonitorRunner(monitor, EventStore(StoreSettings(url=url, request_timeout=600), page_size=5000, workers=2),
+    runner = MonitorRunner(monitor, EventStore(StoreSettings(url=url, request_timeout=600), workers=2),
                            exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1)
     reference = runner.reference()
     evaluate(reference, reference.frame.head(1000), monitor)        # warm Evidently up, untimed
     settle_memory()                     # as the processor does after its first cycle
     naive_monitor = dataclasses.replace(monitor, max_rows=10**9)
     bounds = (window_end - SPAN - timedelta(seconds=1), window_end + timedelta(seconds=30))
-    ours, ours_mb, naive, naive_mb = [], [], [], []
+    ours, ours_mb, naive, naive_mb, store_cpu, store_mb = [], [], [], [], [], []
     for _ in range(repeats(n)):      # alternated, so both see the same state of the store
         _reset_peak()
+        cpu0, _ = backend.usage()
         t0 = time.perf_counter()
         if runner.run_once() != "ok":
             raise RuntimeError(f"cycle failed: {runner.state.last_error}")
         ours.append(time.perf_counter() - t0)
+        cpu1, rss = backend.usage()
+        store_cpu.append(cpu1 - cpu0)
+        store_mb.append(rss)
         ours_mb.append(_rss_peak_mb())
-        print(f"  ours: {ours[-1]:.2f} s, peak RSS {ours_mb[-1]:,.0f} MB", flush=True)
+        print(f"  ours: {ours[-1]:.2f} s, peak RSS {ours_mb[-1]:,.0f} MB; store {store_cpu[-1]:.1f} s CPU, "
+              f"{rss:,.0f} MB", flush=True)
         _reset_peak()
         t0 = time.perf_counter()
         naive_rows = _naive_cycle(url, naive_monitor, reference, *bounds)
@@ -168,7 +153,20 @@ def _measure(url: str, monitor, n: int, window_end: datetime, seed: int) -> tupl
         print(f"  naive: {naive[-1]:.2f} s, peak RSS {naive_mb[-1]:,.0f} MB, rows {naive_rows}", flush=True)
     rows = runner.state.summary["rows"]
     print(f"  rows {rows}", flush=True)
-    return (n, docs, rows["evaluated"], ours, max(ours_mb), naive, max(naive_mb))
+    return (backend.name, n, docs, rows["evaluated"], ours, max(ours_mb), naive, max(naive_mb),
+            median(store_cpu), max(store_mb))
+
+
+def _osmem_fits(n: int) -> bool:
+    live_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
+    limit_mb = backends.OSMEM_MEMORY_LIMIT_GIB * 1024
+    store_mb = min(limit_mb, 2 * live_mb)     # GOGC=100 below the limit
+    if live_mb > limit_mb * 0.85 or _mem_available_mb() < store_mb + 4096:
+        print(f"  osmem {n:,}: skipped — osmem-server would hold ~{live_mb / 1024:.0f} GiB of documents "
+              f"(limit {backends.OSMEM_MEMORY_LIMIT_GIB} GiB) and up to {store_mb / 1024:.0f} GiB in all; "
+              f"{_mem_available_mb() / 1024:.0f} GiB are available (4 GiB kept for the cycle)", flush=True)
+        return False
+    return True
 
 
 def main(quick: bool) -> None:
@@ -183,25 +181,24 @@ def main(quick: bool) -> None:
                                       reference=dataclasses.replace(base.reference, parquet=reference_path,
                                                                     manifest=None))
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-        for i, n in enumerate(sizes):
-            live_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
-            store_mb = min(STORE_MEMORY_LIMIT_GIB * 1024, 2 * live_mb)     # GOGC=100 below the limit
-            if live_mb > STORE_MEMORY_LIMIT_GIB * 1024 * 0.85 or _mem_available_mb() < store_mb + 4096:
-                print(f"  {n:,}: skipped — osmem-server would hold ~{live_mb / 1024:.0f} GiB of documents "
-                      f"(limit {STORE_MEMORY_LIMIT_GIB} GiB) and up to {store_mb / 1024:.0f} GiB in all; "
-                      f"{_mem_available_mb() / 1024:.0f} GiB are available (4 GiB kept for the cycle)", flush=True)
-                continue
-            server = _start_store()      # a fresh store per size
-            try:
-                results.append(_measure(server.url, monitor, n, end, seed=100 + i))
-            finally:
-                server.close()
+        for store in backends.chosen():
+            for i, n in enumerate(sizes):
+                if store == "osmem" and not _osmem_fits(n):
+                    continue
+                print(f"-- {store}, {n:,} predictions", flush=True)
+                backend = backends.start(store)      # a fresh store per size
+                try:
+                    results.append(_measure(backend, monitor, n, end, seed=100 + i))
+                finally:
+                    backend.close()
     print()
-    print("Cycle times: best / median of the runs; peak RSS: the highest of the runs.")
-    print("| window (predictions) | documents | evaluated rows | runs | cycle | peak RSS | naive cycle "
-          "| naive peak RSS | speed-up (best, median) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, docs, evaluated, ours, ours_mb, naive, naive_mb in results:
+    print("Cycle times: best / median of the runs; peak RSS: the highest of the runs; store CPU: the median "
+          "per cycle (ours).")
+    print("| store | window (predictions) | documents | evaluated rows | runs | cycle | peak RSS | store CPU "
+          "| store RSS | naive cycle | naive peak RSS | speed-up (best, median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for store, n, docs, evaluated, ours, ours_mb, naive, naive_mb, cpu, store_rss in results:
         o, v = (min(ours), median(ours)), (min(naive), median(naive))
-        print(f"| {n:,} | {docs:,} | {evaluated:,} | {len(ours)} | {o[0]:.2f} / {o[1]:.2f} s | {ours_mb:,.0f} MB | "
-              f"{v[0]:.2f} / {v[1]:.2f} s | {naive_mb:,.0f} MB | {v[0] / o[0]:.2f}×, {v[1] / o[1]:.2f}× |")
+        print(f"| {store} | {n:,} | {docs:,} | {evaluated:,} | {len(ours)} | {o[0]:.2f} / {o[1]:.2f} s | "
+              f"{ours_mb:,.0f} MB | {cpu:.1f} s | {store_rss:,.0f} MB | {v[0]:.2f} / {v[1]:.2f} s | "
+              f"{naive_mb:,.0f} MB | {v[0] / o[0]:.2f}×, {v[1] / o[1]:.2f}× |")

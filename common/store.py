@@ -110,6 +110,17 @@ def probe(settings: StoreSettings) -> dict[str, Any]:
         raise StoreUnavailable(f"store at {settings.url} did not answer GET /: {exc}") from exc
 
 
+def backend_kind(info: Mapping[str, Any]) -> str:
+    """"elasticsearch", "opensearch" or "osmem": osmem-server answers `GET /` as OpenSearch 3 does,
+    but names its cluster and build "osmem". Readers tune their requests by it (log_processor/store.py)."""
+    if is_elasticsearch(info):
+        return "elasticsearch"
+    version = info.get("version") or {}
+    if info.get("cluster_name") == "osmem" or (isinstance(version, Mapping) and version.get("build_hash") == "osmem"):
+        return "osmem"
+    return "opensearch"
+
+
 def is_elasticsearch(info: Mapping[str, Any]) -> bool:
     version = info.get("version") or {}
     distribution = version.get("distribution") if isinstance(version, Mapping) else None

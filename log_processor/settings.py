@@ -19,7 +19,7 @@ class ProcessorSettings:
     interval: float | None = None        # overrides every monitor's interval (tests, demo)
     threads: int = 4                     # gunicorn threads of the single worker
     fetch_workers: int = 2               # parallel time-slice queries per window
-    page_size: int = 5000                # documents per search page
+    page_size: int | None = None         # documents per search page; None: the store's (log_processor/store.py)
     backoff_max: float = 60.0            # longest wait after store errors
     stale_after: float | None = None     # seconds; default 3 x interval per monitor
     write_summaries: bool = True
@@ -38,7 +38,7 @@ class ProcessorSettings:
             interval=float(interval) if interval else None,
             threads=int(env.get("LOGPROC_THREADS", cls.threads)),
             fetch_workers=int(env.get("LOGPROC_FETCH_WORKERS", cls.fetch_workers)),
-            page_size=int(env.get("LOGPROC_PAGE_SIZE", cls.page_size)),
+            page_size=int(env["LOGPROC_PAGE_SIZE"]) if env.get("LOGPROC_PAGE_SIZE") else None,
             backoff_max=float(env.get("LOGPROC_BACKOFF_MAX", cls.backoff_max)),
             stale_after=float(stale) if stale else None,
             write_summaries=env.get("LOGPROC_WRITE_SUMMARIES", "true").lower() not in ("0", "false", "no"),

@@ -3,12 +3,11 @@
 Reading: a first page over the whole window, sorted by @timestamp alone, which also brings the
 total (a small window is one request); the rest of the range is cut into slices of most of a page
 each, fetched by a small pool of threads; inside a slice, search_after paging over (@timestamp,
-event.id). Against Elasticsearch only the needed `_source` fields are asked for, with
-`filter_path`; against osmem-server whole hits, because there source filtering and filter_path
-cost 3-5x the time of the query itself (measured: a 4 000-hit page took 0.02 s
-plain and 0.06-0.1 s filtered). Queries carry only the time range: dataset and model are
-filtered client-side (validate.py), which is also how unknown datasets are counted. On
-osmem-server a term filter costs a pass over the whole index per query, a range filter does not.
+event.id). How pages are asked for depends on the store (READ_PLANS, chosen by measurement where
+the store runs here): whole hits against OpenSearch and osmem-server, where `_source` filtering and
+filter_path cost the store more than they save; the needed fields only against Elasticsearch.
+Queries carry only the time range: dataset and model are filtered client-side (validate.py),
+which is also how unknown datasets are counted.
 
 Each page is handed to `parse` as soon as it arrives, so memory holds parsed columns, never a
 window's worth of JSON documents.
@@ -25,11 +24,28 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import format_timestamp
-from common.store import StoreSettings, StoreUnavailable, connect, is_elasticsearch, probe
+from common.store import StoreSettings, StoreUnavailable, backend_kind, connect, probe
 
 T = TypeVar("T")
 MAX_SLICES = 2000
 SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit one request
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPlan:
+    filter_source: bool     # ask for the needed `_source` fields only, with filter_path
+    page_size: int          # hits per search request
+
+
+# Measured per 120 000-document window, one OpenSearch 3.8 node (docs/benchmarks.md):
+# whole hits 1.83 s / filtered 2.00 s at 10 000 a page, 2.08 / 2.44 s at 5 000; filtering cost the
+# store 1.7x the CPU. osmem-server: filtering 3-5x slower; 10 000 a page no faster than 5 000.
+# Elasticsearch does not run here: the lighter response is its usual advice, unmeasured.
+READ_PLANS = {
+    "elasticsearch": ReadPlan(filter_source=True, page_size=5000),
+    "opensearch": ReadPlan(filter_source=False, page_size=10000),
+    "osmem": ReadPlan(filter_source=False, page_size=5000),
+}
 
 
 class StoreError(RuntimeError):
@@ -58,13 +74,18 @@ def _iso(epoch_seconds: float) -> str:
 class EventStore:
     """One lazily connected client; reconnects after a failure (the store may come back elsewhere)."""
 
-    def __init__(self, settings: StoreSettings, *, page_size: int = 5000, workers: int = 2):
+    def __init__(self, settings: StoreSettings, *, page_size: int | None = None, workers: int = 2):
+        """`page_size`: fixed, or None for the store's READ_PLANS page size (known once connected)."""
         self.settings = settings
-        self.page_size = page_size
+        self._page_size = page_size
         self.workers = max(1, workers)
         self._client: Elasticsearch | None = None
-        self._filter_responses = True
+        self.plan = READ_PLANS["elasticsearch"]
         self._lock = threading.Lock()
+
+    @property
+    def page_size(self) -> int:
+        return self._page_size or self.plan.page_size
 
     def client(self) -> Elasticsearch:
         with self._lock:
@@ -72,7 +93,7 @@ class EventStore:
                 try:
                     info = probe(self.settings)
                     self._client = connect(self.settings, info, fast_json=True)
-                    self._filter_responses = is_elasticsearch(info)
+                    self.plan = READ_PLANS[backend_kind(info)]
                 except StoreUnavailable as exc:
                     raise StoreError("connect", exc) from exc
             return self._client
@@ -164,7 +185,7 @@ class EventStore:
         """One page of hits in `sort` order, and the total when asked."""
         def search(es: Elasticsearch) -> Any:
             extra: dict[str, Any] = {"search_after": after} if after else {}
-            if self._filter_responses:      # known once connected, which _call does first
+            if self.plan.filter_source:      # known once connected, which _call does first
                 extra.update(source=list(fields), filter_path=["hits.hits._source", "hits.hits.sort", "hits.total"])
             return es.search(index=index, query=query, size=self.page_size, track_total_hits=with_total,
                              sort=sort, ignore_unavailable=True, **extra)

@@ -3,7 +3,7 @@ import pytest
 from elasticsearch import helpers
 
 from common.schema import daily_index, prediction_event
-from common.store import StoreSettings, StoreUnavailable, connect, is_elasticsearch, probe
+from common.store import StoreSettings, StoreUnavailable, backend_kind, connect, is_elasticsearch, probe
 from tests.conftest import free_port
 
 
@@ -15,7 +15,19 @@ def test_osmem_is_detected_as_not_elasticsearch(store_url):
 
 def test_real_elasticsearch_info_is_recognised():
     info = {"version": {"number": "9.1.0", "build_flavor": "default"}, "tagline": "You Know, for Search"}
-    assert is_elasticsearch(info)
+    assert is_elasticsearch(info) and backend_kind(info) == "elasticsearch"
+
+
+def test_each_backend_is_told_apart_and_the_reader_takes_its_plan(store_url, store_backend):
+    """osmem-server and OpenSearch both say "opensearch 3.8": the reader still tells them apart."""
+    from log_processor.store import READ_PLANS, EventStore
+
+    assert backend_kind(probe(StoreSettings(url=store_url))) == store_backend
+    reader = EventStore(StoreSettings(url=store_url))
+    reader.client()
+    assert reader.plan == READ_PLANS[store_backend] and reader.page_size == READ_PLANS[store_backend].page_size
+    assert EventStore(StoreSettings(url=store_url), page_size=123).page_size == 123
+    reader.close()
 
 
 def test_body_requests_work_through_the_plain_json_node(es):
