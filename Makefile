@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean compose-env
 
 help:
 	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
 	@echo "make test    - the full test suite (what CI runs)"
 	@echo "make bench   - benchmarks; prints tables (see docs/benchmarks.md)"
 	@echo "make setup   - data, model and Feast features only"
+	@echo "make compose-env - write .env for docker compose with random secrets (never overwrites one)"
 
 venv: $(STAMP)
 
@@ -44,6 +45,10 @@ test-fast: $(STAMP) setup
 
 bench: $(STAMP) setup
 	@$(PY) -m benchmarks $(ARGS)
+
+# .env for docker compose (docs/compose.md): random secrets; refuses to overwrite an existing .env.
+compose-env:
+	@$(PYTHON) scripts/compose_env.py
 
 clean:
 	rm -rf var serving/feature_repo/data
