@@ -269,8 +269,12 @@ def test_image_and_gems_are_pinned_to_exact_versions():
     dockerfile = (REPO / "fluentd" / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
     assert re.fullmatch(r"fluent/fluentd:v1\.19\.\d+-debian-2\.\d+", base), base
-    gems = dict(re.findall(r"gem install (\S+) --no-document --version '([^']+)'", dockerfile))
-    assert set(gems) == {"elasticsearch", "fluent-plugin-elasticsearch"}
+    installs = re.findall(r"gem install (\S+) ([-\w ]+?) --version '([^']+)'", dockerfile)
+    gems = {name: version for name, _, version in installs}
+    # the plugin asks for any elasticsearch gem: without --conservative its install would upgrade ours
+    assert all("--conservative" in flags for name, flags, _ in installs if name != "elastic-transport")
+    assert {"elasticsearch", "fluent-plugin-elasticsearch", "elastic-transport"} <= set(gems)
+    assert list(gems).index("elastic-transport") < list(gems).index("elasticsearch"), "transport must come first"
     for name, version in gems.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} is not pinned exactly: {version}"
     # elasticsearch-ruby releases whose bulk fails on the first flush after each start
