@@ -343,6 +343,8 @@ def test_healthcheck_commands_parse(compose):
 @pytest.mark.parametrize("status_json, healthy", [
     ('{"status":{"overall":{"level":"available","summary":"All services are available"},"core":{}}}', True),
     ('{"status":{"overall":{"summary":"ok","level":"available"}}}', True),
+    ('{"status":{"overall":{"level":"available"}}}', True),  # the redacted body an anonymous check gets
+    ('{"status":{"overall":{"level":"unavailable"}}}', False),
     ('{"status":{"overall":{"level":"degraded"},"core":{"es":{"level":"available"}}}}', False),
     ('{"statusCode":401,"error":"Unauthorized"}', False),
 ])
