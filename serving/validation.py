@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Driver ids are the Feast entity key, a signed 64-bit integer: a larger one would fail inside the
+# store and look like an outage (5xx) instead of the client's mistake it is.
+DRIVER_ID_MIN, DRIVER_ID_MAX = -(2**63), 2**63 - 1
 
 
 class RequestError(Exception):
@@ -110,6 +113,10 @@ def parse_predict(body: dict[str, Any], max_candidates: int) -> PredictRequest:
         if not _is_int(value):
             raise RequestError(400, "invalid_type", f"driver_ids[{index}]",
                                f"driver_ids[{index}] must be an integer, got {_kind(value)}", request_id)
+        if not DRIVER_ID_MIN <= value <= DRIVER_ID_MAX:
+            raise RequestError(400, "out_of_range", f"driver_ids[{index}]",
+                               f"driver_ids[{index}] is out of range: driver ids are 64-bit integers "
+                               f"({DRIVER_ID_MIN}..{DRIVER_ID_MAX})", request_id)
     if len(set(ids)) != len(ids):
         raise RequestError(400, "duplicate_items", "driver_ids", "driver_ids contains duplicates", request_id)
     return PredictRequest(request_id, list(ids))

@@ -252,3 +252,31 @@ def test_records_serving_forwards_route_to_the_es_output_with_their_id_and_index
         ts = datetime.fromisoformat(record["@timestamp"].replace("Z", "+00:00"))
         index = p["logstash_prefix"] + p["logstash_prefix_separator"] + ts.strftime(p["logstash_dateformat"])
         assert index == daily_index(EVENTS_INDEX_PREFIX, sent["@timestamp"])
+
+
+def test_fluentds_own_logs_have_their_own_route_not_the_dead_letters(conf):
+    """Fluentd routes its own log events (fluent.*) to <label @FLUENT_LOG> when the label exists;
+    without it they would fall into the top-level `<match **>` dead-letter output and grow it forever."""
+    labels = [d for d in conf.all("label") if d.arg == "@FLUENT_LOG"]
+    assert labels, "no <label @FLUENT_LOG>: Fluentd's own logs would end in the dead-letter files"
+    for tag in ("fluent.info", "fluent.warn", "fluent.error"):
+        assert any(tag_matches(m.arg, tag) for m in labels[0].all("match")), tag
+    assert not any(m.arg.split()[0].startswith("fluent.") for m in conf.all("match")), \
+        "a top-level <match fluent.**> is deprecated; use <label @FLUENT_LOG>"
+
+
+def test_image_and_gems_are_pinned_to_exact_versions():
+    dockerfile = (REPO / "fluentd" / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert re.fullmatch(r"fluent/fluentd:v1\.19\.\d+-debian-2\.\d+", base), base
+    installs = re.findall(r"gem install (\S+) ([-\w ]+?) --version '([^']+)'", dockerfile)
+    gems = {name: version for name, _, version in installs}
+    # the plugin asks for any elasticsearch gem: without --conservative its install would upgrade ours
+    assert all("--conservative" in flags for name, flags, _ in installs if name != "elastic-transport")
+    assert {"elasticsearch", "fluent-plugin-elasticsearch", "elastic-transport"} <= set(gems)
+    assert list(gems).index("elastic-transport") < list(gems).index("elasticsearch"), "transport must come first"
+    for name, version in gems.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} is not pinned exactly: {version}"
+    # elasticsearch-ruby releases whose bulk fails on the first flush after each start
+    broken = {"9.0.5", "9.1.2", "9.1.3", "9.2.0", "9.2.1", "9.2.2", "9.3.0", "9.3.1", "9.3.2", "9.4.0", "9.4.1"}
+    assert gems["elasticsearch"].startswith("9.") and gems["elasticsearch"] not in broken

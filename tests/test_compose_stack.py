@@ -4,6 +4,7 @@ No Docker engine runs here: the file is validated by docker-compose 1.29 (`confi
 no engine) and read as YAML for the properties the stack depends on."""
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -226,6 +228,7 @@ def test_prometheus_and_alertmanager_find_their_files(compose):
 
 def _env(**overrides) -> dict[str, str]:
     env = {name: "secret-" + name.lower() for name in es_setup.PASSWORD_VARIABLES}
+    env.update({name: "k" * 32 for name in es_setup.KEY_VARIABLES})
     env.update(overrides)
     return env
 
@@ -340,6 +343,8 @@ def test_healthcheck_commands_parse(compose):
 @pytest.mark.parametrize("status_json, healthy", [
     ('{"status":{"overall":{"level":"available","summary":"All services are available"},"core":{}}}', True),
     ('{"status":{"overall":{"summary":"ok","level":"available"}}}', True),
+    ('{"status":{"overall":{"level":"available"}}}', True),  # the redacted body an anonymous check gets
+    ('{"status":{"overall":{"level":"unavailable"}}}', False),
     ('{"status":{"overall":{"level":"degraded"},"core":{"es":{"level":"available"}}}}', False),
     ('{"statusCode":401,"error":"Unauthorized"}', False),
 ])
@@ -394,3 +399,157 @@ def test_setup_run_sends_the_security_and_template_requests():
         assert seen[f"/_security/user/{name}"] == ("PUT", {"password": user["password"], "roles": user["roles"]})
     templates = {p.name.removesuffix(".index-template.json") for p in (REPO / "elasticsearch").glob("*.index-template.json")}
     assert {path.removeprefix("/_index_template/") for path in seen if path.startswith("/_index_template/")} == templates
+
+
+# --- Kibana: keys and a healthcheck without credentials ---------------------------------------------
+
+def test_kibana_has_all_three_encryption_keys_and_no_superuser_password(compose):
+    env = compose["services"]["kibana"]["environment"]
+    for setting, variable in [("XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY", "KIBANA_ENCRYPTION_KEY"),
+                              ("XPACK_SECURITY_ENCRYPTIONKEY", "KIBANA_SECURITY_ENCRYPTION_KEY"),
+                              ("XPACK_REPORTING_ENCRYPTIONKEY", "KIBANA_REPORTING_ENCRYPTION_KEY")]:
+        assert env[setting].startswith("${" + variable + ":?"), setting
+        assert variable in es_setup.KEY_VARIABLES
+    # docker inspect shows a container's environment: the superuser password must not be in it
+    assert not [k for k, v in env.items() if "ELASTIC_PASSWORD" in str(v)]
+    check = " ".join(compose["services"]["kibana"]["healthcheck"]["test"])
+    assert " -u" not in check and "PASSWORD" not in check
+
+
+@pytest.mark.parametrize("name", es_setup.KEY_VARIABLES)
+def test_setup_refuses_a_kibana_key_shorter_than_32_characters(name):
+    with pytest.raises(es_setup.SetupError, match=f"{name} is shorter than 32 characters"):
+        es_setup.SetupSettings.from_env(_env(**{name: "k" * 31}))
+    with pytest.raises(es_setup.SetupError, match=f"{name} is empty"):
+        es_setup.SetupSettings.from_env({k: v for k, v in _env().items() if k != name})
+    assert es_setup.SetupSettings.from_env(_env(**{name: "k" * 32}))
+
+
+# --- make compose-env -------------------------------------------------------------------------------
+
+def _compose_env(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "compose_env.py"), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_compose_env_writes_strong_unique_secrets_that_setup_and_compose_accept(tmp_path):
+    out = tmp_path / ".env"
+    result = _compose_env("--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    env, example = _read_env(out), _read_env(ENV_EXAMPLE)
+    assert set(env) == set(example)
+    secrets = {k: v for k, v in env.items() if k.endswith(("_PASSWORD", "_KEY"))}
+    assert len(secrets) == len(es_setup.PASSWORD_VARIABLES) + len(es_setup.KEY_VARIABLES) + 1  # + Grafana admin
+    assert len(set(secrets.values())) == len(secrets), "two secrets are equal"
+    for name, value in secrets.items():
+        assert re.fullmatch(r"[0-9a-f]+", value) and len(value) >= (64 if name.endswith("_KEY") else 32), name
+    assert {k: v for k, v in env.items() if k not in secrets} == {k: v for k, v in example.items() if k not in secrets}
+    es_setup.SetupSettings.from_env(env)  # accepted: no SetupError
+    if shutil.which("docker-compose"):
+        assert _compose_config(out, "-q").returncode == 0
+    second = _compose_env("--output", str(tmp_path / "other.env"))
+    assert _read_env(tmp_path / "other.env")["ELASTIC_PASSWORD"] != env["ELASTIC_PASSWORD"], second.stderr
+
+
+def test_compose_env_refuses_to_overwrite_an_existing_env(tmp_path):
+    out = tmp_path / ".env"
+    out.write_text("ELASTIC_PASSWORD=mine\n")
+    result = _compose_env("--output", str(out))
+    assert result.returncode != 0
+    assert f"{out} already exists; not overwriting it" in result.stderr
+    assert out.read_text() == "ELASTIC_PASSWORD=mine\n"
+
+
+def test_make_compose_env_runs_the_script_and_the_docs_tell_users_to():
+    dry = subprocess.run(["make", "-n", "compose-env"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert "scripts/compose_env.py" in dry.stdout, dry.stdout + dry.stderr
+    assert "make compose-env" in (REPO / "docs" / "compose.md").read_text()
+
+
+# --- setup retries ----------------------------------------------------------------------------------
+
+class _FlakyElasticsearch(_RecordingElasticsearch):
+    """Like the recorder, but the first answers of each security path are 503, 429 or too slow.
+
+    `plan` maps a path to the answers it gives before 200: an HTTP status, or "slow" (no answer
+    within the client's timeout). osmem-server has no security API, so this stand-in plays it.
+    """
+    plan: dict = {}
+
+    def _answer(self):
+        path = self.path.split("?")[0]
+        queue = type(self).plan.get(path) or []
+        if queue:
+            step = queue.pop(0)
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            type(self).requests.append((self.command, path, step, None))
+            if step == "slow":
+                threading.Event().wait(1.5)
+                return
+            raw = json.dumps({"error": {"type": "unavailable"}, "status": step}).encode()
+            self.send_response(step)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Elastic-Product", "Elasticsearch")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        super()._answer()
+
+    do_GET = do_PUT = do_POST = _answer
+
+
+def _flaky_run(plan: dict, retry_seconds: float) -> list:
+    handler = type("Handler", (_FlakyElasticsearch,), {"requests": [], "plan": plan})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = es_setup.SetupSettings.from_env({"ELASTICSEARCH_URL": url, **_env()})
+        es_setup.run(dataclasses.replace(settings, retry_seconds=retry_seconds, request_timeout=0.5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    return handler.requests
+
+
+def test_setup_waits_for_the_builtin_users_and_retries_503_429_and_timeouts():
+    plan = {"/_security/user/kibana_system": [503, 503, 404],
+            "/_security/user/kibana_system/_password": [503, "slow"],
+            "/_security/role/ml_events_writer": [429],
+            "/_security/user/fluentd_writer": [502]}
+    requests = _flaky_run({k: list(v) for k, v in plan.items()}, retry_seconds=30)
+    calls = [(method, path) for method, path, *_ in requests]
+    for path, answers in plan.items():
+        assert sum(1 for _, p in calls if p == path) >= len(answers) + 1, f"{path} was not retried"
+    first_write = next(i for i, (method, _) in enumerate(calls) if method in ("PUT", "POST"))
+    waits = [i for i, (method, path) in enumerate(calls) if (method, path) == ("GET", "/_security/user/kibana_system")]
+    assert len(waits) == 4 and max(waits) < first_write, "wrote before the built-in users were there"
+    assert ("PUT", "/_index_template/logs-serving") in calls
+
+
+def test_setup_gives_up_after_its_retry_budget_naming_the_request():
+    started = time.monotonic()
+    with pytest.raises(es_setup.SetupError, match=r"kibana_system password: still failing after 2s \(HTTP 503\)"):
+        _flaky_run({"/_security/user/kibana_system/_password": [503] * 100}, retry_seconds=2)
+    assert 1.0 < time.monotonic() - started < 10
+
+
+def test_setup_does_not_retry_a_request_the_cluster_rejects_for_good():
+    with pytest.raises(es_setup.ApiError) as caught:
+        _flaky_run({"/_security/role/ml_logs_reader": [400, 400]}, retry_seconds=30)
+    assert caught.value.meta.status == 400
+
+
+def test_setup_applies_the_templates_to_a_real_store(es):
+    """The template part against osmem-server: what setup PUTs is what the store then holds."""
+    names = es_setup.apply_templates(es, budget=5)
+    held = {t["name"]: t["index_template"] for t in es.indices.get_index_template()["index_templates"]}
+    assert set(names) <= set(held)
+    assert held["logs-serving"]["priority"] > 500, "logs-serving-* must beat the built-in logs-*-* templates"

@@ -299,3 +299,72 @@ def test_feature_store_failure_is_a_503_not_a_crash(serving_world, model, events
     response = client.post("/predict", json={"driver_ids": [1001]})
     assert_rejected(response, events_file, 503, "feature_store_unavailable", "driver_ids")
     assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- numbers at the edges
+# What each numeric edge case gets; none of them may reach the feature store and come back as a 5xx.
+# JSON bodies are written out by hand so the exact literal (exponent, -0, 24 digits) is what is sent.
+
+def post_raw(client, path: str, raw: str):
+    return client.post(path, data=raw, content_type="application/json")
+
+
+@pytest.mark.parametrize("literal", ["99999999999999999999999", str(2**63), str(-(2**63) - 1)])
+def test_driver_id_beyond_64_bits_is_a_400_out_of_range(client, events_file, literal):
+    response = post_raw(client, "/predict", f'{{"driver_ids": [{literal}]}}')
+    error = assert_rejected(response, events_file, 400, "out_of_range", "driver_ids[0]")
+    assert "64-bit" in error["message"]
+
+
+def test_out_of_range_names_the_position_of_the_item(client, events_file):
+    response = post_raw(client, "/predict", '{"driver_ids": [1001, 1002, 99999999999999999999999]}')
+    assert_rejected(response, events_file, 400, "out_of_range", "driver_ids[2]")
+
+
+@pytest.mark.parametrize("literal", [str(2**63 - 1), str(-(2**63))])
+def test_the_64_bit_limits_themselves_are_looked_up(client, events_file, literal):
+    """The largest and smallest ids the store can hold are valid requests: unknown drivers, 422."""
+    response = post_raw(client, "/predict", f'{{"driver_ids": [{literal}]}}')
+    error = assert_rejected(response, events_file, 422, "unknown_driver", "driver_ids")
+    assert error["unknown_driver_ids"] == [int(literal)]
+
+
+def test_negative_zero_driver_id_is_the_integer_zero(client, events_file):
+    response = post_raw(client, "/predict", '{"driver_ids": [-0]}')
+    error = assert_rejected(response, events_file, 422, "unknown_driver", "driver_ids")
+    assert error["unknown_driver_ids"] == [0]
+
+
+@pytest.mark.parametrize("literal", ["1e3", "1E+3", "1001.0", "-0.0", "1e400", "-1e400"])
+def test_driver_id_written_as_a_json_number_with_a_fraction_or_exponent_is_not_an_integer(
+        client, events_file, literal):
+    response = post_raw(client, "/predict", f'{{"driver_ids": [{literal}]}}')
+    error = assert_rejected(response, events_file, 400, "invalid_type", "driver_ids[0]")
+    assert "got number" in error["message"]
+
+
+def test_an_integer_longer_than_the_json_parser_accepts_is_malformed_json(serving_world, model, online,
+                                                                          events_file):
+    settings = serving_world.settings.with_(event_sinks=("file",), events_file=events_file,
+                                            max_body_bytes=65536)
+    app = create_app(settings, model=model, features=online)
+    try:
+        response = post_raw(app.test_client(), "/predict", '{"driver_ids": [' + "9" * 5000 + "]}")
+        assert_rejected(response, events_file, 400, "malformed_json", "body")
+    finally:
+        app.extensions["serving"].events.close()
+
+
+@pytest.mark.parametrize("literal, error_type", [
+    ("99999999999999999999999", "invalid_value"), ("-1", "invalid_value"),
+    ("1e0", "invalid_type"), ("0.0", "invalid_type"), ("1e400", "invalid_type"), ("false", "invalid_type"),
+])
+def test_feedback_trip_completed_numeric_edges(client, events_file, literal, error_type):
+    response = post_raw(client, "/feedback", f'{{"request_id": "r1", "trip_completed": {literal}}}')
+    assert_rejected(response, events_file, 400, error_type, "trip_completed")
+
+
+def test_feedback_negative_zero_is_the_label_0(client, events_file):
+    response = post_raw(client, "/feedback", '{"request_id": "r1", "trip_completed": -0}')
+    assert response.status_code == 202
+    assert read_events(events_file)[0]["target"] == {"trip_completed": 0}
