@@ -109,3 +109,38 @@ def test_ctrl_c_stops_every_child_and_a_second_run_on_the_same_ports_works(tmp_p
         while any(alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in children if alive(pid)], f"run {attempt}: children left behind"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes() and alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.opensearch
+def test_once_on_the_real_engine_holds_and_leaves_no_jvm(tmp_path, opensearch_node):
+    """`--store opensearch`: the same story on OpenSearch. (`opensearch_node` only makes this skip, or
+    fail under REQUIRE_OPENSEARCH, where the engine cannot run.)"""
+    result = subprocess.run([sys.executable, "-m", "demo", "--once", "--store", "opensearch", "--no-alerts"],
+                            cwd=REPO_ROOT, env=demo_env(tmp_path), capture_output=True, text=True, timeout=400)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "store:         OpenSearch 3." in output and "story held" in output
+    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
+            if line.startswith(("normal ", "drift "))}
+    assert rows["normal"][3] == "no" and rows["drift"][3] == "yes"
+    assert (tmp_path / "state/opensearch/node-1").is_dir()
+    assert _processes_mentioning(str(tmp_path / "state/opensearch")) == []
+
+
+def test_a_store_that_is_not_one_is_refused_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "demo", "--once"], cwd=REPO_ROOT,
+                            env=demo_env(tmp_path, DEMO_STORE="elastic"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "DEMO_STORE='elastic' is not a store (choose from: osmem, opensearch)" in result.stderr
