@@ -34,7 +34,11 @@ from serving.logs import JsonFormatter
 
 REPO = Path(__file__).resolve().parent.parent
 NDJSON = REPO / "kibana" / "saved_objects.ndjson"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def now() -> datetime:
+    """Taken when a test builds its data, so that a long suite cannot age it out of the searches' ranges."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def _objects() -> list[dict]:
@@ -94,7 +98,7 @@ def _prediction(request_id: str, latency_ms: float, minutes_ago: int = 1) -> dic
     return prediction_event(model_name="driver_ranker", model_version="2026.11.1", request_id=request_id,
                             features={"conv_rate": 0.5, "acc_rate": 0.9, "avg_daily_trips": 10},
                             driver_id=1001, score=0.7, label=1, latency_ms=latency_ms,
-                            timestamp=NOW - timedelta(minutes=minutes_ago))
+                            timestamp=now() - timedelta(minutes=minutes_ago))
 
 
 def _log_line(level: int, message: str, fields: dict | None = None) -> dict:
@@ -112,7 +116,7 @@ def _access(status: int, path: str = "/predict") -> dict:
 
 
 def _summary(status: str, drift: bool | None) -> dict:
-    doc = {"@timestamp": format_timestamp(NOW), "monitor": "driver_ranker", "status": status,
+    doc = {"@timestamp": format_timestamp(now()), "monitor": "driver_ranker", "status": status,
            "model": {"name": "driver_ranker", "version": "2026.11.1"},
            "rows": {"current": 500, "reference": 2000, "labelled": 300, "evaluated": 500}}
     if drift is not None:
@@ -293,7 +297,7 @@ def test_drift_history_finds_real_processor_summaries_with_a_verdict(es, store_u
                            Exporter([monitor.name]), backoff_max=1.0)
     assert runner.run_once() == "insufficient_data"
     rows = synthetic.chosen_rows("drift", 400, 5)
-    docs = synthetic.events(rows, NOW - timedelta(minutes=8), NOW - timedelta(minutes=1), feedback_share=0.5, seed=2)
+    docs = synthetic.events(rows, now() - timedelta(minutes=8), now() - timedelta(minutes=1), feedback_share=0.5, seed=2)
     helpers.bulk(es, synthetic.bulk_actions(docs), refresh=True)
     time.sleep(0.01)  # summary ids are per millisecond
     assert runner.run_once() == "ok", runner.state.last_error

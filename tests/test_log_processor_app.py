@@ -13,7 +13,7 @@ from log_processor.scheduler import Processor
 from log_processor.settings import ProcessorSettings
 from common.store import StoreSettings
 from tests.conftest import REPO_ROOT, free_port
-from tests.test_log_processor_store import NOW
+from tests.test_log_processor_store import now
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def processor(es, store_url, tmp_path):
                                          reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
                      for name in ("driver_ranker", "shadow"))
     rows = synthetic.chosen_rows("drift", 600, 21)
-    helpers.bulk(es, synthetic.bulk_actions(synthetic.events(rows, NOW - timedelta(minutes=5), NOW - timedelta(minutes=1),
+    helpers.bulk(es, synthetic.bulk_actions(synthetic.events(rows, now() - timedelta(minutes=5), now() - timedelta(minutes=1),
                                                              feedback_share=0.5)), refresh=True)
     settings = ProcessorSettings(store=StoreSettings(url=store_url), write_summaries=False, stale_after=5.0)
     proc = Processor(settings, monitors)

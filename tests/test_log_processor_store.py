@@ -19,7 +19,12 @@ from log_processor.scheduler import MonitorRunner
 from log_processor.store import EventStore
 from tests.conftest import REPO_ROOT, free_port
 
-NOW = datetime.now(timezone.utc)
+
+
+def now() -> datetime:
+    """Taken when a test builds its data: a module-level "now" goes stale in a long suite and the data
+    drifts out of the 15-minute window (it did once the suite passed 7 minutes)."""
+    return datetime.now(timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,8 @@ def one(exporter, name, **labels):
 
 def traffic(variant, n, rows_seed, minutes=(10, 1), **kw):
     rows = synthetic.chosen_rows(variant, n, rows_seed)
-    return synthetic.events(rows, NOW - timedelta(minutes=minutes[0]), NOW - timedelta(minutes=minutes[1]), **kw)
+    at = now()
+    return synthetic.events(rows, at - timedelta(minutes=minutes[0]), at - timedelta(minutes=minutes[1]), **kw)
 
 
 def test_normal_window_no_drift_and_a_summary_document(es, store_url, reference_file):
@@ -188,7 +194,7 @@ def test_store_killed_mid_run_and_restarted_on_the_same_port_recovers(reference_
 
 
 def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file):
-    old = [NOW - timedelta(hours=3), NOW - timedelta(hours=2)]
+    old = [now() - timedelta(hours=3), now() - timedelta(hours=2)]
     load(es, synthetic.events(synthetic.chosen_rows("normal", 800, 11), *old, feedback_share=1.0))
     load(es, traffic("drift", 800, 12, feedback_share=0.0))
     base = monitor_for(reference_file)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,6 +58,19 @@ def wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def running(shipper: Shipper):
+    """The shipper following its files on a thread while the block runs; stopped after it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=shipper.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(15)
 
 
 @pytest.fixture
@@ -233,28 +247,24 @@ def test_store_down_retries_with_backoff_and_loses_nothing(tmp_path, events_file
     server = start_store()
     settings = settings_for(tmp_path, server.url)
     shipper = Shipper(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=shipper.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        write(events_file, [make_event(i) for i in range(3)])
-        wait_for(lambda: shipper.stats.shipped == 3, what="the first 3 events")
-        server.close()
-        offsets_before = settings.offsets_file.read_text()
-        while_down = write(events_file, [make_event(i) for i in range(3, 8)])
-        wait_for(lambda: shipper.stats.retries >= 3, what="retries while the store is down")
-        assert not shipper.stats.store_available and "store unavailable" in shipper.stats.last_error
-        assert settings.offsets_file.read_text() == offsets_before  # not advanced without an ack
-        server = start_store()  # an empty in-memory store again: only what was not acknowledged arrives
-        wait_for(lambda: shipper.stats.shipped == 8, what="the events written while the store was down")
-        assert shipper.stats.store_available and shipper.stats.lag_bytes == 0
-        client = connect(StoreSettings(url=server.url))
-        assert stored_ids(client) == set(while_down)
-        client.close()
-        assert OffsetStore(settings.offsets_file).load()[str(events_file)].offset == events_file.stat().st_size
+        with running(shipper) as thread:
+            write(events_file, [make_event(i) for i in range(3)])
+            wait_for(lambda: shipper.stats.shipped == 3, what="the first 3 events")
+            server.close()
+            offsets_before = settings.offsets_file.read_text()
+            while_down = write(events_file, [make_event(i) for i in range(3, 8)])
+            wait_for(lambda: shipper.stats.retries >= 3, what="retries while the store is down")
+            assert not shipper.stats.store_available and "store unavailable" in shipper.stats.last_error
+            assert settings.offsets_file.read_text() == offsets_before  # not advanced without an ack
+            server = start_store()  # an empty in-memory store again: only what was not acknowledged arrives
+            wait_for(lambda: shipper.stats.shipped == 8, what="the events written while the store was down")
+            assert shipper.stats.store_available and shipper.stats.lag_bytes == 0
+            client = connect(StoreSettings(url=server.url))
+            assert stored_ids(client) == set(while_down)
+            client.close()
+            assert OffsetStore(settings.offsets_file).load()[str(events_file)].offset == events_file.stat().st_size
     finally:
-        stop.set()
-        thread.join(5)
         server.close()
     assert not thread.is_alive()
 
