@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from demo.env import SettingsError, env_number
+from log_processor.calibration import SIZES as CALIBRATED_SIZES
+
+# Each phase is one window for the processor: the smallest it can give a calibrated verdict on.
+MIN_WINDOW = CALIBRATED_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
@@ -30,8 +34,8 @@ class DemoSettings:
     once: bool = False               # run the story, check it, exit (0 = the story held)
     store: str = "osmem"             # osmem (in memory, PyPI) or opensearch (real engine, needs Java 21+)
     # Phase lengths, in requests. The log processor's window is the latest min(normal, drift)
-    # predictions; below ~500 rows the production drift test (normed Wasserstein >= 0.1) flags
-    # normal traffic too often (measured on this data: 10 % of 300-row windows, 0 % of 800-row ones).
+    # predictions; its drift thresholds are calibrated for that size (log_processor/calibration.py),
+    # so any length from MIN_WINDOW up holds the story.
     normal_requests: int = 800
     drift_requests: int = 800
     rate: float = 40.0               # requests per second
@@ -53,8 +57,8 @@ class DemoSettings:
         return cls(
             once=env.get("DEMO_ONCE", "").lower() in ("1", "true", "yes"),
             store=_store(env.get("DEMO_STORE") or cls.store, "DEMO_STORE"),
-            normal_requests=number("DEMO_NORMAL_REQUESTS", cls.normal_requests, int, 50),
-            drift_requests=number("DEMO_DRIFT_REQUESTS", cls.drift_requests, int, 50),
+            normal_requests=number("DEMO_NORMAL_REQUESTS", cls.normal_requests, int, MIN_WINDOW),
+            drift_requests=number("DEMO_DRIFT_REQUESTS", cls.drift_requests, int, MIN_WINDOW),
             rate=number("DEMO_RATE", cls.rate, float, 1),
             feedback_delay=number("DEMO_FEEDBACK_DELAY", cls.feedback_delay, float, 0),
             eval_interval=number("DEMO_EVAL_INTERVAL", cls.eval_interval, float, 0.5),
@@ -91,10 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", choices=STORES,
                         help="the Elasticsearch-API store: osmem (default, in memory) or opensearch "
                              "(a real OpenSearch node from Maven Central; needs Java 21+ and Maven)")
-    parser.add_argument("--normal-requests", type=_at_least(50, int), metavar="N",
-                        help="requests in the normal phase (default 800)")
-    parser.add_argument("--drift-requests", type=_at_least(50, int), metavar="N",
-                        help="requests in the drift phase (default 800)")
+    parser.add_argument("--normal-requests", type=_window, metavar="N",
+                        help=f"requests in the normal phase (default 800, at least {MIN_WINDOW})")
+    parser.add_argument("--drift-requests", type=_window, metavar="N",
+                        help=f"requests in the drift phase (default 800, at least {MIN_WINDOW})")
     parser.add_argument("--rate", type=_at_least(1, float), help="requests per second (default 40)")
     parser.add_argument("--feedback-delay", type=_at_least(0, float), metavar="SECONDS",
                         help="delay of each request's ground truth (default 1)")
@@ -105,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in PORT_NAMES:
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
                             help=f"{name.replace('_', ' ')} port (default: a free one)")
+
+
+def _window(raw: str) -> int:
+    value = _at_least(1, int)(raw)
+    if value < MIN_WINDOW:
+        raise argparse.ArgumentTypeError(f"{raw!r} is below the smallest window the drift calibration covers: "
+                                         f"use at least {MIN_WINDOW}")
+    return value
 
 
 def _store(raw: str, name: str) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision, Recall, ValueDrift
 
+from log_processor.calibration import Calibration
 from log_processor.monitors import DriftRule, Monitor
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
@@ -33,6 +34,7 @@ class ColumnDrift:
     threshold: float
     score: float
     detected: bool
+    p_value: float | None = None      # how extreme the score is under no drift (calibrated monitors)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Reference:
     model_version: str
     version: str
     sha256: str
+    calibration: Calibration | None = None     # thresholds by window size (monitors with drift.alpha)
 
     @property
     def rows(self) -> int:
@@ -137,11 +140,19 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
     """Run both reports on `current` (already sampled, at least `min_rows` rows)."""
     drift = monitor.drift
     rules: dict[str, DriftRule] = {name: drift.rule(name) for name in monitor.feature_names}
+    prediction_rule = drift.prediction
+    calibration = reference.calibration
+    if drift.alpha is not None and calibration is None:
+        raise ValueError(f"monitor {monitor.name}: drift.alpha is set but the reference was not calibrated")
+    if calibration is not None:     # Evidently computes and tests; the calibration says at what threshold
+        thresholds, prediction_threshold = calibration.thresholds(len(current))
+        rules = {name: DriftRule(r.method, thresholds[name]) for name, r in rules.items()}
+        prediction_rule = DriftRule(prediction_rule.method, prediction_threshold)
     value_drift = {name: ValueDrift(column=name, method=r.method, threshold=r.threshold) for name, r in rules.items()}
-    score_drift = ValueDrift(column=SCORE, method=drift.prediction.method, threshold=drift.prediction.threshold)
+    score_drift = ValueDrift(column=SCORE, method=prediction_rule.method, threshold=prediction_rule.threshold)
     count = DriftedColumnsCount(
         columns=list(monitor.feature_names), drift_share=drift.drift_share,
-        method=drift.default.method, threshold=drift.default.threshold,
+        method=drift.default.method, threshold=rules[monitor.feature_names[0]].threshold,
         per_column_method={n: r.method for n, r in rules.items()},
         per_column_threshold={n: r.threshold for n, r in rules.items()},
     )
@@ -150,14 +161,18 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
     snapshot = report.run(current_drift, reference.drift)
     values = _read_snapshot(snapshot)
 
-    def column_drift(column: str, metric: ValueDrift, rule: DriftRule) -> ColumnDrift:
+    def column_drift(column: str, metric: ValueDrift, rule: DriftRule, null=None) -> ColumnDrift:
         value, failed = values[metric.metric_id]
+        score = _value(value)
+        p_value = null.p_value(len(current), score) if null is not None and math.isfinite(score) else None
         return ColumnDrift(column=column, method=rule.method, threshold=rule.threshold,
-                           score=_value(value), detected=bool(failed))
+                           score=score, detected=bool(failed), p_value=p_value)
 
-    features = tuple(column_drift(n, value_drift[n], rules[n]) for n in monitor.feature_names)
+    nulls = calibration.features if calibration is not None else {}
+    features = tuple(column_drift(n, value_drift[n], rules[n], nulls.get(n)) for n in monitor.feature_names)
     count_value, dataset_failed = values[count.metric_id]
-    prediction = column_drift(monitor.prediction_score, score_drift, drift.prediction)
+    prediction = column_drift(monitor.prediction_score, score_drift, prediction_rule,
+                              calibration.prediction if calibration is not None else None)
 
     quality: dict[str, float] = {}
     html_quality = None

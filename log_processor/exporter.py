@@ -36,8 +36,16 @@ class Exporter:
         self.feature_score = gauge("mlmon_feature_drift_score", "Drift statistic per feature", "feature", "method")
         self.feature_threshold = gauge("mlmon_feature_drift_threshold", "Threshold of the drift test", "feature", "method")
         self.feature_detected = gauge("mlmon_feature_drift_detected", "1 when the feature drifted", "feature", "method")
+        self.feature_p_value = gauge("mlmon_feature_drift_p_value",
+                                     "Share of unshifted windows of this size scoring at least this high "
+                                     "(calibrated monitors)", "feature", "method")
         self.prediction_score = gauge("mlmon_prediction_drift_score", "Drift statistic of the prediction", "column", "method")
         self.prediction_detected = gauge("mlmon_prediction_drift_detected", "1 when the prediction drifted", "column", "method")
+        self.prediction_threshold = gauge("mlmon_prediction_drift_threshold", "Threshold of the prediction drift test",
+                                          "column", "method")
+        self.prediction_p_value = gauge("mlmon_prediction_drift_p_value",
+                                        "Share of unshifted windows of this size scoring at least this high "
+                                        "(calibrated monitors)", "column", "method")
         self.quality = gauge("mlmon_classification_quality", "Quality on labelled rows", "metric")
         self.class_share = gauge("mlmon_class_share", "Share of each class", "source", "class")
         self.confusion = gauge("mlmon_confusion_matrix", "Labelled rows per cell", "actual", "predicted")
@@ -81,7 +89,8 @@ class Exporter:
 
     def _verdict_gauges(self) -> tuple[Gauge, ...]:
         return (self.dataset_drift, self.drifted_features, self.drifted_share, self.feature_score,
-                self.feature_threshold, self.feature_detected, self.prediction_score, self.prediction_detected,
+                self.feature_threshold, self.feature_detected, self.feature_p_value, self.prediction_score,
+                self.prediction_threshold, self.prediction_detected, self.prediction_p_value,
                 self.quality, self.class_share, self.confusion)
 
     # --- what the scheduler calls ----------------------------------------------------------------
@@ -116,9 +125,14 @@ class Exporter:
             self._set(self.feature_score, monitor, (f.column, f.method), f.score)
             self._set(self.feature_threshold, monitor, (f.column, f.method), f.threshold)
             self._set(self.feature_detected, monitor, (f.column, f.method), int(f.detected))
+            if f.p_value is not None:
+                self._set(self.feature_p_value, monitor, (f.column, f.method), f.p_value)
         p = ev.prediction_drift
         self._set(self.prediction_score, monitor, (p.column, p.method), p.score)
+        self._set(self.prediction_threshold, monitor, (p.column, p.method), p.threshold)
         self._set(self.prediction_detected, monitor, (p.column, p.method), int(p.detected))
+        if p.p_value is not None:
+            self._set(self.prediction_p_value, monitor, (p.column, p.method), p.p_value)
         for metric, value in ev.quality.items():
             self._set(self.quality, monitor, (metric,), value)
         for (source, cls), share in ev.class_share.items():

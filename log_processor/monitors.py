@@ -5,6 +5,7 @@ Every error names the file, the line and the dotted key (`monitors.yaml:14: moni
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,7 @@ class DriftConfig:
     drift_share: float
     per_column: dict[str, DriftRule]   # feature name -> rule
     prediction: DriftRule
+    alpha: float | None = None         # set: thresholds calibrated on the reference (calibration.py)
 
     def rule(self, column: str) -> DriftRule:
         return self.per_column.get(column, self.default)
@@ -289,7 +291,7 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         label_horizon_seconds=s.duration("label_horizon", 3600.0),
         max_rows=max_rows,
         reference=_reference(s.section("reference", ("parquet", "manifest", "store")), base_dir),
-        drift=_drift(s, [f.name for f in features]),
+        drift=_drift(s, features, min_rows),
         sample_seed=s.number("sample_seed", None, integer=True),
     )
 
@@ -337,8 +339,12 @@ def _rule(s: _Section, default: DriftRule | None) -> DriftRule:
     return DriftRule(method=method, threshold=threshold)
 
 
-def _drift(monitor: _Section, feature_names: list[str]) -> DriftConfig:
-    s = monitor.section("drift", ("method", "threshold", "drift_share", "columns", "prediction"), {})
+def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int) -> DriftConfig:
+    s = monitor.section("drift", ("method", "threshold", "drift_share", "columns", "prediction", "alpha"), {})
+    feature_names = [f.name for f in features]
+    share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
+    if s.has("alpha"):
+        return _calibrated_drift(s, features, share, min_rows)
     default = _rule(s, DriftRule("wasserstein", 0.1))
     per_column: dict[str, DriftRule] = {}
     columns = s.raw("columns", {})
@@ -351,5 +357,25 @@ def _drift(monitor: _Section, feature_names: list[str]) -> DriftConfig:
         per_column[name] = _rule(_Section(s.doc, f"{s.key('columns')}.{name}", columns[name],
                                           ("method", "threshold")), default)
     prediction = _rule(s.section("prediction", ("method", "threshold"), {}), default)
-    share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
     return DriftConfig(default=default, drift_share=share, per_column=per_column, prediction=prediction)
+
+
+def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int) -> DriftConfig:
+    """`alpha`: each column's method follows its type (calibration.CALIBRATED_METHODS) and its threshold
+    comes from the reference, so neither may be set by hand; windows below the calibrated sizes are
+    refused here, with the smallest usable size."""
+    from log_processor.calibration import CALIBRATED_METHODS, SIZES
+
+    alpha = s.number("alpha", check=lambda v: 0 < v < 0.5, expect=" in (0, 0.5)")
+    for key in ("method", "threshold", "columns", "prediction"):
+        if s.has(key):
+            raise s.doc.error(s.key(key), "not with `alpha`: calibrated drift sets each column's method "
+                                          "(wasserstein for numerical, jensenshannon for categorical) and threshold")
+    if min_rows < SIZES[0]:
+        raise s.doc.error(s.key("alpha").rsplit(".", 2)[0] + ".min_rows",
+                          f"{min_rows} is below the smallest window the drift calibration covers: "
+                          f"min_rows must be at least {SIZES[0]}")
+    per_column = {f.name: DriftRule(CALIBRATED_METHODS[f.type], math.nan) for f in features}
+    numerical = DriftRule(CALIBRATED_METHODS["numerical"], math.nan)
+    return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=numerical,
+                       alpha=alpha)

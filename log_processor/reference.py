@@ -1,5 +1,6 @@
 """Load a monitor's reference once: the Parquet written by training (checked against its manifest)
-or a time range of events in the store (parsed and joined exactly like a current window)."""
+or a time range of events in the store (parsed and joined exactly like a current window); and, for
+monitors with `drift.alpha`, its drift calibration, cached beside a Parquet reference."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
+import logging
+import time
+
+import numpy as np
+
+from log_processor import calibration as cal
 from log_processor.evaluate import Reference, prepare_reference
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
-from log_processor.validate import combine, parse_page, source_fields
+from log_processor.validate import SCORE, combine, parse_page, source_fields
 from log_processor.window import assemble
 
 
@@ -28,11 +35,54 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+log = logging.getLogger("log_processor")
+
+
 def load_reference(monitor: Monitor, store: EventStore) -> Reference:
     config = monitor.reference
     if config.parquet is not None:
-        return _from_parquet(monitor, config.parquet, config.manifest)
-    return _from_store(monitor, store)
+        reference = _from_parquet(monitor, config.parquet, config.manifest)
+    else:
+        reference = _from_store(monitor, store)
+    if monitor.drift.alpha is None:
+        return reference
+    cache = config.parquet.with_name(config.parquet.name + ".calibration.npz") if config.parquet else None
+    return dataclasses.replace(reference, calibration=load_calibration(monitor, reference, cache))
+
+
+def calibration_key(monitor: Monitor, reference: Reference) -> str:
+    """What the cached draws depend on: the reference's bytes, each column's statistic, the sizes,
+    the number of draws and the seed (alpha is not in it: thresholds are quantiles of the draws)."""
+    kinds = ",".join(f"{f.name}:{cal.CALIBRATED_METHODS[f.type]}" for f in monitor.features)
+    return (f"v1|{reference.sha256}|{kinds}|score:wasserstein|sizes:{','.join(map(str, cal.SIZES))}"
+            f"|replicates:{cal.REPLICATES}|seed:0")
+
+
+def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> cal.Calibration:
+    """The calibration from `cache` when its key matches, else computed (seconds) and cached."""
+    key = calibration_key(monitor, reference)
+    names = [*monitor.feature_names, "__score__"]
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                if str(data["key"]) == key:
+                    nulls = {n: cal.NullDistribution(cal.SIZES, data[n]) for n in names}
+                    return cal.Calibration(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
+                                           nulls["__score__"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("monitor %s: calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
+    started = time.perf_counter()
+    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, SCORE, monitor.drift.alpha)
+    log.info("monitor %s: drift calibration computed in %.1f s", monitor.name, time.perf_counter() - started)
+    if cache is not None:
+        arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws}
+        try:
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, key=np.array(key), **arrays)
+            tmp.replace(cache)
+        except OSError as exc:
+            log.warning("monitor %s: calibration not cached at %s: %s", monitor.name, cache, exc)
+    return result
 
 
 def _from_parquet(monitor: Monitor, path: Path, manifest_path: Path | None) -> Reference:

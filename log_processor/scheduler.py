@@ -199,9 +199,11 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             "drifted_features": list(ev.drifted_features),
             "drift_share": ev.drifted_share,
             "feature_drift": [{"feature": f.column, "method": f.method, "score": f.score,
-                               "threshold": f.threshold, "detected": f.detected} for f in ev.feature_drift],
+                               "threshold": f.threshold, "detected": f.detected, "p_value": f.p_value}
+                              for f in ev.feature_drift],
             "prediction_drift": {"column": ev.prediction_drift.column, "method": ev.prediction_drift.method,
-                                 "score": ev.prediction_drift.score, "detected": ev.prediction_drift.detected},
+                                 "score": ev.prediction_drift.score, "threshold": ev.prediction_drift.threshold,
+                                 "detected": ev.prediction_drift.detected, "p_value": ev.prediction_drift.p_value},
             "quality": ev.quality,
         })
     return doc

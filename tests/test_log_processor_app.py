@@ -33,7 +33,7 @@ def processor(es, store_url, tmp_path):
     proc.stop()
 
 
-def wait_for(predicate, timeout=20.0):
+def wait_for(predicate, timeout=60.0):   # the first cycle calibrates drift on a new reference (seconds)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
@@ -90,7 +90,9 @@ def test_healthz_turns_503_when_every_monitor_is_stale(es, tmp_path):
     proc = Processor(settings, (monitor,))
     try:
         client = create_app(processor=proc).test_client()
-        wait_for(lambda: client.get("/healthz").status_code == 503, timeout=10)
+        wait_for(lambda: client.get("/healthz").status_code == 503
+                 and client.get("/healthz").json["monitors"]["driver_ranker"]["status"] == "error",
+                 timeout=40)   # the first cycle calibrates drift on the new reference first
         body = client.get("/healthz").json
         assert body["status"] == "stale" and body["monitors"]["driver_ranker"]["status"] == "error"
         assert "connect" in body["monitors"]["driver_ranker"]["last_error"]

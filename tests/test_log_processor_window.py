@@ -8,9 +8,10 @@ import pytest
 
 from common.schema import feedback_event, prediction_event
 from log_processor import synthetic
+from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.validate import combine, parse_page
+from log_processor.validate import SCORE, combine, parse_page
 from log_processor.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
@@ -96,8 +97,12 @@ def test_sampling_caps_rows_uniformly():
 
 @pytest.fixture(scope="module")
 def reference():
-    return prepare_reference(synthetic.reference_frame(2000, seed=101), MONITOR, model_name="driver_ranker",
-                             model_version="1", version="1", sha256="x")
+    """The shipped monitor's drift is calibrated on its reference (drift.alpha), as the loader does."""
+    frame = synthetic.reference_frame(2000, seed=101)
+    prepared = prepare_reference(frame, MONITOR, model_name="driver_ranker", model_version="1", version="1",
+                                 sha256="x")
+    kinds = {f.name: f.type for f in MONITOR.features}
+    return dataclasses.replace(prepared, calibration=calibrate(frame, kinds, SCORE, MONITOR.drift.alpha))
 
 
 def current(variant, n=3000, seed=7):
@@ -111,6 +116,7 @@ def test_normal_window_has_no_drift(reference):
     assert not ev.dataset_drift and ev.drifted_features == ()
     assert not ev.prediction_drift.detected
     assert all(0 <= f.score < f.threshold for f in ev.feature_drift)
+    assert all(f.p_value is not None and f.p_value > MONITOR.drift.alpha / 3 for f in ev.feature_drift)
 
 
 def test_drift_window_flags_exactly_the_shifted_features(reference):
