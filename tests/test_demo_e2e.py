@@ -144,3 +144,17 @@ def test_a_store_that_is_not_one_is_refused_in_one_line(tmp_path):
                             env=demo_env(tmp_path, DEMO_STORE="elastic"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "DEMO_STORE='elastic' is not a store (choose from: osmem, opensearch)" in result.stderr
+
+
+def test_once_with_100_request_phases_holds(tmp_path):
+    """100-row windows: the calibrated thresholds give no drift on normal traffic and find the drift
+    (a fixed 0.1 threshold flagged most unshifted windows of this size)."""
+    result = subprocess.run([sys.executable, "-m", "demo", "--once", "--no-alerts", "--normal-requests", "100",
+                             "--drift-requests", "100"], cwd=REPO_ROOT, env=demo_env(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
+            if line.startswith(("normal ", "drift "))}
+    assert rows["normal"][2] == "100" and rows["normal"][3] == "no"
+    assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
