@@ -136,8 +136,10 @@ def plot(fa_rows, power_rows, alpha: float) -> None:
                           100 * (wilson(anyf[k], total)[1] - anyf[k] / total)] for _, total, anyf, _ in fa_rows]).T
         left.errorbar([r[0] for r in fa_rows], rates, yerr=errs, fmt=style, label=k, capsize=3)
     left.axhline(100 * alpha, color="grey", lw=0.8)
-    left.set(xscale="log", yscale="symlog", xlabel="window (rows)", ylabel="windows with any feature flagged (%)",
+    left.set(xscale="log", xlabel="window (rows)", ylabel="windows with any feature flagged (%)",
              title="Unshifted traffic: false alarms")
+    left.set_yscale("symlog", linthresh=1)
+    left.set_ylim(0, 150)
     left.legend()
     labels = [f"{shift} σ\n{n:,} rows" for n, shift, *_ in power_rows]
     x = np.arange(len(power_rows))
