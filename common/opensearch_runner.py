@@ -19,15 +19,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from common.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_DIR = REPO_ROOT / "opensearch"
@@ -101,11 +102,12 @@ def _default_java_homes() -> list[Path]:
 
 # --- resolving the engine ------------------------------------------------------------------------
 
-def resolve(*, quiet: bool = False) -> Path:
-    """Jars into var/opensearch/<version>/lib and the launcher compiled beside them; idempotent."""
+def resolve(*, quiet: bool = False, java_home: Path | None = None) -> Path:
+    """Jars into var/opensearch/<version>/lib and the launcher compiled beside them; idempotent.
+    `java_home`: the JDK to compile with, when the caller has already found one."""
     home = engine_home()
     stamp = home / ".resolved"
-    java_home = find_java_home()
+    java_home = java_home or find_java_home()
     if stamp.exists() and stamp.read_text() == _stamp_text(java_home):
         return home
     mvn = shutil.which("mvn")
@@ -142,12 +144,6 @@ def _stamp_text(java_home: Path) -> str:
 
 # --- nodes and clusters --------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     """The JVM gets SIGTERM when the process that started it dies, even by kill -9: no orphans."""
     PR_SET_PDEATHSIG = 1
@@ -182,22 +178,23 @@ class OpenSearchCluster:
 
     base_dir: Path
     nodes: list[Node]
+    java_home: Path                 # a JDK 21+ (find_java_home)
+    home: Path                      # the resolved engine (resolve)
     heap: str = "1g"
     cluster_name: str = "ml-observability"
-    java_home: Path = field(default_factory=find_java_home)
-    home: Path = field(default_factory=engine_home)
 
     @classmethod
     def start(cls, n: int = 1, base_dir: Path | str | None = None, *, heap: str = "1g",
               timeout: float = 180.0, cluster_name: str = "ml-observability",
               http_ports: list[int] | None = None) -> "OpenSearchCluster":
         """`http_ports`: fixed HTTP ports for the first nodes (the rest, and transport, get free ones)."""
-        home = resolve()
+        java_home = find_java_home()
+        home = resolve(java_home=java_home)
         base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="opensearch-"))
         fixed = list(http_ports or [])
         nodes = [Node(f"node-{i + 1}", fixed[i] if i < len(fixed) else free_port(), free_port(),
                       base / f"node-{i + 1}") for i in range(n)]
-        cluster = cls(base, nodes, heap, cluster_name, home=home)
+        cluster = cls(base, nodes, java_home, home, heap, cluster_name)
         try:
             for node in nodes:
                 cluster.start_node(node, wait=False)

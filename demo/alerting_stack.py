@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+from common.net import free_port
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
 PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
@@ -61,12 +62,6 @@ def missing_binaries() -> list[str]:
     """Names of the binaries this module needs and cannot find (empty when all are there)."""
     missing = [] if find_prometheus() else ["prometheus"]
     return missing + ([] if find_alertmanager() else ["prometheus-alertmanager"])
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 # --- rendering --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Callable
 import yaml
 from osmem_server import OsmemServer
 
+from common.net import free_port
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
 from demo import alerting_stack
@@ -33,10 +34,6 @@ MONITORS_FILE = REPO_ROOT / "log_processor/monitors.yaml"
 INSTALL_HINT = ("Prometheus/Alertmanager not found ({missing}); running without alerts. "
                 "Install them with: sudo apt-get install prometheus prometheus-alertmanager "
                 "(or `make system-deps`)")
-
-
-def free_port() -> int:
-    return alerting_stack.free_port()
 
 
 @dataclass
