@@ -8,17 +8,16 @@ BENCH_STORES (e.g. "osmem,opensearch-1") chooses; by default every store that ca
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from osmem_server import OsmemServer
 
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster, find_java_home
-from common.store import TEMPLATES_DIR, StoreSettings, apply_index_templates, connect
+from common.store import StoreSettings, apply_index_templates, connect
 
 ALL = ("osmem", "opensearch-1", "opensearch-3")
 OSMEM_MEMORY_LIMIT_GIB = 16
@@ -32,7 +31,6 @@ class Backend:
     url: str
     pids: Callable[[], list[int]]
     close: Callable[[], None]
-    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     def usage(self) -> tuple[float, float]:
         """(CPU seconds used so far, resident MB now) of the store's processes."""
@@ -67,7 +65,7 @@ def chosen(default: tuple[str, ...] = ALL) -> list[str]:
 def start(name: str) -> Backend:
     """A fresh, empty store with the project's index templates."""
     if name == "osmem":
-        backend = _start_osmem()
+        backend, settings = _start_osmem(), None
     else:
         nodes = int(name.rsplit("-", 1)[1])
         tmp = tempfile.TemporaryDirectory(prefix="bench-opensearch-")
@@ -76,15 +74,11 @@ def start(name: str) -> Backend:
         def close() -> None:
             cluster.close()
             tmp.cleanup()
-        backend = Backend(name, cluster.url, cluster.pids, close, tmp)
+        backend = Backend(name, cluster.url, cluster.pids, close)
+        settings = {"ml-events": {"number_of_shards": nodes, "number_of_replicas": min(1, nodes - 1),
+                                  "refresh_interval": "1s"}}
     es = connect(StoreSettings(url=backend.url))
-    apply_index_templates(es)
-    if name.startswith("opensearch"):
-        nodes = int(name.rsplit("-", 1)[1])
-        body = json.loads((TEMPLATES_DIR / "ml-events.index-template.json").read_text())
-        body["template"]["settings"] = {"number_of_shards": nodes, "number_of_replicas": min(1, nodes - 1),
-                                        "refresh_interval": "1s"}
-        es.indices.put_index_template(name="ml-events", **body)
+    apply_index_templates(es, settings=settings)
     es.close()
     return backend
 

@@ -153,12 +153,18 @@ def connect(settings: StoreSettings, info: Mapping[str, Any] | None = None, *,
     return Elasticsearch(settings.url, **kwargs)
 
 
-def apply_index_templates(es: Elasticsearch, directory: Path = TEMPLATES_DIR) -> list[str]:
-    """PUT every `*.index-template.json` in elasticsearch/ (name = file stem before the suffix)."""
+def apply_index_templates(es: Elasticsearch, directory: Path = TEMPLATES_DIR, *,
+                          settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """PUT every `*.index-template.json` in elasticsearch/ (name = file stem before the suffix).
+
+    `settings` (template name -> index settings) is merged over a template's own: the files hold one
+    shard and no replica, as one node needs; a cluster wants more of both."""
     names = []
     for path in sorted(directory.glob("*.index-template.json")):
         name = path.name.removesuffix(".index-template.json")
         body = json.loads(path.read_text())
+        if settings and name in settings:
+            body["template"]["settings"] = {**body["template"].get("settings", {}), **settings[name]}
         es.indices.put_index_template(name=name, **body)
         names.append(name)
     return names

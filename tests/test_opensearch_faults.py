@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from common.store import TEMPLATES_DIR, StoreSettings, apply_index_templates, connect
+from common.store import StoreSettings, apply_index_templates, connect
 from demo.shipper import Shipper
 from log_processor import synthetic
 from tests.conftest import start_opensearch
@@ -49,13 +49,6 @@ def test_a_killed_node_keeps_acknowledged_events_on_disk_and_the_shipper_resumes
     assert not thread.is_alive() and cluster.pids() == []
 
 
-def _replicated_template(es) -> None:
-    """ml-events-* as a user's cluster would hold it: 3 primaries, each with a replica on another node."""
-    body = json.loads((TEMPLATES_DIR / "ml-events.index-template.json").read_text())
-    body["template"]["settings"] = {"number_of_shards": 3, "number_of_replicas": 1}
-    es.indices.put_index_template(name="ml-events", **body)
-
-
 def _writer(path: Path, events: list[dict], stop: threading.Event, per_batch: int = 200) -> threading.Thread:
     """Appends the events in batches while the test goes on, as a serving process logs them."""
     def run() -> None:
@@ -80,8 +73,8 @@ def test_three_nodes_one_killed_mid_shipping_every_event_once_and_verdicts_go_on
     assert len(emitted) == len(events)
     with start_opensearch(3, tmp_path / "engine") as cluster:
         es = connect(StoreSettings(url=cluster.url))
-        apply_index_templates(es)
-        _replicated_template(es)
+        # ml-events-* as a user's cluster would hold it: 3 primaries, each with a replica on another node
+        apply_index_templates(es, settings={"ml-events": {"number_of_shards": 3, "number_of_replicas": 1}})
         events_file = tmp_path / "events.jsonl"
         events_file.touch()
         shipper = Shipper(settings_for(tmp_path, cluster.url, batch_size=250,
