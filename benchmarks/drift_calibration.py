@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from log_processor import synthetic
@@ -37,12 +38,12 @@ from log_processor.validate import SCORE
 FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips")
 SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
 POWER_CASES = ((1_000, 0.5), (10_000, 0.25), (100_000, 0.1))
+DECIDERS = ("fixed 0.1", "K-S 0.05", "calibrated")
 PLOT = REPO_ROOT / "docs" / "drift_calibration.png"
 
 
 def fresh_rows(n: int, seed: int):
     """n rows of genuinely distinct simulated requests: one generator seed per 4 000 rows."""
-    import pandas as pd
     parts = [synthetic.chosen_rows("normal", synthetic.TRAFFIC_BASE, seed * 1000 + i)
              for i in range(math.ceil(n / synthetic.TRAFFIC_BASE))]
     return pd.concat(parts, ignore_index=True).iloc[:n]
@@ -78,7 +79,7 @@ class Deciders:
     def flags(self, window) -> dict[str, set[str]]:
         """Per decider, the features it flags in this window."""
         thresholds, _ = self.calibration.thresholds(len(window))
-        out: dict[str, set[str]] = {"fixed 0.1": set(), "K-S 0.05": set(), "calibrated": set()}
+        out: dict[str, set[str]] = {k: set() for k in DECIDERS}
         for name in FEATURES:
             cur = window[name].to_numpy(dtype=float)
             score = stats.wasserstein_distance(self.ref[name], cur) / self.norm[name]
@@ -95,7 +96,7 @@ def false_alarms(deciders: Deciders, pool, quick: bool, rng) -> list[tuple]:
     rows = []
     for n in SIZES:
         total = windows_for(n, quick)
-        anyf = {k: 0 for k in ("fixed 0.1", "K-S 0.05", "calibrated")}
+        anyf = dict.fromkeys(DECIDERS, 0)
         dataset = dict(anyf)
         for _ in range(total):
             flags = deciders.flags(pool.iloc[rng.choice(len(pool), n, replace=False)])
@@ -111,7 +112,7 @@ def power(deciders: Deciders, pool, sigma: float, quick: bool, rng, cases=POWER_
     rows = []
     for n, shift in cases:
         total = windows_for(n, quick)
-        named = {k: 0 for k in ("fixed 0.1", "K-S 0.05", "calibrated")}
+        named = dict.fromkeys(DECIDERS, 0)
         others = dict(named)
         for _ in range(total):
             window = pool.iloc[rng.choice(len(pool), n, replace=False)].copy()
@@ -143,7 +144,7 @@ def plot(fa_rows, power_rows, alpha: float) -> None:
     left.legend()
     labels = [f"{shift} σ\n{n:,} rows" for n, shift, *_ in power_rows]
     x = np.arange(len(power_rows))
-    for i, k in enumerate(("fixed 0.1", "K-S 0.05", "calibrated")):
+    for i, k in enumerate(DECIDERS):
         right.bar(x + (i - 1) * 0.27, [100 * named[k] / total for _, _, total, named, _ in power_rows], 0.27, label=k)
     right.axhline(95, color="grey", lw=0.8)
     right.set(xticks=x, xticklabels=labels, ylabel="windows flagging the shifted feature (%)",

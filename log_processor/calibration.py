@@ -7,8 +7,8 @@ population land by chance, and that depends on both sample sizes.
 
 So, per column, the distribution of the statistic under "no drift" is estimated by resampling the
 reference: a pseudo-reference of m rows and a window of n rows, both drawn with replacement from
-the reference's m rows (the Poisson bootstrap), and the very statistic Evidently computes between them. That is the
-two-sample bootstrap under the null: both samples come from one population (estimated by the
+the reference's m rows (the Poisson bootstrap), and the very statistic Evidently computes between
+them. That is the two-sample bootstrap under the null: both samples come from one population (estimated by the
 reference's empirical distribution), independently, at the sizes of the real comparison. Drawing
 the window alone and comparing it with the reference itself would share rows between the two and
 understate the null distance. The threshold at size n is the (1 - alpha_column) quantile of that
@@ -42,10 +42,6 @@ class NullDistribution:
     """Sorted null draws of one column's statistic, one row per calibrated window size."""
     sizes: tuple[int, ...]
     draws: np.ndarray            # shape (len(sizes), replicates), each row sorted ascending
-
-    @property
-    def min_rows(self) -> int:
-        return self.sizes[0]
 
     def _bracket(self, n: int) -> tuple[int, int, float]:
         if n < self.sizes[0]:
@@ -155,10 +151,6 @@ class Calibration:
     alpha: float
     features: dict[str, NullDistribution]
     prediction: NullDistribution
-
-    @property
-    def min_rows(self) -> int:
-        return max(d.min_rows for d in (*self.features.values(), self.prediction))
 
     def feature_alpha(self) -> float:
         return column_alpha(self.alpha, len(self.features))

@@ -6,14 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
-
-import pandas as pd
-
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from log_processor import calibration as cal
 from log_processor.evaluate import Reference, prepare_reference
@@ -21,6 +19,8 @@ from log_processor.monitors import Monitor
 from log_processor.store import EventStore
 from log_processor.validate import SCORE, combine, parse_page, source_fields
 from log_processor.window import assemble
+
+log = logging.getLogger("log_processor")
 
 
 class ReferenceError(RuntimeError):
@@ -33,9 +33,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-log = logging.getLogger("log_processor")
 
 
 def load_reference(monitor: Monitor, store: EventStore) -> Reference:

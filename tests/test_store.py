@@ -76,8 +76,8 @@ def test_opensearch_needs_the_shim_and_works_through_it(opensearch_node):
 
     from common.store import PlainJsonNode
 
-    plain = Elasticsearch(opensearch_node.url, node_class=PlainJsonNode.__mro__[1])
-    assert PlainJsonNode.__mro__[1] is Urllib3HttpNode
+    assert issubclass(PlainJsonNode, Urllib3HttpNode)
+    plain = Elasticsearch(opensearch_node.url, node_class=Urllib3HttpNode)
     with pytest.raises(UnsupportedProductError):
         plain.options(headers={"accept": "application/json"}).cluster.health()
     plain.close()
