@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.monitors import REPO_ROOT, load_monitors
 from log_processor.validate import SCORE

@@ -26,7 +26,7 @@ from elasticsearch import helpers
 from benchmarks import backends
 from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index
 from common.store import StoreSettings, connect
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.evaluate import evaluate
 from log_processor.exporter import Exporter
 from log_processor.monitors import REPO_ROOT, load_monitors

@@ -25,7 +25,7 @@ from common.schema import (daily_index, feedback_event, format_timestamp, predic
                            request_error_event)
 from common.store import StoreSettings
 from kibana import import_saved_objects as importer
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.exporter import Exporter
 from log_processor.monitors import load_monitors
 from log_processor.scheduler import MonitorRunner

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.calibration import SIZES, calibrate, column_alpha, null_distribution
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import ConfigError, DriftRule, Feature, load_monitors

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from elasticsearch import helpers
 
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.app import create_app
 from log_processor.monitors import load_monitors
 from log_processor.scheduler import Processor

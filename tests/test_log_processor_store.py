@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from common.schema import prediction_event
 from common.store import StoreSettings, apply_index_templates, connect
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.exporter import Exporter
 from log_processor.monitors import load_monitors
 from log_processor.scheduler import MonitorRunner

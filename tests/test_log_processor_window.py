@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from common.schema import feedback_event, prediction_event
-from log_processor import synthetic
+from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors

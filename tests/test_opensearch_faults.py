@@ -16,7 +16,7 @@ import pytest
 
 from common.store import StoreSettings, apply_index_templates, connect
 from demo.shipper import Shipper
-from log_processor import synthetic
+from benchmarks import synthetic
 from tests.conftest import start_opensearch
 from tests.test_log_processor_store import monitor_for, reference_file, runner_for  # noqa: F401 (fixture)
 from tests.test_shipper import make_event, running, settings_for, stored_ids, wait_for, write

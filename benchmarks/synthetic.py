@@ -1,4 +1,4 @@
-"""Synthetic prediction/feedback events drawn from serving.data's world, for tests and benchmarks.
+"""Synthetic prediction/feedback events drawn from serving.data's world, for the tests and the benchmarks.
 
 The "model" here is the normal world's true completion probability (an oracle), and the logged
 driver is the best-scored candidate, as serving does: so a normal window looks like a reference
