@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from common.schema import EVENTS_INDEX_PREFIX, daily_index, feedback_event, prediction_event
+from common.schema import EVENTS_INDEX_PREFIX, daily_index, feedback_event, prediction_event, stamp_ingested
 from serving import data
 
 MODEL_NAME = "driver_ranker"
@@ -62,7 +62,9 @@ def events(rows: pd.DataFrame, start: datetime, end: datetime, *, feedback_share
 
 
 def bulk_actions(docs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """`helpers.bulk` actions: daily index from @timestamp, event.id as _id (as the shipper does)."""
+    """`helpers.bulk` actions: daily index from @timestamp, event.id as _id, event.ingested stamped as
+    the action is made (as the shipper does)."""
     for doc in docs:
+        stamp_ingested(doc)
         yield {"_op_type": "create", "_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]),
                "_id": doc["event"]["id"], "_source": doc}

@@ -82,6 +82,16 @@ def request_error_event(*, model_name: str, model_version: str, request_id: str 
     return event
 
 
+def stamp_ingested(event: dict[str, Any], at: str | None = None) -> dict[str, Any]:
+    """Set `event.ingested` (ECS: when the store received the event) as a writer sends it.
+
+    Where the store runs ingest pipelines (Elasticsearch, OpenSearch) the ml-events pipeline sets it
+    again with the store's own clock; osmem-server has none, so the embedded shipper's stamp stands.
+    A writer stamps at every attempt, so a batch retried after an outage carries its delivery time."""
+    event.setdefault("event", {})["ingested"] = at or format_timestamp(utc_now())
+    return event
+
+
 def event_id(event: Mapping[str, Any]) -> str | None:
     ev = event.get("event")
     value = ev.get("id") if isinstance(ev, Mapping) else None

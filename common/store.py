@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import orjson
 from elastic_transport import HttpHeaders, JsonSerializer, Urllib3HttpNode
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "elasticsearch"
@@ -153,18 +153,47 @@ def connect(settings: StoreSettings, info: Mapping[str, Any] | None = None, *,
     return Elasticsearch(settings.url, **kwargs)
 
 
-def apply_index_templates(es: Elasticsearch, directory: Path = TEMPLATES_DIR, *,
-                          settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
-    """PUT every `*.index-template.json` in elasticsearch/ (name = file stem before the suffix).
+def ingest_pipelines(directory: Path = TEMPLATES_DIR) -> dict[str, dict[str, Any]]:
+    """Every `*.ingest-pipeline.json` in elasticsearch/ by name (the file stem before the suffix)."""
+    return {path.name.removesuffix(".ingest-pipeline.json"): json.loads(path.read_text())
+            for path in sorted(directory.glob("*.ingest-pipeline.json"))}
 
-    `settings` (template name -> index settings) is merged over a template's own: the files hold one
-    shard and no replica, as one node needs; a cluster wants more of both."""
-    names = []
+
+def index_templates(directory: Path = TEMPLATES_DIR, *, pipelines: bool = True,
+                    settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every `*.index-template.json` in elasticsearch/ by name. `settings` (template name -> index
+    settings) is merged over a template's own: the files hold one shard and no replica, as one node
+    needs; a cluster wants more of both. Without `pipelines` (a store that has no ingest pipelines,
+    as osmem-server) `default_pipeline` is left out: a template naming a missing pipeline would make
+    every write fail."""
+    templates = {}
     for path in sorted(directory.glob("*.index-template.json")):
         name = path.name.removesuffix(".index-template.json")
         body = json.loads(path.read_text())
-        if settings and name in settings:
-            body["template"]["settings"] = {**body["template"].get("settings", {}), **settings[name]}
+        index_settings = {**body["template"].get("settings", {}), **(settings or {}).get(name, {})}
+        if not pipelines:
+            index_settings.pop("default_pipeline", None)
+        body["template"]["settings"] = index_settings
+        templates[name] = body
+    return templates
+
+
+def apply_index_templates(es: Elasticsearch, directory: Path = TEMPLATES_DIR, *,
+                          settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    """PUT the ingest pipelines, then the index templates; returns the template names.
+
+    A store without an ingest API (osmem-server answers 400 "no handler") gets the templates without
+    their `default_pipeline`; its writers set what the pipeline would (the shipper: event.ingested)."""
+    pipelines = True
+    for name, body in ingest_pipelines(directory).items():
+        try:
+            es.ingest.put_pipeline(id=name, **body)
+        except ApiError as exc:
+            if exc.meta.status not in (400, 404, 405):
+                raise
+            pipelines = False
+            break
+    templates = index_templates(directory, pipelines=pipelines, settings=settings)
+    for name, body in templates.items():
         es.indices.put_index_template(name=name, **body)
-        names.append(name)
-    return names
+    return list(templates)

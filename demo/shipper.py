@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from common.schema import EVENTS_INDEX_PREFIX, daily_index, event_id
+from common.schema import EVENTS_INDEX_PREFIX, daily_index, event_id, format_timestamp, stamp_ingested, utc_now
 from common.store import StoreSettings, StoreUnavailable, connect
 from demo.env import SettingsError, env_number
 from demo.offsets import OffsetStore
@@ -272,9 +272,10 @@ class Shipper:
         if self._client is None:
             self._client = self._connect(self.settings.store)
         operations: list[Any] = []
+        now = format_timestamp(utc_now())
         for doc in documents:
             operations.append({"create": {"_index": doc.index, "_id": doc.id}})
-            operations.append(doc.source)
+            operations.append(stamp_ingested(doc.source, now))
         response = self._client.bulk(operations=operations)
         items = response["items"]
         if len(items) != len(documents):

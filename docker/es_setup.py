@@ -3,7 +3,7 @@
 Waits for the cluster and for its built-in users (the security index starts after the node answers),
 then, as `elastic`: sets the `kibana_system` password, creates one role per writer (create_doc on its
 own index pattern only) and a reader role, creates the service users, and applies the index templates
-from elasticsearch/*.index-template.json. Every call is a PUT/POST that overwrites, so running it
+from elasticsearch/ (ingest pipelines, then index templates). Every call is a PUT/POST that overwrites, so running it
 again is harmless, and every call is retried with backoff for about a minute on 429, 5xx and
 timeouts (a node that is still starting answers 503). It refuses to start with a missing or short
 password, or a Kibana encryption key under 32 characters, rather than start a stack that cannot work.
@@ -12,7 +12,6 @@ password, or a Kibana encryption key under 32 characters, rather than start a st
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -26,7 +25,8 @@ from elastic_transport import ConnectionError as TransportConnectionError, Conne
 from elasticsearch import ApiError, Elasticsearch  # noqa: E402
 
 from common.schema import EVENTS_INDEX_PATTERN, LOGS_INDEX_PREFIX, MONITORING_INDEX_PATTERN  # noqa: E402
-from common.store import TEMPLATES_DIR, StoreSettings, StoreUnavailable, connect, probe  # noqa: E402
+from common.store import (TEMPLATES_DIR, StoreSettings, StoreUnavailable, connect, index_templates,  # noqa: E402
+                          ingest_pipelines, probe)
 
 LOGS_INDEX_PATTERN = LOGS_INDEX_PREFIX + "*"
 MIN_PASSWORD_LENGTH = 6  # the native realm rejects shorter ones
@@ -171,10 +171,12 @@ def wait_for_builtin_users(es: Elasticsearch, budget: float) -> None:
 
 
 def apply_templates(es: Elasticsearch, budget: float, directory: Path = TEMPLATES_DIR) -> list[str]:
+    """The ingest pipelines first: the ml-events template names one as its default_pipeline."""
+    for name, body in ingest_pipelines(directory).items():
+        retrying(f"ingest pipeline {name}", lambda: es.ingest.put_pipeline(id=name, **body), budget)
+        print(f"ingest pipeline {name}", flush=True)
     names = []
-    for path in sorted(directory.glob("*.index-template.json")):
-        name = path.name.removesuffix(".index-template.json")
-        body = json.loads(path.read_text())
+    for name, body in index_templates(directory).items():
         retrying(f"index template {name}", lambda: es.indices.put_index_template(name=name, **body), budget)
         names.append(name)
     return names

@@ -26,6 +26,9 @@ ENV_EXAMPLE = REPO / ".env.example"
 sys.path.insert(0, str(REPO / "docker"))
 import es_setup  # noqa: E402
 
+from common.store import StoreSettings, connect  # noqa: E402
+from tests.conftest import empty_opensearch  # noqa: E402
+
 LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
                 "prometheus", "alertmanager", "grafana", "mailpit"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
@@ -547,9 +550,23 @@ def test_setup_does_not_retry_a_request_the_cluster_rejects_for_good():
     assert caught.value.meta.status == 400
 
 
-def test_setup_applies_the_templates_to_a_real_store(es):
-    """The template part against osmem-server: what setup PUTs is what the store then holds."""
+@pytest.mark.opensearch
+def test_setup_applies_the_pipeline_and_the_templates_to_a_real_engine(opensearch_node):
+    """Against OpenSearch (Elasticsearch's API, with ingest pipelines as the compose stack's store has):
+    what setup PUTs is what the engine then holds, and an event indexed through the template gets its
+    event.ingested from the engine. (osmem-server has no ingest API; setup is not meant for it.)"""
+    empty_opensearch(opensearch_node.url)
+    es = connect(StoreSettings(url=opensearch_node.url))
+    for template in es.indices.get_index_template()["index_templates"]:      # nothing but what setup PUTs
+        es.indices.delete_index_template(name=template["name"])
+    for pipeline in es.ingest.get_pipeline().body:
+        es.ingest.delete_pipeline(id=pipeline)
     names = es_setup.apply_templates(es, budget=5)
     held = {t["name"]: t["index_template"] for t in es.indices.get_index_template()["index_templates"]}
     assert set(names) <= set(held)
     assert held["logs-serving"]["priority"] > 500, "logs-serving-* must beat the built-in logs-*-* templates"
+    assert held["ml-events"]["template"]["settings"]["index"]["default_pipeline"] == "ml-events-ingested"
+    es.index(index="ml-events-2026.11.20", id="a", refresh=True,
+             document={"@timestamp": "2026-11-20T12:00:00.000Z", "event": {"id": "a", "dataset": "ml.prediction"}})
+    assert "ingested" in es.get(index="ml-events-2026.11.20", id="a")["_source"]["event"]
+    es.close()

@@ -9,13 +9,13 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from osmem_server import OsmemServer
 
-from common.schema import feedback_event, prediction_event
+from common.schema import feedback_event, parse_timestamp, prediction_event, utc_now
 from common.store import StoreSettings, apply_index_templates, connect
 from demo.offsets import OffsetStore
 from demo.shipper import SettingsError, Shipper, ShipperSettings, item_outcome, to_document
@@ -81,11 +81,14 @@ def events_file(tmp_path) -> Path:
 def test_events_go_to_the_daily_index_of_their_timestamp_with_event_id_as_id(tmp_path, store_url, es, events_file):
     ids = write(events_file, [make_event(1, day=23), make_event(2, day=24)])
     shipper = Shipper(settings_for(tmp_path, store_url))
+    before = utc_now() - timedelta(milliseconds=1)
     shipper.drain()
     assert stored_ids(es, "ml-events-2026.11.23") == {ids[0]}
     assert stored_ids(es, "ml-events-2026.11.24") == {ids[1]}
     doc = es.get(index="ml-events-2026.11.23", id=ids[0])["_source"]
     assert doc["prediction"]["driver_id"] == 1001
+    # event.ingested: when it reached the store (the shipper's stamp, or the store's where it has pipelines)
+    assert before <= parse_timestamp(doc["event"]["ingested"]) <= utc_now()
     assert shipper.stats.shipped == 2 and shipper.stats.lag_bytes == 0
 
 
@@ -257,11 +260,15 @@ def test_store_down_retries_with_backoff_and_loses_nothing(tmp_path, events_file
             wait_for(lambda: shipper.stats.retries >= 3, what="retries while the store is down")
             assert not shipper.stats.store_available and "store unavailable" in shipper.stats.last_error
             assert settings.offsets_file.read_text() == offsets_before  # not advanced without an ack
+            back = utc_now() - timedelta(milliseconds=1)
             server = start_store()  # an empty in-memory store again: only what was not acknowledged arrives
             wait_for(lambda: shipper.stats.shipped == 8, what="the events written while the store was down")
             assert shipper.stats.store_available and shipper.stats.lag_bytes == 0
             client = connect(StoreSettings(url=server.url))
             assert stored_ids(client) == set(while_down)
+            stamps = [parse_timestamp(h["_source"]["event"]["ingested"])
+                      for h in client.search(index="ml-events-*", size=100)["hits"]["hits"]]
+            assert len(stamps) == 5 and min(stamps) >= back     # stamped when delivered, not at the first try
             client.close()
             assert OffsetStore(settings.offsets_file).load()[str(events_file)].offset == events_file.stat().st_size
     finally:
