@@ -24,7 +24,7 @@ import pandas as pd
 from elasticsearch import helpers
 
 from benchmarks import backends
-from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index
+from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index, stamp_ingested
 from common.store import StoreSettings, connect
 from benchmarks import synthetic
 from log_processor.evaluate import evaluate
@@ -88,7 +88,7 @@ def _load(url: str, n: int, end: datetime, seed: int) -> int:
 
     for doc in synthetic.events(rows, end - SPAN, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed):
         action = {"create": {"_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]), "_id": doc["event"]["id"]}}
-        lines.append(json.dumps(action) + "\n" + json.dumps(doc) + "\n")
+        lines.append(json.dumps(action) + "\n" + json.dumps(stamp_ingested(doc)) + "\n")
         if len(lines) >= 10_000:
             flush()
     if lines:

@@ -23,10 +23,20 @@ from log_processor.monitors import Monitor, load_monitors
 from log_processor.settings import ProcessorSettings
 from log_processor.reference import ReferenceError, load_reference
 from log_processor.store import EventStore, StoreError
-from log_processor.validate import PREDICTION, Chunk, combine, parse_page, source_fields
+from log_processor.held_window import HeldWindow
+from log_processor.validate import PREDICTION, combine, parse_page, source_fields
 from log_processor.window import Window, assemble, sample
 
 log = logging.getLogger("log_processor")
+
+
+@dataclass(frozen=True)
+class WindowReads:
+    """How windows are read (ProcessorSettings): incrementally, with a full read every `full_read_every`
+    seconds, and an `overlap` of seconds of ingest time read again for documents not yet searchable."""
+    incremental: bool = True
+    overlap: float = 10.0
+    full_read_every: float = 3600.0
 
 
 @dataclass
@@ -44,8 +54,11 @@ class MonitorState:
 
 class MonitorRunner:
     def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
-                 write_summaries: bool = True, clock: Callable[[], float] = time.time):
+                 write_summaries: bool = True, clock: Callable[[], float] = time.time,
+                 reads: WindowReads = WindowReads()):
         self.monitor = monitor
+        self.reads = reads
+        self.held: HeldWindow | None = None      # the window between cycles (held_window.py)
         self.store = store
         self.exporter = exporter
         self.backoff_max = backoff_max
@@ -68,8 +81,10 @@ class MonitorRunner:
             outcome, summary, evaluation, error = "error", None, None, str(exc)
             if isinstance(exc, StoreError):
                 self.exporter.store_error(self.monitor.name, exc.operation)
+                self.held = None                   # the store may have lost or gained anything: read it whole
         except Exception as exc:   # a bug or a bad window must not kill the thread
             outcome, summary, evaluation, error = "error", None, None, f"{type(exc).__name__}: {exc}"
+            self.held = None
             log.error("monitor %s: evaluation failed\n%s", self.monitor.name, traceback.format_exc())
         duration = time.perf_counter() - t0
         finished = self.clock()
@@ -105,23 +120,31 @@ class MonitorRunner:
         self.exporter.rejected_documents(m.name, window.rejected)
         evaluation = None
         if window.rows >= m.min_rows:
-            current = sample(window.frame, m.max_rows, m.sample_seed)
+            current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         self.exporter.window(m.name, window, reference.rows, evaluation)
         outcome = "ok" if evaluation else "insufficient_data"
         return outcome, summary_document(m, reference, window, evaluation, outcome, now), evaluation
 
     def fetch_window(self, now: float) -> Window:
-        m = self.monitor
+        """The window ending now: the held events topped up with what reached the store since the
+        last read, or all of them read afresh (held_window.py says when)."""
+        m, reads = self.monitor, self.reads
         start = now - m.window_seconds
-
-        def enough(chunks: list[Chunk]) -> bool:
-            return sum(len(c.predictions) for c in chunks) >= (m.window_last or 0)
-
-        chunks = self.store.scan(m.index, start, now, source_fields(m), lambda docs: parse_page(docs, m),
-                                 newest_first=m.window_last is not None,
-                                 enough=enough if m.window_last is not None else None)
-        return assemble(combine(chunks, m), m, start, now)
+        held = self.held
+        parse = lambda docs: parse_page(docs, m)   # noqa: E731
+        if reads.incremental and held is not None and held.can_read_incrementally(now, reads.full_read_every):
+            chunks = self.store.scan(m.index, start, None, source_fields(m), parse, since=held.read_since(reads.overlap))
+            held.absorb(combine(chunks, m), m)
+        else:
+            chunks = self.store.scan(m.index, start, None, source_fields(m), parse)
+            held = self.held = HeldWindow.from_full_read(combine(chunks, m), now)
+            if held.events.unstamped and reads.incremental:
+                log.warning("monitor %s: %d document(s) without event.ingested: reading the window whole every "
+                            "cycle (docs/log-processor.md#incremental-windows)", m.name, held.events.unstamped)
+        del chunks
+        held.evict(start)
+        return held.window(m, start, now)
 
     def _write_summary(self, summary: dict[str, Any], at: float) -> None:
         if not self.write_summaries:
@@ -218,8 +241,9 @@ class Processor:
             settings.monitors_file, interval_override=settings.interval)
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
         self.exporter = Exporter(m.name for m in self.monitors)
+        reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
-                                              write_summaries=settings.write_summaries)
+                                              write_summaries=settings.write_summaries, reads=reads)
                         for m in self.monitors}
         self.started_at = time.time()
         self._stop = threading.Event()

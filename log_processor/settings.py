@@ -23,6 +23,9 @@ class ProcessorSettings:
     backoff_max: float = 60.0            # longest wait after store errors
     stale_after: float | None = None     # seconds; default 3 x interval per monitor
     write_summaries: bool = True
+    incremental: bool = True             # read only what reached the store since the last cycle
+    read_overlap: float = 10.0           # seconds of ingest time read again (refresh delay)
+    full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
 
     @classmethod
@@ -41,6 +44,13 @@ class ProcessorSettings:
             page_size=int(env["LOGPROC_PAGE_SIZE"]) if env.get("LOGPROC_PAGE_SIZE") else None,
             backoff_max=float(env.get("LOGPROC_BACKOFF_MAX", cls.backoff_max)),
             stale_after=float(stale) if stale else None,
-            write_summaries=env.get("LOGPROC_WRITE_SUMMARIES", "true").lower() not in ("0", "false", "no"),
+            write_summaries=_flag(env.get("LOGPROC_WRITE_SUMMARIES", "true")),
+            incremental=_flag(env.get("LOGPROC_INCREMENTAL", "true")),
+            read_overlap=float(env.get("LOGPROC_READ_OVERLAP", cls.read_overlap)),
+            full_read_every=float(env.get("LOGPROC_FULL_READ_EVERY", cls.full_read_every)),
             store=StoreSettings.from_env(env),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "false", "no")

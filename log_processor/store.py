@@ -116,10 +116,11 @@ class EventStore:
             raise StoreError(operation, exc) from exc
 
     # --- reading ---------------------------------------------------------------------------------
-    def scan(self, index: str, start: float, end: float, fields: Sequence[str],
-             parse: Callable[[list[dict[str, Any]]], T], *, operation: str = "search",
-             newest_first: bool = False, enough: Callable[[list[T]], bool] | None = None) -> list[T]:
-        """Every document with @timestamp in [start, end], parsed page by page.
+    def scan(self, index: str, start: float, end: float | None, fields: Sequence[str],
+             parse: Callable[[list[dict[str, Any]]], T], *, since: float | None = None,
+             operation: str = "search") -> list[T]:
+        """Every document with @timestamp in [start, end] (no upper bound when `end` is None) and, given
+        `since`, `event.ingested` at or after it (an incremental read), parsed page by page.
 
         The first page is read over the whole range, with the total: a window of one page costs
         one request. It is sorted by @timestamp alone, which the store does cheaply however large
@@ -127,34 +128,28 @@ class EventStore:
         store's CPU at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents
         of the last millisecond are dropped, since that millisecond may go on beyond the page;
         the rest of the range, that millisecond included, is cut into slices of most of a page
-        each, read by `workers` threads. With `newest_first` the reading goes from the end
-        backwards and, given `enough`, stops as soon as `enough(parsed pages so far)` says so
-        (the "latest N predictions" window).
+        each, read by `workers` threads.
         """
-        order = "desc" if newest_first else "asc"
-        hits, total = self._page(index, _range(start, end, inclusive_end=True), fields, [{"@timestamp": order}],
-                                 None, operation, with_total=True)
+        ingested = {"range": {"event.ingested": {"gte": _iso(math.floor(since * 1000) / 1000)}}} if since is not None else None
+        hits, total = self._page(index, _range(start, end, inclusive_end=True, also=ingested), fields,
+                                 [{"@timestamp": "asc"}], None, operation, with_total=True)
         if len(hits) < self.page_size:
             return [parse(_sources(hits))] if hits else []
         edge_ms = hits[-1]["sort"][0]
         complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
         results = [parse(_sources(complete))] if complete else []
-        if enough and enough(results):
-            return results
-        edge = edge_ms / 1000.0
-        low, high = (start, edge) if newest_first else (edge, end)
-        slices = self._slices(low, high, total - len(complete))
-        if newest_first:
-            slices.reverse()
+        high = end if end is not None else self._newest(index, start, ingested, operation)
+        slices = self._slices(edge_ms / 1000.0, high, total - len(complete))
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
-            step = self.workers if enough else len(slices)
-            for at in range(0, len(slices), step):
-                batch = slices[at:at + step]
-                for pages in pool.map(lambda s: self._scan_slice(index, s, fields, parse, order, operation), batch):
-                    results.extend(pages)
-                if enough and enough(results):
-                    break
+            for pages in pool.map(lambda s: self._scan_slice(index, s, fields, parse, ingested, operation), slices):
+                results.extend(pages)
         return results
+
+    def _newest(self, index: str, start: float, also: dict[str, Any] | None, operation: str) -> float:
+        """The latest @timestamp at or after `start`: the top of an open range, to slice it."""
+        hits, _ = self._page(index, _range(start, None, inclusive_end=True, also=also), ["@timestamp"],
+                             [{"@timestamp": "desc"}], None, operation, size=1)
+        return hits[0]["sort"][0] / 1000.0 if hits else start
 
     def _slices(self, low: float, high: float, remaining: int) -> list[Slice]:
         """[low, high] in equal slices holding about SLICE_FILL of a page each (if the documents
@@ -165,11 +160,11 @@ class EventStore:
         edges[-1] = high
         return [Slice(edges[i], edges[i + 1], inclusive_end=i == n - 1) for i in range(n)]
 
-    def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str],
-                    parse: Callable[[list[dict[str, Any]]], T], order: str, operation: str) -> list[T]:
+    def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
+                    also: dict[str, Any] | None, operation: str) -> list[T]:
         """One slice, paged with search_after over (@timestamp, event.id): cheap on a slice's few matches."""
-        query = _range(piece.start, piece.end, inclusive_end=piece.inclusive_end)
-        sort = [{"@timestamp": order}, {"event.id": order}]
+        query = _range(piece.start, piece.end, inclusive_end=piece.inclusive_end, also=also)
+        sort = [{"@timestamp": "asc"}, {"event.id": "asc"}]
         pages: list[T] = []
         after = None
         while True:
@@ -181,13 +176,14 @@ class EventStore:
             after = hits[-1]["sort"]
 
     def _page(self, index: str, query: dict[str, Any], fields: Sequence[str], sort: list[dict[str, str]],
-              after: list[Any] | None, operation: str, *, with_total: bool = False) -> tuple[list[dict], int]:
+              after: list[Any] | None, operation: str, *, with_total: bool = False,
+              size: int | None = None) -> tuple[list[dict], int]:
         """One page of hits in `sort` order, and the total when asked."""
         def search(es: Elasticsearch) -> Any:
             extra: dict[str, Any] = {"search_after": after} if after else {}
             if self.plan.filter_source:      # known once connected, which _call does first
                 extra.update(source=list(fields), filter_path=["hits.hits._source", "hits.hits.sort", "hits.total"])
-            return es.search(index=index, query=query, size=self.page_size, track_total_hits=with_total,
+            return es.search(index=index, query=query, size=size or self.page_size, track_total_hits=with_total,
                              sort=sort, ignore_unavailable=True, **extra)
 
         response = self._call(operation, search)
@@ -204,6 +200,9 @@ def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [hit.get("_source") or {} for hit in hits]
 
 
-def _range(start: float, end: float, *, inclusive_end: bool) -> dict[str, Any]:
-    bounds = {"gte": _iso(start), ("lte" if inclusive_end else "lt"): _iso(end)}
-    return {"range": {"@timestamp": bounds}}
+def _range(start: float, end: float | None, *, inclusive_end: bool, also: dict[str, Any] | None = None) -> dict[str, Any]:
+    bounds = {"gte": _iso(start)}
+    if end is not None:
+        bounds["lte" if inclusive_end else "lt"] = _iso(end)
+    query = {"range": {"@timestamp": bounds}}
+    return {"bool": {"filter": [query, also]}} if also else query

@@ -15,7 +15,7 @@ Events of other models, request errors and the like are simply not part of the w
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -28,19 +28,32 @@ REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_datase
 
 # Column names of the window frame; features keep their configured names (as in reference.parquet).
 KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "prediction", "prediction_score", "target"
+# Bookkeeping columns: 64-bit hashes of event.id (the document's identity: re-reading an overlap must
+# not count a document twice) and of the join key (what de-duplication and the label join compare:
+# integers hash and match several times faster than strings), and the row's sampling rank
+# (window.sample keeps the lowest ranks).
+EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
 
 
 @dataclass
 class Chunk:
-    """One page, parsed: predictions and feedback as frames, plus what was rejected and why."""
+    """Pages, parsed: predictions and feedback as frames, the rejected documents with their reason,
+    and the latest `event.ingested` seen (None when no document carried one; `unstamped` counts those
+    without it: an incremental read would never see them)."""
     predictions: pd.DataFrame
     feedback: pd.DataFrame
-    rejected: Counter = field(default_factory=Counter)
+    rejects: pd.DataFrame
+    ingested: float | None = None
+    unstamped: int = 0
+
+    @property
+    def rejected(self) -> Counter:
+        return Counter(self.rejects[REASON].value_counts().to_dict()) if len(self.rejects) else Counter()
 
 
 def source_fields(monitor: Monitor) -> list[str]:
     """The `_source` fields a window needs: nothing else is transferred."""
-    fields = ["@timestamp", "event.dataset", monitor.join_key, monitor.prediction_label,
+    fields = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key, monitor.prediction_label,
               monitor.prediction_score, monitor.target, *(f.field for f in monitor.features)]
     if monitor.model_name:
         fields.append("model.name")
@@ -85,51 +98,99 @@ def _timestamps(values: Sequence[Any]) -> np.ndarray:
     return (parsed - _EPOCH).dt.total_seconds().to_numpy(dtype=float)
 
 
+def event_hashes(values: Sequence[Any]) -> np.ndarray:
+    """64 bits per event.id (collisions: ~3e-8 in a window of a million events); a document without
+    one gets a random value, so it is never taken for another."""
+    ids = np.array(values, dtype=object)
+    absent = np.array([not isinstance(v, str) for v in ids], dtype=bool)
+    hashes = pd.util.hash_array(ids, categorize=False) if len(ids) else np.zeros(0, dtype=np.uint64)
+    if absent.any():
+        hashes[absent] = np.random.default_rng().integers(0, 2**63, size=int(absent.sum()), dtype=np.uint64)
+    return hashes
+
+
+def key_hashes(keys: np.ndarray) -> np.ndarray:
+    return pd.util.hash_array(keys.astype(object), categorize=False) if len(keys) else np.zeros(0, dtype=np.uint64)
+
+
+def sample_ranks(keys: np.ndarray, seed: int | None) -> np.ndarray:
+    """A pseudo-random rank per join key, fixed by the key and the monitor's sample_seed: the rows of
+    lowest rank are a uniform sample of the window whichever way its rows were gathered."""
+    hash_key = f"mlmon{(seed or 0) % 10**11:011d}"
+    return pd.util.hash_array(keys.astype(object), hash_key=hash_key, categorize=False) if len(keys) \
+        else np.zeros(0, dtype=np.uint64)
+
+
+def _latest(values: Sequence[Any]) -> tuple[float | None, int]:
+    """(the latest of ISO-8601 timestamps in epoch seconds, or None; how many are absent). Strings of
+    one length and format sort as their times do, so one string per length is parsed, not all."""
+    longest: dict[int, str] = {}
+    absent = 0
+    for v in values:
+        if isinstance(v, str):
+            if v > longest.get(len(v), ""):
+                longest[len(v)] = v
+        else:
+            absent += 1
+    times = _timestamps(list(longest.values())) if longest else np.zeros(0)
+    times = times[~np.isnan(times)]
+    return (float(times.max()) if len(times) else None), absent
+
+
 class _Rejects:
     """First reason wins per row; rows already rejected are not counted twice."""
 
     def __init__(self, n: int):
         self.bad = np.zeros(n, dtype=bool)
-        self.counts: Counter = Counter()
+        self.reason = np.full(n, None, dtype=object)
 
     def add(self, reason: str, mask: np.ndarray) -> None:
         new = mask & ~self.bad
         if new.any():
-            self.counts[reason] += int(new.sum())
+            self.reason[new] = reason
             self.bad |= new
+
+    def frame(self, eids: np.ndarray, times: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({EID: eids[self.bad], TIMESTAMP: times[self.bad], REASON: self.reason[self.bad]})
+
+
+def _no_rejects() -> pd.DataFrame:
+    return pd.DataFrame({EID: np.zeros(0, dtype=np.uint64), TIMESTAMP: np.zeros(0), REASON: np.zeros(0, dtype=object)})
 
 
 def parse_page(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> Chunk:
     """Split one page into validated prediction rows and feedback rows."""
     datasets = np.array(column(docs, "event.dataset"), dtype=object)
     known = set(DATASETS) | {monitor.prediction_dataset, monitor.feedback_dataset}
-    rejected: Counter = Counter()
-    unknown = np.array([d not in known for d in datasets], dtype=bool)
-    if unknown.any():
-        rejected["unknown_dataset"] += int(unknown.sum())
+    eids = event_hashes(column(docs, "event.id"))
+    times = _timestamps(column(docs, "@timestamp"))
+    ingested, unstamped = _latest(column(docs, "event.ingested"))
+    unknown = _Rejects(len(docs))
+    unknown.add("unknown_dataset", np.array([d not in known for d in datasets], dtype=bool))
     mine = np.ones(len(docs), dtype=bool)
     if monitor.model_name:
         mine = np.array(column(docs, "model.name"), dtype=object) == monitor.model_name
-    pred_docs = [d for d, ds, m in zip(docs, datasets, mine) if m and ds == monitor.prediction_dataset]
-    fb_docs = [d for d, ds, m in zip(docs, datasets, mine) if m and ds == monitor.feedback_dataset]
-    predictions, r1 = parse_predictions(pred_docs, monitor)
-    feedback, r2 = parse_feedback(fb_docs, monitor)
-    rejected.update(r1)
-    rejected.update(r2)
-    return Chunk(predictions, feedback, rejected)
+    is_pred = mine & (datasets == monitor.prediction_dataset)
+    is_fb = mine & (datasets == monitor.feedback_dataset)
+    pick = lambda mask: [d for d, m in zip(docs, mask) if m]   # noqa: E731
+    predictions, r1 = parse_predictions(pick(is_pred), monitor, eids[is_pred], times[is_pred])
+    feedback, r2 = parse_feedback(pick(is_fb), monitor, eids[is_fb], times[is_fb])
+    frames = [r for r in (unknown.frame(eids, times), r1, r2) if len(r)]
+    rejects = pd.concat(frames, ignore_index=True) if frames else _no_rejects()
+    return Chunk(predictions, feedback, rejects, ingested, unstamped)
 
 
-def _keys_and_times(docs: Sequence[Mapping[str, Any]], monitor: Monitor, rejects: _Rejects):
+def _keys(docs: Sequence[Mapping[str, Any]], monitor: Monitor, times: np.ndarray, rejects: _Rejects) -> np.ndarray:
     keys = np.array(column(docs, monitor.join_key), dtype=object)
     rejects.add("missing_field", np.array([not (isinstance(k, str) and k) for k in keys], dtype=bool))
-    times = _timestamps(column(docs, "@timestamp"))
     rejects.add("missing_field", np.isnan(times))
-    return keys, times
+    return keys
 
 
-def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> tuple[pd.DataFrame, Counter]:
+def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids: np.ndarray,
+                      times: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = _Rejects(len(docs))
-    keys, times = _keys_and_times(docs, monitor, rejects)
+    keys = _keys(docs, monitor, times, rejects)
     required = {}
     for name, path in ((PREDICTION, monitor.prediction_label), (SCORE, monitor.prediction_score)):
         values, missing, wrong, non_finite = numbers(column(docs, path))
@@ -151,30 +212,36 @@ def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> tu
     frame = pd.DataFrame({KEY: keys[keep], TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
                           PREDICTION: required[PREDICTION][keep].astype(np.int64),
-                          SCORE: required[SCORE][keep]})
-    return frame, rejects.counts
+                          SCORE: required[SCORE][keep], EID: eids[keep], KEY_HASH: key_hashes(keys[keep]),
+                          RANK: sample_ranks(keys[keep], monitor.sample_seed)})
+    return frame, rejects.frame(eids, times)
 
 
-def parse_feedback(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> tuple[pd.DataFrame, Counter]:
+def parse_feedback(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids: np.ndarray,
+                   times: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = _Rejects(len(docs))
-    keys, times = _keys_and_times(docs, monitor, rejects)
+    keys = _keys(docs, monitor, times, rejects)
     values, missing, wrong, non_finite = numbers(column(docs, monitor.target))
     rejects.add("missing_field", missing)
     rejects.add("not_a_number", wrong)
     rejects.add("non_finite", non_finite)
     keep = ~rejects.bad
-    frame = pd.DataFrame({KEY: keys[keep], TIMESTAMP: times[keep], TARGET: values[keep].astype(np.int64)})
-    return frame, rejects.counts
+    frame = pd.DataFrame({KEY: keys[keep], TIMESTAMP: times[keep], TARGET: values[keep].astype(np.int64),
+                          EID: eids[keep], KEY_HASH: key_hashes(keys[keep])})
+    return frame, rejects.frame(eids, times)
+
+
+def empty_chunk(monitor: Monitor) -> Chunk:
+    return parse_page([], monitor)
 
 
 def combine(chunks: Iterable[Chunk], monitor: Monitor) -> Chunk:
-    """All pages of a window as one chunk (frames concatenated, rejection counts summed)."""
-    chunks = list(chunks)
-    rejected: Counter = Counter()
-    for chunk in chunks:
-        rejected.update(chunk.rejected)
-    preds = [c.predictions for c in chunks if len(c.predictions)]
-    fbs = [c.feedback for c in chunks if len(c.feedback)]
-    predictions = pd.concat(preds, ignore_index=True) if preds else parse_predictions([], monitor)[0]
-    feedback = pd.concat(fbs, ignore_index=True) if fbs else parse_feedback([], monitor)[0]
-    return Chunk(predictions, feedback, rejected)
+    """Pages as one chunk: frames concatenated, the latest ingest time, the unstamped counts summed."""
+    chunks = [empty_chunk(monitor), *chunks]
+    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        nonempty = [f for f in frames if len(f)]
+        return pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else (nonempty or frames)[0]
+    stamps = [c.ingested for c in chunks if c.ingested is not None]
+    return Chunk(cat([c.predictions for c in chunks]), cat([c.feedback for c in chunks]),
+                 cat([c.rejects for c in chunks]), max(stamps) if stamps else None,
+                 sum(c.unstamped for c in chunks))

@@ -3,7 +3,10 @@
 Pure: frames in, frames out.
 
 Sampling: when the window holds more rows than `max_rows`, a uniform random sample of `max_rows`
-rows (without replacement) is handed to Evidently. Every row has the same chance of being kept,
+rows (without replacement) is handed to Evidently: the rows of lowest rank, a hash of the join key
+keyed by the monitor's sample_seed (validate.sample_ranks). The sample is thus a function of the
+window's rows alone, the same whether the window was read whole or built up cycle by cycle, and
+stable from one cycle to the next (a request stays in or out). Every row has the same chance of being kept,
 so the sample's distribution of each column is an unbiased estimate of the window's; the drift
 statistics (Wasserstein, PSI, K-S) estimate the same population quantity, only with a wider
 confidence interval (it shrinks like 1/sqrt(n): 200 000 rows estimate a share to about ±0.2
@@ -19,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from log_processor.monitors import Monitor
-from log_processor.validate import KEY, TARGET, TIMESTAMP, Chunk
+from log_processor.validate import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Chunk
 
 DELAY = "label_delay_seconds"
 
@@ -52,22 +55,27 @@ class Window:
 
 
 def _first_per_key(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Earliest row per join key; the rest are duplicates (re-sent events carry a new event id)."""
-    ordered = frame.sort_values(TIMESTAMP, kind="stable")
-    dup = ordered.duplicated(KEY, keep="first")
+    """Earliest row per join key; the rest are duplicates (re-sent events carry a new event id).
+    Ties on the timestamp go by event id, so the row kept never depends on the order rows came in."""
+    ordered = frame.take(np.lexsort((frame[EID].to_numpy(), frame[TIMESTAMP].to_numpy())))
+    dup = pd.Series(ordered[KEY_HASH].to_numpy()).duplicated(keep="first").to_numpy()
     return ordered[~dup], int(dup.sum())
 
 
-def assemble(chunk: Chunk, monitor: Monitor, start: float, end: float) -> Window:
-    """Predictions in [start, end] (the latest `window.last` of them), joined with their feedback."""
-    rejected = Counter(chunk.rejected)
-    preds = chunk.predictions
-    preds = preds[(preds[TIMESTAMP] >= start) & (preds[TIMESTAMP] <= end)]
-    preds, dup_preds = _first_per_key(preds)
+def _between(frame: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    return frame[(frame[TIMESTAMP] >= start) & (frame[TIMESTAMP] <= end)]
+
+
+def assemble(events: Chunk, monitor: Monitor, start: float, end: float) -> Window:
+    """Predictions in [start, end] (the latest `window.last` of them), joined with the feedback of the
+    same range. Rejected documents of the range are counted (one without a readable @timestamp always)."""
+    rejects = events.rejects
+    rejected = Counter(rejects[REASON][rejects[TIMESTAMP].isna() | rejects[TIMESTAMP].between(start, end)])
+    preds, dup_preds = _first_per_key(_between(events.predictions, start, end))
+    feedback, dup_feedback = _first_per_key(_between(events.feedback, start, end))
     if monitor.window_last is not None and len(preds) >= monitor.window_last:
         preds = preds.iloc[len(preds) - monitor.window_last:]
         start = max(start, float(preds[TIMESTAMP].iloc[0]))    # a full latest-N window starts there
-    feedback, dup_feedback = _first_per_key(chunk.feedback)
     if dup_preds + dup_feedback:
         rejected["duplicate"] += dup_preds + dup_feedback
     features = list(monitor.feature_names)
@@ -76,19 +84,20 @@ def assemble(chunk: Chunk, monitor: Monitor, start: float, end: float) -> Window
     if incomplete.any():
         rejected["missing_field"] += int(incomplete.sum())
         preds = preds[~incomplete]
-    joined = preds.merge(feedback.rename(columns={TIMESTAMP: "_fb_ts"}), on=KEY, how="left")
-    delay = joined.pop("_fb_ts") - joined[TIMESTAMP]
-    late = delay > monitor.label_horizon_seconds
-    joined[TARGET] = joined[TARGET].astype(float).where(~late)
-    joined[DELAY] = delay.clip(lower=0.0).where(joined[TARGET].notna())
-    return Window(start=start, end=end, frame=joined.reset_index(drop=True), rejected=rejected,
-                  missing_share=missing_share)
+    joined = preds.reset_index(drop=True)
+    at = pd.Index(feedback[KEY_HASH].to_numpy()).get_indexer(joined[KEY_HASH].to_numpy())   # -1: no feedback
+    found, at = at >= 0, np.maximum(at, 0)
+    fb_ts, fb_target = (feedback[TIMESTAMP].to_numpy(), feedback[TARGET].to_numpy()) if len(feedback) else ([np.nan], [0])
+    delay = np.where(found, np.take(fb_ts, at) - joined[TIMESTAMP].to_numpy(), np.nan)
+    labelled = found & ~(delay > monitor.label_horizon_seconds)
+    joined[TARGET] = np.where(labelled, np.take(fb_target, at), np.nan)
+    joined[DELAY] = np.where(labelled, np.clip(delay, 0.0, None), np.nan)
+    return Window(start=start, end=end, frame=joined, rejected=rejected, missing_share=missing_share)
 
 
-def sample(frame: pd.DataFrame, max_rows: int, seed: int | None = None) -> pd.DataFrame:
-    """A uniform random sample of `max_rows` rows when the frame is larger (see the module docstring)."""
+def sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """The `max_rows` rows of lowest sampling rank when the frame is larger (see the module docstring)."""
     if len(frame) <= max_rows:
         return frame
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
+    keep = np.sort(np.argpartition(frame[RANK].to_numpy(), max_rows - 1)[:max_rows])
     return frame.iloc[keep].reset_index(drop=True)

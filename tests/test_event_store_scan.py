@@ -1,25 +1,28 @@
-"""EventStore.scan against a real osmem-server: every document of the window exactly once, whichever
-way it is read, including many documents sharing the millisecond where a page ends."""
+"""EventStore.scan on both backends: every document of the window exactly once, with a closed or an
+open end, including many documents sharing the millisecond where a page ends; and an incremental read
+(`since`) brings exactly what was ingested from then on."""
 import json
 import math
+import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from elasticsearch import helpers
 
-from common.schema import format_timestamp
+from common.schema import format_timestamp, parse_timestamp, stamp_ingested
 from common.store import StoreSettings
 from log_processor.store import SLICE_FILL, EventStore
 
 START = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
-def load(es, stamps):
+def load(es, stamps, first=0):
     """One document per timestamp; the ids sort differently from the timestamps on purpose."""
-    actions = [{"_op_type": "create", "_index": f"ml-events-{ts:%Y.%m.%d}", "_id": f"{(7919 * i) % 100_003:06d}",
-                "_source": {"@timestamp": format_timestamp(ts), "event": {"id": f"{(7919 * i) % 100_003:06d}"}}}
-               for i, ts in enumerate(stamps)]
+    ids = [f"{(7919 * i) % 100_003:06d}" for i in range(first, first + len(stamps))]
+    actions = [{"_op_type": "create", "_index": f"ml-events-{ts:%Y.%m.%d}", "_id": doc_id,
+                "_source": stamp_ingested({"@timestamp": format_timestamp(ts), "event": {"id": doc_id}})}
+               for doc_id, ts in zip(ids, stamps)]
     ok, errors = helpers.bulk(es, actions, refresh=True, raise_on_error=False)
     assert errors == []
     return {a["_id"]: a["_source"]["@timestamp"] for a in actions}
@@ -32,7 +35,7 @@ def ids(pages):
 def read(store_url, start, end, page_size=100, **kw):
     store = EventStore(StoreSettings(url=store_url), page_size=page_size, workers=2)
     try:
-        return store.scan("ml-events-*", start.timestamp(), end.timestamp(), ["@timestamp", "event.id"],
+        return store.scan("ml-events-*", start.timestamp(), end and end.timestamp(), ["@timestamp", "event.id"],
                           lambda docs: [d["event"]["id"] for d in docs], **kw)
     finally:
         store.close()
@@ -58,20 +61,20 @@ STAMPS = ([START + timedelta(milliseconds=600 * i) for i in range(1000)]
           + [START + timedelta(minutes=11, milliseconds=13 * i) for i in range(300)])
 
 
-@pytest.mark.parametrize("newest_first", [False, True])
-def test_every_document_once_in_either_direction(es, store_url, newest_first):
+@pytest.mark.parametrize("open_end", [False, True])
+def test_every_document_once_closed_or_open_ended(es, store_url, open_end):
     loaded = load(es, STAMPS)
-    got = ids(read(store_url, START, START + timedelta(minutes=20), newest_first=newest_first))
+    got = ids(read(store_url, START, None if open_end else START + timedelta(minutes=20)))
     assert len(got) == len(set(got)) == len(loaded)          # no duplicates, nothing lost
     assert set(got) == set(loaded)
 
 
-@pytest.mark.parametrize("newest_first", [False, True])
-def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, newest_first):
-    """The first page ends inside the 250-document millisecond, in both reading directions."""
+@pytest.mark.parametrize("open_end", [False, True])
+def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, open_end):
+    """The first page ends inside the 250-document millisecond."""
     tied = [START] * 250
     loaded = load(es, [START - timedelta(seconds=1)] * 50 + tied + [START + timedelta(seconds=1)] * 50)
-    got = ids(read(store_url, START - timedelta(minutes=1), START + timedelta(minutes=1), newest_first=newest_first))
+    got = ids(read(store_url, START - timedelta(minutes=1), None if open_end else START + timedelta(minutes=1)))
     assert sorted(got) == sorted(loaded)
 
 
@@ -94,14 +97,17 @@ def test_a_window_that_fits_one_page_is_one_request(es, store_url):
     store.close()
 
 
-def test_latest_first_stops_when_enough(es, store_url):
-    loaded = load(es, STAMPS[:1000])
-    newest = sorted(loaded, key=loaded.get)[-300:]
-    pages = read(store_url, START, START + timedelta(minutes=20), newest_first=True,
-                 enough=lambda pages: len(ids(pages)) >= 300)
-    got = ids(pages)
-    assert set(newest) <= set(got)                            # the newest 300 are there ...
-    assert len(got) < len(loaded)                             # ... and the reading stopped early
+def test_an_incremental_read_brings_what_was_ingested_since(es, store_url):
+    """Two batches a moment apart (OpenSearch stamps event.ingested itself, osmem-server keeps the
+    writer's stamp); reading since the second began gives the second whole, over several pages,
+    late @timestamps included, and nothing of the first."""
+    first = load(es, STAMPS[:400])
+    time.sleep(1.1)
+    since = time.time()
+    time.sleep(0.05)
+    second = load(es, [ts + timedelta(microseconds=1000) for ts in STAMPS[400:1000]] + [START] * 120, first=400)
+    got = ids(read(store_url, START, None, since=since - 0.01))
+    assert sorted(got) == sorted(second) and not set(got) & set(first)
 
 
 def test_an_empty_or_missing_index_is_an_empty_window(store_url):
@@ -131,3 +137,16 @@ def test_an_evenly_spread_window_is_about_one_request_per_slice(es, store_url):
     assert calls[0]["sort"] == [{"@timestamp": "asc"}]        # the whole-window page skips the keyword tie-break
     slices = math.ceil((1000 - 99) / (100 * SLICE_FILL))
     assert len(calls) <= 1 + slices + 2                       # a couple of slices may spill into a second page
+
+
+def test_the_store_stamps_event_ingested_where_it_runs_pipelines(es, store_backend):
+    """OpenSearch (as Elasticsearch) runs the ml-events pipeline: its clock wins over the writer's.
+    osmem-server has no pipelines, and its template was applied without one: the writer's stamp stays."""
+    written = "2001-01-01T00:00:00.000Z"
+    es.index(index=f"ml-events-{START:%Y.%m.%d}", id="x", refresh=True,
+             document={"@timestamp": format_timestamp(START), "event": {"id": "x", "ingested": written}})
+    stored = es.get(index=f"ml-events-{START:%Y.%m.%d}", id="x")["_source"]["event"]["ingested"]
+    if store_backend == "opensearch":
+        assert abs(parse_timestamp(stored).timestamp() - time.time()) < 60
+    else:
+        assert stored == written

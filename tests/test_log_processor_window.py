@@ -11,7 +11,7 @@ from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.validate import SCORE, combine, parse_page
+from log_processor.validate import RANK, SCORE, combine, parse_page, sample_ranks
 from log_processor.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
@@ -86,13 +86,18 @@ def test_window_bounds_latest_n_and_duplicate_predictions():
     assert w.rejected["duplicate"] == 1
 
 
-def test_sampling_caps_rows_uniformly():
-    frame = pd.DataFrame({"x": np.arange(100_000)})
+def test_sampling_caps_rows_uniformly_and_depends_on_the_rows_alone():
+    keys = np.array([f"req-{i}" for i in range(100_000)], dtype=object)
+    frame = pd.DataFrame({"x": np.arange(100_000), RANK: sample_ranks(keys, seed=1)})
     assert sample(frame, 200_000) is frame
-    small = sample(frame, 10_000, seed=1)
+    small = sample(frame, 10_000)
     assert len(small) == 10_000 and small["x"].is_unique
     assert small["x"].mean() == pytest.approx(49_999.5, rel=0.02)            # no part of the window favoured
     assert abs((small["x"] < 50_000).mean() - 0.5) < 0.02
+    shuffled = frame.sample(frac=1.0, random_state=3)                        # the rows in another order
+    assert set(sample(shuffled, 10_000)["x"]) == set(small["x"])
+    other_seed = frame.assign(**{RANK: sample_ranks(keys, seed=2)})
+    assert len(set(sample(other_seed, 10_000)["x"]) & set(small["x"])) < 2_000   # ~1 000 expected by chance
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,76 @@
+"""A monitor's events kept between cycles, so that a cycle reads only what reached the store since.
+
+Pure: chunks in, a Window out; the scheduler does the reading. The held events are every parsed
+prediction, feedback and rejected document with @timestamp from the span's start on (no upper
+bound: an event stamped ahead of the processor's clock enters the window when its time comes).
+`window.last` is applied when the window is assembled, not by evicting: keeping the span is what
+lets a re-sent prediction be recognised as a duplicate of one older than the latest N.
+
+The checkpoint is the latest `event.ingested` absorbed (the store's clock, or the embedded
+shipper's). The next read asks for `event.ingested >= checkpoint - overlap`: events ingested just
+before the last read but not yet searchable then (refresh) are read now, and what the overlap reads
+twice is dropped by event id. A full read replaces everything: on start, after a store error, every
+`full_read_every` seconds, and while some held document has no `event.ingested` (an incremental read
+could never see such a document, so it cannot be trusted to stand in for a full one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from log_processor.monitors import Monitor
+from log_processor.validate import EID, TIMESTAMP, Chunk, combine
+from log_processor.window import Window, assemble
+
+
+@dataclass
+class HeldWindow:
+    events: Chunk
+    checkpoint: float | None       # latest event.ingested held, epoch seconds
+    full_read_at: float            # processor clock of the last full read
+
+    @classmethod
+    def from_full_read(cls, chunk: Chunk, now: float) -> "HeldWindow":
+        return cls(chunk, chunk.ingested, now)
+
+    def can_read_incrementally(self, now: float, full_read_every: float) -> bool:
+        return (self.checkpoint is not None and not self.events.unstamped
+                and now - self.full_read_at < full_read_every)
+
+    def read_since(self, overlap: float) -> float:
+        assert self.checkpoint is not None
+        return self.checkpoint - overlap
+
+    def absorb(self, chunk: Chunk, monitor: Monitor) -> int:
+        """Append what is new in `chunk` (documents already held are dropped); returns how many were new."""
+        held = self.events
+        fresh = [_unseen(new, old) for new, old in ((chunk.predictions, held.predictions),
+                                                    (chunk.feedback, held.feedback),
+                                                    (chunk.rejects, held.rejects))]
+        added = sum(len(f) for f in fresh)
+        if added:
+            self.events = combine([held, Chunk(*fresh)], monitor)
+        if chunk.ingested is not None:
+            self.checkpoint = max(self.checkpoint or chunk.ingested, chunk.ingested)
+        return added
+
+    def evict(self, start: float) -> None:
+        """Forget what is older than the span's start (a rejected document without a time: after one cycle)."""
+        e = self.events
+        def young(frame: pd.DataFrame) -> pd.DataFrame:
+            keep = frame[TIMESTAMP].to_numpy() >= start
+            return frame if keep.all() else frame[keep].reset_index(drop=True)
+        self.events = Chunk(young(e.predictions), young(e.feedback), young(e.rejects), e.ingested, e.unstamped)
+
+    def window(self, monitor: Monitor, start: float, end: float) -> Window:
+        return assemble(self.events, monitor, start, end)
+
+    @property
+    def rows(self) -> int:
+        return len(self.events.predictions) + len(self.events.feedback) + len(self.events.rejects)
+
+
+def _unseen(new: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    new = new.drop_duplicates(EID)
+    return new[~new[EID].isin(held[EID])] if len(held) and len(new) else new
