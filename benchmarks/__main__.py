@@ -9,6 +9,7 @@ SUITES = {
     "serving": "benchmarks.serving",
     "log_processor": "benchmarks.log_processor",
     "shipper": "benchmarks.shipper",
+    "incremental": "benchmarks.incremental",
     "drift_calibration": "benchmarks.drift_calibration",
 }
 

@@ -30,7 +30,7 @@ from benchmarks import synthetic
 from log_processor.evaluate import evaluate
 from log_processor.exporter import Exporter
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.scheduler import MonitorRunner, settle_memory
+from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
 from log_processor.store import EventStore
 from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
 
@@ -44,14 +44,14 @@ def repeats(n: int) -> int:
     return 9 if n <= 100_000 else 3
 
 
-def _rss_peak_mb() -> float:
+def rss_peak_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -65,8 +65,9 @@ def _mem_available_mb() -> float:
     return float("inf")
 
 
-def _load(url: str, n: int, end: datetime, seed: int) -> int:
-    """Bulk-load n predictions (+ feedback) as raw NDJSON, 10 000 documents per request, with progress."""
+def load(url: str, n: int, start: datetime, end: datetime, seed: int, *, quiet: bool = False) -> int:
+    """Bulk-load n predictions (+ feedback) spread over [start, end) as raw NDJSON, 10 000 documents per
+    request, with progress."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=600)
     rows = synthetic.chosen_rows("normal", n, seed)
@@ -84,9 +85,10 @@ def _load(url: str, n: int, end: datetime, seed: int) -> int:
         sent += len(lines)
         lines.clear()
         rate = sent / (time.perf_counter() - t0)
-        print(f"\r  loading {n:,} predictions: {sent:,} docs ({rate:,.0f}/s)", end="", flush=True)
+        if not quiet:
+            print(f"\r  loading {n:,} predictions: {sent:,} docs ({rate:,.0f}/s)", end="", flush=True)
 
-    for doc in synthetic.events(rows, end - SPAN, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed):
+    for doc in synthetic.events(rows, start, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed):
         action = {"create": {"_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]), "_id": doc["event"]["id"]}}
         lines.append(json.dumps(action) + "\n" + json.dumps(stamp_ingested(doc)) + "\n")
         if len(lines) >= 10_000:
@@ -96,7 +98,8 @@ def _load(url: str, n: int, end: datetime, seed: int) -> int:
     conn.request("POST", "/_refresh")
     conn.getresponse().read()
     conn.close()
-    print(f" — {time.perf_counter() - t0:.0f} s", flush=True)
+    if not quiet:
+        print(f" — {time.perf_counter() - t0:.0f} s", flush=True)
     return sent
 
 
@@ -122,10 +125,11 @@ def _naive_cycle(url: str, monitor, reference, start: datetime, end: datetime) -
 def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, seed: int) -> tuple:
     """Load one window of n predictions, then `repeats(n)` cycles each, ours and naive alternated."""
     url = backend.url
-    docs = _load(url, n, window_end, seed=seed)
+    docs = load(url, n, window_end - SPAN, window_end, seed=seed)
     exporter = Exporter([monitor.name])
     runner = MonitorRunner(monitor, EventStore(StoreSettings(url=url, request_timeout=600), workers=2),
-                           exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1)
+                           exporter, write_summaries=False, clock=lambda: window_end.timestamp() + 1,
+                           reads=WindowReads(incremental=False))      # every cycle a full read: a cold start
     reference = runner.reference()
     evaluate(reference, reference.frame.head(1000), monitor)        # warm Evidently up, untimed
     settle_memory()                     # as the processor does after its first cycle
@@ -133,7 +137,7 @@ def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, s
     bounds = (window_end - SPAN - timedelta(seconds=1), window_end + timedelta(seconds=30))
     ours, ours_mb, naive, naive_mb, store_cpu, store_mb = [], [], [], [], [], []
     for _ in range(repeats(n)):      # alternated, so both see the same state of the store
-        _reset_peak()
+        reset_peak()
         cpu0, _ = backend.usage()
         t0 = time.perf_counter()
         if runner.run_once() != "ok":
@@ -142,14 +146,14 @@ def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, s
         cpu1, rss = backend.usage()
         store_cpu.append(cpu1 - cpu0)
         store_mb.append(rss)
-        ours_mb.append(_rss_peak_mb())
+        ours_mb.append(rss_peak_mb())
         print(f"  ours: {ours[-1]:.2f} s, peak RSS {ours_mb[-1]:,.0f} MB; store {store_cpu[-1]:.1f} s CPU, "
               f"{rss:,.0f} MB", flush=True)
-        _reset_peak()
+        reset_peak()
         t0 = time.perf_counter()
         naive_rows = _naive_cycle(url, naive_monitor, reference, *bounds)
         naive.append(time.perf_counter() - t0)
-        naive_mb.append(_rss_peak_mb())
+        naive_mb.append(rss_peak_mb())
         print(f"  naive: {naive[-1]:.2f} s, peak RSS {naive_mb[-1]:,.0f} MB, rows {naive_rows}", flush=True)
     rows = runner.state.summary["rows"]
     print(f"  rows {rows}", flush=True)
@@ -157,7 +161,7 @@ def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, s
             median(store_cpu), max(store_mb))
 
 
-def _osmem_fits(n: int) -> bool:
+def osmem_fits(n: int) -> bool:
     live_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
     limit_mb = backends.OSMEM_MEMORY_LIMIT_GIB * 1024
     store_mb = min(limit_mb, 2 * live_mb)     # GOGC=100 below the limit
@@ -169,21 +173,25 @@ def _osmem_fits(n: int) -> bool:
     return True
 
 
+def bench_monitor(tmp: Path):
+    """The shipped monitor on a 15-minute window without a count limit, over a synthetic reference."""
+    reference_path = tmp / "reference.parquet"
+    synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
+    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+    return dataclasses.replace(base, window_last=None, model_name="driver_ranker",
+                               reference=dataclasses.replace(base.reference, parquet=reference_path, manifest=None))
+
+
 def main(quick: bool) -> None:
     override = os.environ.get("BENCH_LOG_PROCESSOR_SIZES")      # e.g. "10000,100000"
     sizes = [int(v) for v in override.split(",")] if override else [10_000] if quick else [10_000, 100_000, 1_000_000]
     results = []
     with TemporaryDirectory() as tmp:
-        reference_path = Path(tmp) / "reference.parquet"
-        synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
-        base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
-        monitor = dataclasses.replace(base, window_last=None, model_name="driver_ranker",
-                                      reference=dataclasses.replace(base.reference, parquet=reference_path,
-                                                                    manifest=None))
+        monitor = bench_monitor(Path(tmp))
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
         for store in backends.chosen():
             for i, n in enumerate(sizes):
-                if store == "osmem" and not _osmem_fits(n):
+                if store == "osmem" and not osmem_fits(n):
                     continue
                 print(f"-- {store}, {n:,} predictions", flush=True)
                 backend = backends.start(store)      # a fresh store per size

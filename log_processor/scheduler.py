@@ -134,10 +134,11 @@ class MonitorRunner:
         held = self.held
         parse = lambda docs: parse_page(docs, m)   # noqa: E731
         if reads.incremental and held is not None and held.can_read_incrementally(now, reads.full_read_every):
-            chunks = self.store.scan(m.index, start, None, source_fields(m), parse, since=held.read_since(reads.overlap))
+            chunks = self.store.scan(m.index, start, now, source_fields(m), parse, beyond=True,
+                                     since=held.read_since(reads.overlap))
             held.absorb(combine(chunks, m), m)
         else:
-            chunks = self.store.scan(m.index, start, None, source_fields(m), parse)
+            chunks = self.store.scan(m.index, start, now, source_fields(m), parse, beyond=True)
             held = self.held = HeldWindow.from_full_read(combine(chunks, m), now)
             if held.events.unstamped and reads.incremental:
                 log.warning("monitor %s: %d document(s) without event.ingested: reading the window whole every "

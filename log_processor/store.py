@@ -58,9 +58,10 @@ class StoreError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
-    """A time range read as one search_after sequence: [start, end), or [start, end] for the last."""
+    """A time range read as one search_after sequence: [start, end), [start, end] for the last, or
+    (start, ∞) for what lies beyond the range (end None)."""
     start: float
-    end: float
+    end: float | None
     inclusive_end: bool
 
 
@@ -116,40 +117,37 @@ class EventStore:
             raise StoreError(operation, exc) from exc
 
     # --- reading ---------------------------------------------------------------------------------
-    def scan(self, index: str, start: float, end: float | None, fields: Sequence[str],
-             parse: Callable[[list[dict[str, Any]]], T], *, since: float | None = None,
+    def scan(self, index: str, start: float, end: float, fields: Sequence[str],
+             parse: Callable[[list[dict[str, Any]]], T], *, beyond: bool = False, since: float | None = None,
              operation: str = "search") -> list[T]:
-        """Every document with @timestamp in [start, end] (no upper bound when `end` is None) and, given
-        `since`, `event.ingested` at or after it (an incremental read), parsed page by page.
+        """Every document with @timestamp in [start, end] (and, with `beyond`, after `end` too: events
+        stamped ahead of the reader's clock) and, given `since`, `event.ingested` at or after it (an
+        incremental read), parsed page by page.
 
-        The first page is read over the whole range, with the total: a window of one page costs
-        one request. It is sorted by @timestamp alone, which the store does cheaply however large
-        the window (the event.id tie-break costs a keyword sort of every match: 15 s of the
-        store's CPU at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents
-        of the last millisecond are dropped, since that millisecond may go on beyond the page;
-        the rest of the range, that millisecond included, is cut into slices of most of a page
-        each, read by `workers` threads.
+        The first page is read over [start, end], with the total: a window of one page costs one
+        request. It is sorted by @timestamp alone, which the store does cheaply however large the
+        window (the event.id tie-break costs a keyword sort of every match: 15 s of the store's CPU
+        at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents of the last
+        millisecond are dropped, since that millisecond may go on beyond the page; the rest of the
+        range, that millisecond included, is cut into slices of most of a page each, read by
+        `workers` threads. What lies beyond `end` is one more slice, usually empty.
         """
         ingested = {"range": {"event.ingested": {"gte": _iso(math.floor(since * 1000) / 1000)}}} if since is not None else None
         hits, total = self._page(index, _range(start, end, inclusive_end=True, also=ingested), fields,
                                  [{"@timestamp": "asc"}], None, operation, with_total=True)
+        future = [Slice(end, None, inclusive_end=False)] if beyond else []
         if len(hits) < self.page_size:
-            return [parse(_sources(hits))] if hits else []
-        edge_ms = hits[-1]["sort"][0]
-        complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
-        results = [parse(_sources(complete))] if complete else []
-        high = end if end is not None else self._newest(index, start, ingested, operation)
-        slices = self._slices(edge_ms / 1000.0, high, total - len(complete))
+            results = [parse(_sources(hits))] if hits else []
+            slices = future
+        else:
+            edge_ms = hits[-1]["sort"][0]
+            complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
+            results = [parse(_sources(complete))] if complete else []
+            slices = self._slices(edge_ms / 1000.0, end, total - len(complete)) + future
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
             for pages in pool.map(lambda s: self._scan_slice(index, s, fields, parse, ingested, operation), slices):
                 results.extend(pages)
         return results
-
-    def _newest(self, index: str, start: float, also: dict[str, Any] | None, operation: str) -> float:
-        """The latest @timestamp at or after `start`: the top of an open range, to slice it."""
-        hits, _ = self._page(index, _range(start, None, inclusive_end=True, also=also), ["@timestamp"],
-                             [{"@timestamp": "desc"}], None, operation, size=1)
-        return hits[0]["sort"][0] / 1000.0 if hits else start
 
     def _slices(self, low: float, high: float, remaining: int) -> list[Slice]:
         """[low, high] in equal slices holding about SLICE_FILL of a page each (if the documents
@@ -163,7 +161,8 @@ class EventStore:
     def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
                     also: dict[str, Any] | None, operation: str) -> list[T]:
         """One slice, paged with search_after over (@timestamp, event.id): cheap on a slice's few matches."""
-        query = _range(piece.start, piece.end, inclusive_end=piece.inclusive_end, also=also)
+        query = (_range(piece.start, piece.end, inclusive_end=piece.inclusive_end, also=also) if piece.end is not None
+                 else _after(piece.start, also))
         sort = [{"@timestamp": "asc"}, {"event.id": "asc"}]
         pages: list[T] = []
         after = None
@@ -200,9 +199,14 @@ def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [hit.get("_source") or {} for hit in hits]
 
 
-def _range(start: float, end: float | None, *, inclusive_end: bool, also: dict[str, Any] | None = None) -> dict[str, Any]:
-    bounds = {"gte": _iso(start)}
-    if end is not None:
-        bounds["lte" if inclusive_end else "lt"] = _iso(end)
-    query = {"range": {"@timestamp": bounds}}
+def _range(start: float, end: float, *, inclusive_end: bool, also: dict[str, Any] | None = None) -> dict[str, Any]:
+    bounds = {"gte": _iso(start), ("lte" if inclusive_end else "lt"): _iso(end)}
+    return _with({"range": {"@timestamp": bounds}}, also)
+
+
+def _after(start: float, also: dict[str, Any] | None) -> dict[str, Any]:
+    return _with({"range": {"@timestamp": {"gt": _iso(start)}}}, also)
+
+
+def _with(query: dict[str, Any], also: dict[str, Any] | None) -> dict[str, Any]:
     return {"bool": {"filter": [query, also]}} if also else query

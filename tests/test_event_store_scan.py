@@ -35,7 +35,7 @@ def ids(pages):
 def read(store_url, start, end, page_size=100, **kw):
     store = EventStore(StoreSettings(url=store_url), page_size=page_size, workers=2)
     try:
-        return store.scan("ml-events-*", start.timestamp(), end and end.timestamp(), ["@timestamp", "event.id"],
+        return store.scan("ml-events-*", start.timestamp(), end.timestamp(), ["@timestamp", "event.id"],
                           lambda docs: [d["event"]["id"] for d in docs], **kw)
     finally:
         store.close()
@@ -61,20 +61,22 @@ STAMPS = ([START + timedelta(milliseconds=600 * i) for i in range(1000)]
           + [START + timedelta(minutes=11, milliseconds=13 * i) for i in range(300)])
 
 
-@pytest.mark.parametrize("open_end", [False, True])
-def test_every_document_once_closed_or_open_ended(es, store_url, open_end):
+@pytest.mark.parametrize("beyond", [False, True])
+def test_every_document_once_with_or_without_what_lies_beyond(es, store_url, beyond):
     loaded = load(es, STAMPS)
-    got = ids(read(store_url, START, None if open_end else START + timedelta(minutes=20)))
-    assert len(got) == len(set(got)) == len(loaded)          # no duplicates, nothing lost
-    assert set(got) == set(loaded)
+    end = START + timedelta(minutes=10, milliseconds=7)       # inside the tied millisecond; 300 documents after it
+    got = ids(read(store_url, START, end, beyond=beyond))
+    expected = {i for i, ts in loaded.items() if beyond or ts <= format_timestamp(end)}
+    assert len(expected) == len(loaded) - (0 if beyond else 300)
+    assert len(got) == len(set(got)) == len(expected) and set(got) == expected   # no duplicates, nothing lost
 
 
-@pytest.mark.parametrize("open_end", [False, True])
-def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, open_end):
+@pytest.mark.parametrize("beyond", [False, True])
+def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, beyond):
     """The first page ends inside the 250-document millisecond."""
     tied = [START] * 250
     loaded = load(es, [START - timedelta(seconds=1)] * 50 + tied + [START + timedelta(seconds=1)] * 50)
-    got = ids(read(store_url, START - timedelta(minutes=1), None if open_end else START + timedelta(minutes=1)))
+    got = ids(read(store_url, START - timedelta(minutes=1), START + timedelta(minutes=1), beyond=beyond))
     assert sorted(got) == sorted(loaded)
 
 
@@ -106,7 +108,7 @@ def test_an_incremental_read_brings_what_was_ingested_since(es, store_url):
     since = time.time()
     time.sleep(0.05)
     second = load(es, [ts + timedelta(microseconds=1000) for ts in STAMPS[400:1000]] + [START] * 120, first=400)
-    got = ids(read(store_url, START, None, since=since - 0.01))
+    got = ids(read(store_url, START, START + timedelta(minutes=5), beyond=True, since=since - 0.01))
     assert sorted(got) == sorted(second) and not set(got) & set(first)
 
 
