@@ -111,7 +111,8 @@ def _from_store(monitor: Monitor, store: EventStore) -> Reference:
     end = monitor.reference.store_end.timestamp()
     chunks = store.scan(monitor.index, start, end + monitor.label_horizon_seconds, source_fields(monitor),
                         lambda docs: parse_page(docs, monitor))
-    window = assemble(combine(chunks, monitor), dataclasses.replace(monitor, window_last=None), start, end)
+    window = assemble(combine(chunks, monitor), dataclasses.replace(monitor, window_last=None), start, end,
+                      labels_until=end + monitor.label_horizon_seconds)
     if window.rows == 0:
         raise ReferenceError(f"no {monitor.prediction_dataset} events in the reference range "
                              f"{monitor.reference.store_start.isoformat()} .. {monitor.reference.store_end.isoformat()}")

@@ -6,8 +6,9 @@ each, fetched by a small pool of threads; inside a slice, search_after paging ov
 event.id). How pages are asked for depends on the store (READ_PLANS, chosen by measurement where
 the store runs here): whole hits against OpenSearch and osmem-server, where `_source` filtering and
 filter_path cost the store more than they save; the needed fields only against Elasticsearch.
-Queries carry only the time range: dataset and model are filtered client-side (validate.py),
-which is also how unknown datasets are counted.
+Queries carry only the time range (and, for an incremental read, a range on event.ingested:
+held_window.py): dataset and model are filtered client-side (validate.py), which is also how
+unknown datasets are counted.
 
 Each page is handed to `parse` as soon as it arrives, so memory holds parsed columns, never a
 window's worth of JSON documents.

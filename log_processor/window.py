@@ -54,25 +54,51 @@ class Window:
         return {"0.5": float(delays.quantile(0.5)), "0.95": float(delays.quantile(0.95))}
 
 
+def in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows by (timestamp, event id): an order that never depends on the order rows came in.
+
+    Frames held between cycles are kept in this order, so the usual case is a check (a frame
+    already in order) or one stable sort of a held run and a newer run (linear in numpy's timsort);
+    only a late event tied on the millisecond with a held one, ahead of it by id, needs the full
+    two-key sort."""
+    ts, eid = frame[TIMESTAMP].to_numpy(), frame[EID].to_numpy()
+    if _ordered(ts, eid):
+        return frame
+    order = np.argsort(ts, kind="stable")
+    if not _ordered(ts[order], eid[order]):
+        order = np.lexsort((eid, ts))
+    return frame.take(order).reset_index(drop=True)
+
+
+def _ordered(ts: np.ndarray, eid: np.ndarray) -> bool:
+    step, same = ts[1:] > ts[:-1], ts[1:] == ts[:-1]
+    return bool(np.all(step | (same & (eid[1:] >= eid[:-1]))))
+
+
 def _first_per_key(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Earliest row per join key; the rest are duplicates (re-sent events carry a new event id).
     Ties on the timestamp go by event id, so the row kept never depends on the order rows came in."""
-    ordered = frame.take(np.lexsort((frame[EID].to_numpy(), frame[TIMESTAMP].to_numpy())))
+    ordered = in_order(frame)
     dup = pd.Series(ordered[KEY_HASH].to_numpy()).duplicated(keep="first").to_numpy()
-    return ordered[~dup], int(dup.sum())
+    return (ordered[~dup] if dup.any() else ordered), int(dup.sum())
 
 
 def _between(frame: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
-    return frame[(frame[TIMESTAMP] >= start) & (frame[TIMESTAMP] <= end)]
+    """Rows in [start, end]; a slice, not a copy, for a frame in time order."""
+    ts = frame[TIMESTAMP].to_numpy()
+    if len(ts) and np.all(ts[1:] >= ts[:-1]):
+        return frame.iloc[np.searchsorted(ts, start, "left"):np.searchsorted(ts, end, "right")]
+    return frame[(ts >= start) & (ts <= end)]
 
 
-def assemble(events: Chunk, monitor: Monitor, start: float, end: float) -> Window:
+def assemble(events: Chunk, monitor: Monitor, start: float, end: float, *, labels_until: float | None = None) -> Window:
     """Predictions in [start, end] (the latest `window.last` of them), joined with the feedback of the
-    same range. Rejected documents of the range are counted (one without a readable @timestamp always)."""
+    same range, or up to `labels_until` (a reference range waits for its late labels). Rejected
+    documents of the range are counted (one without a readable @timestamp always)."""
     rejects = events.rejects
     rejected = Counter(rejects[REASON][rejects[TIMESTAMP].isna() | rejects[TIMESTAMP].between(start, end)])
     preds, dup_preds = _first_per_key(_between(events.predictions, start, end))
-    feedback, dup_feedback = _first_per_key(_between(events.feedback, start, end))
+    feedback, dup_feedback = _first_per_key(_between(events.feedback, start, labels_until or end))
     if monitor.window_last is not None and len(preds) >= monitor.window_last:
         preds = preds.iloc[len(preds) - monitor.window_last:]
         start = max(start, float(preds[TIMESTAMP].iloc[0]))    # a full latest-N window starts there

@@ -111,7 +111,7 @@ def test_delayed_labels_joined_with_right_coverage(es, store_url, reference_file
     assert sum(cells.values()) == labelled and accuracy == pytest.approx(correct / labelled)
 
 
-def test_latest_n_window_reads_only_what_it_needs(es, store_url, reference_file):
+def test_latest_n_window_keeps_the_newest_n(es, store_url, reference_file):
     load(es, traffic("normal", 2000, 6, feedback_share=0.0))
     runner, exporter = runner_for(store_url, monitor_for(reference_file, window_last=700))
     assert runner.run_once() == "ok", runner.state.last_error
@@ -206,6 +206,8 @@ def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file)
     assert one(exporter, "mlmon_dataset_drift") == 1
     (info,) = samples(exporter, "mlmon_info")
     assert dict(info)["reference_version"].startswith("store:")
+    # labels that arrived after the range's end (within the horizon) label the reference too
+    assert runner.reference().frame["target"].notna().sum() == 800
 
 
 def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, store_url, reference_file):
