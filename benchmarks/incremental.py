@@ -10,7 +10,7 @@ measured: documents the cycle read, the processor's peak RSS, the store's CPU.
 The read overlap is 1 s here (the store's refresh interval) rather than the default 10 s: the benchmark
 delivers each cycle's events in one burst right before the cycle, and with 10 s the overlap would read
 the previous burst again, a cost that steady traffic pays only for its last 10 s (at 1 % of 1 M every
-60 s, ~1 700 documents). BENCH_INCREMENTAL_WINDOW (default 1000000) sets the window; `--quick`: 100 000.
+60 s, ~1 700 documents). BENCH_INCREMENTAL_WINDOW (default 1000000) sets the window; `--quick`: 100 000 and no plot.
 Prints a table; writes docs/incremental_cycle.png (cycle time against new events per cycle).
 """
 from __future__ import annotations
@@ -150,5 +150,5 @@ def main(quick: bool) -> None:
             shown = f"{min(times):.2f} / {median(times):.2f} s" if len(times) > 1 else f"{times[0]:.2f} s"
             print(f"| {store} | {kind} | {k:,} | {median(c.documents for c in picked):,.0f} | {shown} | "
                   f"{max(c.rss_mb for c in picked):,.0f} MB | {median(c.store_cpu for c in picked):.1f} s |")
-    if results:
+    if results and not quick:
         _plot(results, n)
