@@ -29,8 +29,9 @@ REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_datase
 # Column names of the window frame; features keep their configured names (as in reference.parquet).
 KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "prediction", "prediction_score", "target"
 # Bookkeeping columns: 64-bit hashes of event.id (the document's identity: re-reading an overlap must
-# not count a document twice) and of the join key (what de-duplication and the label join compare:
-# integers hash and match several times faster than strings), and the row's sampling rank
+# not count a document twice) and of the join key (what de-duplication and the label join compare,
+# and all that is kept of the key: integers match several times faster than strings, and a held
+# window of a million rows would keep ~100 MB of key strings alive), and the row's sampling rank
 # (window.sample keeps the lowest ranks).
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
 
@@ -209,10 +210,10 @@ def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids:
         rejects.add("non_finite", non_finite)
         features[feature.name] = values
     keep = ~rejects.bad
-    frame = pd.DataFrame({KEY: keys[keep], TIMESTAMP: times[keep],
+    frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
                           PREDICTION: required[PREDICTION][keep].astype(np.int64),
-                          SCORE: required[SCORE][keep], EID: eids[keep], KEY_HASH: key_hashes(keys[keep]),
+                          SCORE: required[SCORE][keep], EID: eids[keep],
                           RANK: sample_ranks(keys[keep], monitor.sample_seed)})
     return frame, rejects.frame(eids, times)
 
@@ -226,8 +227,8 @@ def parse_feedback(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids: np
     rejects.add("not_a_number", wrong)
     rejects.add("non_finite", non_finite)
     keep = ~rejects.bad
-    frame = pd.DataFrame({KEY: keys[keep], TIMESTAMP: times[keep], TARGET: values[keep].astype(np.int64),
-                          EID: eids[keep], KEY_HASH: key_hashes(keys[keep])})
+    frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
+                          TARGET: values[keep].astype(np.int64), EID: eids[keep]})
     return frame, rejects.frame(eids, times)
 
 

@@ -11,7 +11,7 @@ from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.validate import RANK, SCORE, combine, parse_page, sample_ranks
+from log_processor.validate import KEY_HASH, RANK, SCORE, combine, key_hashes, parse_page, sample_ranks
 from log_processor.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
@@ -35,6 +35,11 @@ def fb(rid, *, at, completed=1):
                           timestamp=T0 + timedelta(seconds=at))
 
 
+def rids(*names):
+    """Window frames hold the join key as its 64-bit hash (validate.KEY_HASH)."""
+    return list(key_hashes(np.array(names, dtype=object)))
+
+
 def window_of(docs, monitor=MONITOR, start=-1.0, end=3600.0):
     chunk = combine([parse_page(docs, monitor)], monitor)
     return assemble(chunk, monitor, T0.timestamp() + start, T0.timestamp() + end)
@@ -55,7 +60,7 @@ def test_malformed_documents_are_counted_by_reason_and_the_rest_of_the_page_surv
     w = window_of(docs)
     # "e" lacks a feature: measured as a missing value, then skipped as missing_field
     assert dict(w.rejected) == {"not_a_number": 2, "non_finite": 2, "missing_field": 3, "unknown_dataset": 2}
-    assert list(w.frame["request_id"]) == ["a"]               # other model: not in the window, not "rejected"
+    assert list(w.frame[KEY_HASH]) == rids("a")              # other model: not in the window, not "rejected"
     assert w.missing_share == {"conv_rate": 0.0, "acc_rate": 0.0, "avg_daily_trips": 0.5}
     assert w.labelled == 0                                      # the malformed feedback did not label "a"
 
@@ -68,9 +73,10 @@ def test_delayed_labels_are_joined_and_coverage_and_delay_are_right():
     docs += [fb("elsewhere", at=20)]                                         # no prediction in the window
     w = window_of(docs, end=10_000)
     assert w.rows == 10 and w.labelled == 6 and w.label_coverage == pytest.approx(0.6)
-    assert w.frame.set_index("request_id").loc["r1", "target"] == 1
-    assert w.frame.set_index("request_id").loc["r0", "target"] == 0           # the first feedback wins
-    assert np.isnan(w.frame.set_index("request_id").loc["r7", "target"])
+    by_key = w.frame.set_index(KEY_HASH)
+    assert by_key.loc[rids("r1")[0], "target"] == 1
+    assert by_key.loc[rids("r0")[0], "target"] == 0                          # the first feedback wins
+    assert np.isnan(by_key.loc[rids("r7")[0], "target"])
     assert w.rejected["duplicate"] == 1
     delays = w.label_delay_quantiles()
     assert delays["0.5"] == pytest.approx(32.5) and 34 < delays["0.95"] <= 35
@@ -79,10 +85,10 @@ def test_delayed_labels_are_joined_and_coverage_and_delay_are_right():
 def test_window_bounds_latest_n_and_duplicate_predictions():
     docs = [pred(f"r{i}", at=i) for i in range(20)] + [pred("r3", at=50)]
     w = window_of(docs, start=5, end=15)
-    assert list(w.frame["request_id"]) == [f"r{i}" for i in range(5, 16)]
+    assert list(w.frame[KEY_HASH]) == rids(*(f"r{i}" for i in range(5, 16)))
     last5 = dataclasses.replace(MONITOR, window_last=5)
     w = window_of(docs, monitor=last5, start=0, end=100)
-    assert list(w.frame["request_id"]) == ["r15", "r16", "r17", "r18", "r19"]
+    assert list(w.frame[KEY_HASH]) == rids("r15", "r16", "r17", "r18", "r19")
     assert w.rejected["duplicate"] == 1
 
 
