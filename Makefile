@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash scripts/ensure-system-packages.sh
 
-# Data, model and Feast online store: idempotent, skips what is up to date.
+# Data, model, Feast online store, and the monitors' drift calibration: idempotent, skips what is up to date.
 setup: $(STAMP)
 	@$(PY) -m serving.bootstrap
+	@$(PY) -m log_processor prepare
 
 data model features: setup
 

@@ -35,10 +35,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_reference(monitor: Monitor, store: EventStore) -> Reference:
+def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
     config = monitor.reference
     if config.parquet is not None:
         reference = _from_parquet(monitor, config.parquet, config.manifest)
+    elif store is None:
+        raise ReferenceError(f"monitor {monitor.name}: its reference is a range of the store, and no store was given")
     else:
         reference = _from_store(monitor, store)
     if monitor.drift.alpha is None:

@@ -107,3 +107,33 @@ def test_cli_refuses_a_bad_file_with_exit_code_2_and_the_file_named(tmp_path):
                             env={"PATH": "/usr/bin:/bin", "LOGPROC_MONITORS_FILE": str(bad)}, timeout=60)
     assert result.returncode == 2
     assert f"{bad}:7: monitors[0].taget: unknown key" in result.stderr
+
+
+def _prepare(monitors_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "log_processor", "prepare"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "LOGPROC_MONITORS_FILE": str(monitors_file)},
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_prepare_caches_the_drift_calibration_beside_the_reference(tmp_path):
+    """`make setup` runs it, so the first cycle of a fresh checkout does not spend tens of seconds on it."""
+    shipped = (REPO_ROOT / "log_processor/monitors.yaml").read_text()
+    reference = tmp_path / "reference.parquet"
+    reference.write_bytes((REPO_ROOT / "var/model/reference.parquet").read_bytes())
+    monitors = tmp_path / "monitors.yaml"
+    monitors.write_text(shipped.replace("parquet: var/model/reference.parquet", f"parquet: {reference}")
+                        .replace("manifest: var/model/manifest.json", f"manifest: {REPO_ROOT / 'var/model/manifest.json'}"))
+    result = _prepare(monitors)
+    assert result.returncode == 0, result.stderr
+    assert "drift calibration ready" in result.stdout
+    assert (tmp_path / "reference.parquet.calibration.npz").is_file()
+
+
+def test_prepare_names_a_missing_reference_and_exits_1(tmp_path):
+    monitors = tmp_path / "monitors.yaml"
+    missing = tmp_path / "nowhere.parquet"
+    monitors.write_text((REPO_ROOT / "log_processor/monitors.yaml").read_text()
+                        .replace("parquet: var/model/reference.parquet", f"parquet: {missing}"))
+    result = _prepare(monitors)
+    assert result.returncode == 1 and str(missing) in result.stderr
