@@ -22,7 +22,7 @@ import pandas as pd
 
 from log_processor.monitors import Monitor
 from log_processor.validate import EID, TIMESTAMP, Chunk, combine
-from log_processor.window import Window, assemble, in_order
+from log_processor.window import Window, assemble, in_order, time_ordered
 
 
 @dataclass
@@ -61,18 +61,14 @@ class HeldWindow:
         e = self.events
         def young(frame: pd.DataFrame) -> pd.DataFrame:     # frames in time order: a slice off the front
             ts = frame[TIMESTAMP].to_numpy()
-            first = np.searchsorted(ts, start, "left") if len(ts) and np.all(ts[1:] >= ts[:-1]) else None
-            if first is not None:
+            if time_ordered(ts):
+                first = np.searchsorted(ts, start, "left")
                 return frame.iloc[first:] if first else frame
             return frame[ts >= start].reset_index(drop=True)
         self.events = Chunk(young(e.predictions), young(e.feedback), young(e.rejects), e.ingested, e.unstamped)
 
     def window(self, monitor: Monitor, start: float, end: float) -> Window:
         return assemble(self.events, monitor, start, end)
-
-    @property
-    def rows(self) -> int:
-        return len(self.events.predictions) + len(self.events.feedback) + len(self.events.rejects)
 
 
 def _in_order(chunk: Chunk) -> Chunk:

@@ -27,7 +27,7 @@ from log_processor.reference import ReferenceError, load_reference
 from log_processor.store import EventStore, StoreError
 from log_processor.held_window import HeldWindow
 from log_processor.validate import PREDICTION, combine, parse_page, source_fields
-from log_processor.window import Window, assemble, sample
+from log_processor.window import Window, sample
 
 log = logging.getLogger("log_processor")
 

@@ -75,6 +75,11 @@ def _ordered(ts: np.ndarray, eid: np.ndarray) -> bool:
     return bool(np.all(step | (same & (eid[1:] >= eid[:-1]))))
 
 
+def time_ordered(ts: np.ndarray) -> bool:
+    """Non-empty and non-decreasing (no NaN): a frame that can be cut by time with searchsorted."""
+    return bool(len(ts)) and bool(np.all(ts[1:] >= ts[:-1]))
+
+
 def _first_per_key(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Earliest row per join key; the rest are duplicates (re-sent events carry a new event id).
     Ties on the timestamp go by event id, so the row kept never depends on the order rows came in."""
@@ -86,7 +91,7 @@ def _first_per_key(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def _between(frame: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     """Rows in [start, end]; a slice, not a copy, for a frame in time order."""
     ts = frame[TIMESTAMP].to_numpy()
-    if len(ts) and np.all(ts[1:] >= ts[:-1]):
+    if time_ordered(ts):
         return frame.iloc[np.searchsorted(ts, start, "left"):np.searchsorted(ts, end, "right")]
     return frame[(ts >= start) & (ts <= end)]
 
