@@ -137,3 +137,9 @@ def test_prepare_names_a_missing_reference_and_exits_1(tmp_path):
                         .replace("parquet: var/model/reference.parquet", f"parquet: {missing}"))
     result = _prepare(monitors)
     assert result.returncode == 1 and str(missing) in result.stderr
+
+
+def test_an_unknown_command_gets_the_usage_and_exit_code_2():
+    result = subprocess.run([sys.executable, "-m", "log_processor", "serve-now"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.returncode == 2 and "usage: python -m log_processor [prepare]" in result.stderr
