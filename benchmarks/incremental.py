@@ -95,7 +95,7 @@ def _measure(store: str, monitor, n: int, end: datetime) -> list[Cycle]:
                 load(backend.url, k, start, start + timedelta(seconds=step), seed=seed, quiet=True)
                 now[0] += step
                 cycles.append(_cycle(runner, backend, "incremental", k))
-        runner.held = None
+        runner.reader.forget(monitor.name)
         cycles.append(_cycle(runner, backend, "full read", 0))
         return cycles
     finally:

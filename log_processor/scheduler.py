@@ -1,4 +1,7 @@
-"""One thread per monitor: every interval, fetch → join → Evidently → export → summary document.
+"""Every interval, per monitor: fetch → join → Evidently → export → summary document.
+
+One thread per index: the monitors over one index that are due together share one read of it
+(window_reader.py), then each is evaluated in turn.
 
 Evaluations never run on a request. The latest state of each monitor (outcome, timestamps, the
 report) lives in a `MonitorState` that the web app reads under the runner's lock. A failing store
@@ -26,19 +29,30 @@ from log_processor.settings import ProcessorSettings
 from log_processor.reference import ReferenceError, load_reference
 from log_processor.store import EventStore, StoreError
 from log_processor.held_window import HeldWindow
-from log_processor.validate import PREDICTION, combine, parse_page, source_fields
+from log_processor.validate import PREDICTION
 from log_processor.window import Window, sample
+from log_processor.window_reader import WindowReader, WindowReads
 
 log = logging.getLogger("log_processor")
 
 
-@dataclass(frozen=True)
-class WindowReads:
-    """How windows are read (ProcessorSettings): incrementally, with a full read every `full_read_every`
-    seconds, and an `overlap` of seconds of ingest time read again for documents not yet searchable."""
-    incremental: bool = True
-    overlap: float = 10.0
-    full_read_every: float = 3600.0
+class SharedCycle:
+    """The windows of the monitors due together, read once, when the first of them asks (its cycle's
+    duration includes the read); a failed read fails each of them the same way."""
+
+    def __init__(self, reader: WindowReader, monitors: list[Monitor], now: float):
+        self.reader, self.monitors, self.now = reader, monitors, now
+        self._read: dict[str, Window] | Exception | None = None
+
+    def window(self, monitor: Monitor) -> Window:
+        if self._read is None:
+            try:
+                self._read = self.reader.windows(self.monitors, self.now)
+            except Exception as exc:
+                self._read = exc
+        if isinstance(self._read, Exception):
+            raise self._read
+        return self._read[monitor.name]
 
 
 @dataclass
@@ -57,10 +71,10 @@ class MonitorState:
 class MonitorRunner:
     def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
                  write_summaries: bool = True, clock: Callable[[], float] = time.time,
-                 reads: WindowReads = WindowReads()):
+                 reads: WindowReads = WindowReads(), reader: WindowReader | None = None):
+        """`reader`: shared with the other monitors over the same index (Processor), or this one's own."""
         self.monitor = monitor
-        self.reads = reads
-        self.held: HeldWindow | None = None      # the window between cycles (held_window.py)
+        self.reader = reader or WindowReader(store, monitor.index, reads)
         self.store = store
         self.exporter = exporter
         self.backoff_max = backoff_max
@@ -72,21 +86,28 @@ class MonitorRunner:
         self._thread: threading.Thread | None = None
 
     # --- the cycle -------------------------------------------------------------------------------
-    def run_once(self) -> str:
-        """One evaluation cycle; returns its outcome (ok, insufficient_data, error). Never raises."""
-        started = self.clock()
+    @property
+    def held(self) -> HeldWindow | None:
+        """This monitor's window between cycles (held_window.py), None until read or after an error."""
+        return self.reader.held.get(self.monitor.name)
+
+    def run_once(self, cycle: SharedCycle | None = None) -> str:
+        """One evaluation cycle, its window from `cycle` (or a read of its own); returns its outcome
+        (ok, insufficient_data, error). Never raises."""
+        cycle = cycle or SharedCycle(self.reader, [self.monitor], self.clock())
+        started = cycle.now
         t0 = time.perf_counter()
         try:
-            outcome, summary, evaluation = self._cycle(started)
+            outcome, summary, evaluation = self._cycle(cycle)
             error = None
         except (StoreError, ReferenceError) as exc:
             outcome, summary, evaluation, error = "error", None, None, str(exc)
             if isinstance(exc, StoreError):
                 self.exporter.store_error(self.monitor.name, exc.operation)
-                self.held = None                   # the store may have lost or gained anything: read it whole
+                self.reader.forget(self.monitor.name)   # the store may have lost or gained anything: read it whole
         except Exception as exc:   # a bug or a bad window must not kill the thread
             outcome, summary, evaluation, error = "error", None, None, f"{type(exc).__name__}: {exc}"
-            self.held = None
+            self.reader.forget(self.monitor.name)
             log.error("monitor %s: evaluation failed\n%s", self.monitor.name, traceback.format_exc())
         duration = time.perf_counter() - t0
         finished = self.clock()
@@ -115,10 +136,10 @@ class MonitorRunner:
                      self._reference.version, self._reference.rows, self._reference.sha256[:12])
         return self._reference
 
-    def _cycle(self, now: float) -> tuple[str, dict[str, Any], Evaluation | None]:
-        m = self.monitor
+    def _cycle(self, cycle: SharedCycle) -> tuple[str, dict[str, Any], Evaluation | None]:
+        m, now = self.monitor, cycle.now
         reference = self.reference()
-        window = self.fetch_window(now)
+        window = cycle.window(m)
         self.exporter.rejected_documents(m.name, window.rejected)
         evaluation = None
         if window.rows >= m.min_rows:
@@ -129,25 +150,8 @@ class MonitorRunner:
         return outcome, summary_document(m, reference, window, evaluation, outcome, now), evaluation
 
     def fetch_window(self, now: float) -> Window:
-        """The window ending now: the held events topped up with what reached the store since the
-        last read, or all of them read afresh (held_window.py says when)."""
-        m, reads = self.monitor, self.reads
-        start = now - m.window_seconds
-        held = self.held
-        parse = lambda docs: parse_page(docs, m)   # noqa: E731
-        if reads.incremental and held is not None and held.can_read_incrementally(now, reads.full_read_every):
-            chunks = self.store.scan(m.index, start, now, source_fields(m), parse, beyond=True,
-                                     since=held.read_since(reads.overlap))
-            held.absorb(combine(chunks, m), m)
-        else:
-            chunks = self.store.scan(m.index, start, now, source_fields(m), parse, beyond=True)
-            held = self.held = HeldWindow.from_full_read(combine(chunks, m), now)
-            if held.events.unstamped and reads.incremental:
-                log.warning("monitor %s: %d document(s) without event.ingested: reading the window whole every "
-                            "cycle (docs/log-processor.md#incremental-windows)", m.name, held.events.unstamped)
-        del chunks
-        held.evict(start)
-        return held.window(m, start, now)
+        """The window ending now, read for this monitor alone (window_reader.py)."""
+        return self.reader.windows([self.monitor], now)[self.monitor.name]
 
     def _write_summary(self, summary: dict[str, Any], at: float) -> None:
         if not self.write_summaries:
@@ -168,25 +172,46 @@ class MonitorRunner:
             return interval
         return min(max(interval, self.backoff_max), interval * 2 ** min(errors - 1, 16))
 
+    def snapshot(self) -> MonitorState:
+        with self.lock:
+            return MonitorState(**self.state.__dict__)
+
+
+class IndexThread:
+    """The runners of the monitors over one index, in one thread: each cycle, those due share a read.
+
+    A monitor is due `next_delay()` after its last cycle ended; monitors with the same interval stay
+    due together (as the shipped monitors.yaml's would), others share the cycles they meet in."""
+
+    def __init__(self, runners: list[MonitorRunner], reader: WindowReader):
+        self.runners, self.reader = runners, reader
+        self._thread: threading.Thread | None = None
+
+    def run_due(self, due: list[MonitorRunner]) -> None:
+        cycle = SharedCycle(self.reader, [r.monitor for r in due], due[0].clock())
+        for runner in due:
+            runner.run_once(cycle)
+
     def start(self, stop: threading.Event) -> None:
         def loop() -> None:
+            due_at = [0.0] * len(self.runners)
             settled = False
             while not stop.is_set():
-                self.run_once()
+                due = [i for i, at in enumerate(due_at) if at <= time.monotonic()]
+                self.run_due([self.runners[i] for i in due])
+                ended = time.monotonic()
+                for i in due:
+                    due_at[i] = ended + self.runners[i].next_delay()
                 if not settled:
                     settle_memory()
                     settled = True
-                stop.wait(self.next_delay())
-        self._thread = threading.Thread(target=loop, name=f"monitor-{self.monitor.name}", daemon=True)
+                stop.wait(max(0.0, min(due_at) - time.monotonic()))
+        self._thread = threading.Thread(target=loop, name=f"monitors-{self.reader.index}", daemon=True)
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def snapshot(self) -> MonitorState:
-        with self.lock:
-            return MonitorState(**self.state.__dict__)
 
 
 def settle_memory() -> None:
@@ -265,21 +290,24 @@ class Processor:
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
         self.exporter = Exporter(m.name for m in self.monitors)
         reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
+        readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
-                                              write_summaries=settings.write_summaries, reads=reads)
+                                              write_summaries=settings.write_summaries, reader=readers[m.index])
                         for m in self.monitors}
+        self.threads = [IndexThread([r for r in self.runners.values() if r.monitor.index == index], reader)
+                        for index, reader in readers.items()]
         self.started_at = time.time()
         self._stop = threading.Event()
 
     def start(self) -> None:
         self.started_at = time.time()
-        for runner in self.runners.values():
-            runner.start(self._stop)
+        for thread in self.threads:
+            thread.start(self._stop)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        for runner in self.runners.values():
-            runner.join(timeout)
+        for thread in self.threads:
+            thread.join(timeout)
         self.store.close()
 
     def stale_after(self, monitor: Monitor) -> float:

@@ -26,7 +26,9 @@ from log_processor.exporter import Exporter
 from log_processor.monitors import load_monitors
 from log_processor.scheduler import MonitorRunner, WindowReads
 from log_processor.store import EventStore
+from log_processor.validate import TIMESTAMP
 from log_processor.window import sample
+from log_processor.window_reader import WindowReader
 from tests.conftest import REPO_ROOT
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -36,6 +38,9 @@ SHIPPED = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
 BY_SPAN = dataclasses.replace(SHIPPED, window_seconds=40.0, window_last=None, label_horizon_seconds=12.0,
                               max_rows=25, sample_seed=7)
 BY_COUNT = dataclasses.replace(BY_SPAN, window_seconds=60.0, window_last=30)
+# monitors over the same index that differ in span, count, model and features (window_reader.py)
+SHORT = dataclasses.replace(BY_SPAN, name="short", window_seconds=20.0, features=BY_SPAN.features[:2])
+ANY_MODEL = dataclasses.replace(BY_COUNT, name="any_model", model_name=None, label_horizon_seconds=20.0)
 
 
 def at(seconds: float) -> datetime:
@@ -50,7 +55,8 @@ def story(seed: int) -> list[tuple[float, dict]]:
         t = rng.uniform(0, CYCLES * STEP)
         rid = f"req-{seed}-{i}"
         features = {"conv_rate": rng.random(), "acc_rate": rng.random(), "avg_daily_trips": rng.randrange(500)}
-        pred = prediction_event(model_name="driver_ranker", model_version="1", request_id=rid, features=features,
+        model = "driver_ranker" if rng.random() < 0.9 else "eta_model"             # another model in the index
+        pred = prediction_event(model_name=model, model_version="1", request_id=rid, features=features,
                                 driver_id=1, score=rng.random(), label=rng.randrange(2), latency_ms=1.0,
                                 timestamp=at(t + (30 if rng.random() < 0.03 else 0)))   # 3 %: ahead of the clock
         if rng.random() < 0.04:
@@ -64,7 +70,7 @@ def story(seed: int) -> list[tuple[float, dict]]:
             deliveries.append((t + lag + rng.uniform(0, 30), again))
         if rng.random() < 0.7:
             delay = rng.choice([rng.uniform(-2, 0), rng.uniform(0, 10), rng.uniform(12, 25)])   # before / in / past horizon
-            fb = feedback_event(model_name="driver_ranker", model_version="1", request_id=rid,
+            fb = feedback_event(model_name=model, model_version="1", request_id=rid,
                                 trip_completed=rng.randrange(2), timestamp=at(t + delay))
             deliveries.append((t + max(delay, 0) + rng.expovariate(1 / 3), fb))
     rng.shuffle(deliveries)                                   # same-time deliveries in no particular order
@@ -98,7 +104,7 @@ def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, 
     incremental = runner(monitor, store_url, now, WindowReads(overlap=0.0, full_read_every=8 * STEP))
     reads = []
     scan = incremental.store.scan
-    incremental.store.scan = lambda *a, **kw: reads.append("since" in kw) or scan(*a, **kw)
+    incremental.store.scan = lambda *a, **kw: reads.append(kw.get("since") is not None) or scan(*a, **kw)
     down_at = CYCLES // 2
     for cycle in range(1, CYCLES + 1):
         now[0] = T0.timestamp() + cycle * STEP
@@ -106,10 +112,10 @@ def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, 
         deliver(es, due[: len(due) // 2])
         deliver(es, due[len(due) // 2:])
         if cycle == down_at:                                 # the store unreachable for one cycle
-            live = incremental.store
-            incremental.store = EventStore(StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=2))
+            live = incremental.reader.store
+            incremental.reader.store = EventStore(StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=2))
             assert incremental.run_once() == "error" and incremental.held is None
-            incremental.store = live
+            incremental.reader.store = live
             continue
         got = incremental.fetch_window(now[0])
         want = runner(monitor, store_url, now, WindowReads(incremental=False)).fetch_window(now[0])
@@ -118,3 +124,33 @@ def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, 
     assert reads.count(True) >= CYCLES // 2 and reads.count(False) >= 3
     assert want.rows >= (monitor.window_last or 0) and want.rejected["duplicate"] and want.rejected["missing_field"]
     assert 0 < want.labelled < want.rows
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_full_read(es, store_url, seed):
+    """Three monitors, one index: one read a cycle for those due (all of them, or the short one alone
+    on odd cycles), and after every cycle each monitor's window equals a full read for it alone."""
+    deliveries = story(seed)
+    now = [T0.timestamp()]
+    group = (BY_SPAN, SHORT, ANY_MODEL)
+    reader = WindowReader(EventStore(StoreSettings(url=store_url), page_size=50), BY_SPAN.index,
+                          WindowReads(overlap=0.0, full_read_every=8 * STEP))
+    reads = []
+    scan = reader.store.scan
+    reader.store.scan = lambda *a, **kw: reads.append(kw.get("since") is not None) or scan(*a, **kw)
+    for cycle in range(1, CYCLES + 1):
+        now[0] = T0.timestamp() + cycle * STEP
+        deliver(es, [e for t, e in deliveries if cycle - 1 < t / STEP <= cycle])
+        due = group if cycle % 2 == 0 else (SHORT,)
+        windows = reader.windows(due, now[0])
+        assert set(windows) == {m.name for m in due} and len(reads) == cycle
+        for m in due:
+            assert_same_window(windows[m.name], runner(m, store_url, now, WindowReads(incremental=False)).fetch_window(now[0]))
+            held = reader.held[m.name].events          # and holds nothing from before its own span
+            assert (held.predictions[TIMESTAMP] >= now[0] - m.window_seconds).all()
+    assert reads.count(True) >= CYCLES // 2 and reads.count(False) >= 3
+    # the monitors saw different windows of the same documents
+    rows = {m.name: windows[m.name].rows for m in group}
+    assert rows["short"] < rows[BY_SPAN.name] and rows["any_model"] == ANY_MODEL.window_last
+    assert windows["any_model"].frame[BY_SPAN.features[2].name].notna().all()
+    assert BY_SPAN.features[2].name not in windows["short"].frame

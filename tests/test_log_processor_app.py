@@ -100,3 +100,21 @@ def test_healthz_turns_503_when_every_monitor_is_stale(es, tmp_path):
             client.get("/metrics").get_data(as_text=True)
     finally:
         proc.stop()
+
+
+def test_monitors_over_one_index_run_in_one_thread_with_one_read_per_cycle(processor):
+    """driver_ranker and shadow watch the same index at the same interval: each cycle reads it once."""
+    scans, cycles = [], {name: 0 for name in processor.runners}
+    scan = processor.store.scan
+    processor.store.scan = lambda *a, **kw: scans.append(a[0]) or scan(*a, **kw)
+    for name, runner in processor.runners.items():
+        def counted(cycle=None, name=name, run_once=runner.run_once):
+            cycles[name] += 1
+            return run_once(cycle)
+        runner.run_once = counted
+    processor.start()
+    wait_for(lambda: min(cycles.values()) >= 4)
+    processor.stop()
+    assert len(processor.threads) == 1 and len(processor.threads[0].runners) == 2
+    assert cycles == {"driver_ranker": len(scans), "shadow": len(scans)}, scans
+    assert all(r.snapshot().status == "ok" for r in processor.runners.values())

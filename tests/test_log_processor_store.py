@@ -15,7 +15,7 @@ from common.store import StoreSettings, apply_index_templates, connect
 from benchmarks import synthetic
 from log_processor.exporter import Exporter
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import MonitorRunner
+from log_processor.scheduler import IndexThread, MonitorRunner
 from log_processor.store import EventStore
 from tests.conftest import REPO_ROOT, free_port
 
@@ -218,7 +218,8 @@ def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, st
     runner, _ = runner_for(store_url, monitor_for(reference_file))
     gc.unfreeze()
     stop = threading.Event()
-    runner.start(stop)
+    thread = IndexThread([runner], runner.reader)
+    thread.start(stop)
     try:
         deadline = time.monotonic() + 30
         while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
@@ -227,5 +228,5 @@ def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, st
         assert gc.get_freeze_count() > 10_000       # modules, Evidently, the reference ...
     finally:
         stop.set()
-        runner.join(10)
+        thread.join(10)
         gc.unfreeze()
