@@ -10,6 +10,7 @@ SUITES = {
     "log_processor": "benchmarks.log_processor",
     "shipper": "benchmarks.shipper",
     "incremental": "benchmarks.incremental",
+    "shared_read": "benchmarks.shared_read",
     "drift_calibration": "benchmarks.drift_calibration",
 }
 
