@@ -24,7 +24,7 @@ from statistics import median
 from tempfile import TemporaryDirectory
 
 from benchmarks import backends
-from benchmarks.log_processor import SPAN, bench_monitor, load, osmem_fits, reset_peak, rss_peak_mb
+from benchmarks.log_processor import SPAN, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
 from common.store import StoreSettings
 from log_processor.evaluate import evaluate
 from log_processor.exporter import Exporter
@@ -132,9 +132,7 @@ def main(quick: bool) -> None:
     with TemporaryDirectory() as tmp:
         monitor = bench_monitor(Path(tmp))
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-        for store in backends.chosen():
-            if store == "osmem" and not osmem_fits(n):
-                continue
+        for store in stores_for(n):
             print(f"-- {store}, window of {n:,} predictions", flush=True)
             results[store] = _measure(store, monitor, n, end)
     print()

@@ -161,6 +161,11 @@ def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, s
             median(store_cpu), max(store_mb))
 
 
+def stores_for(n: int, default: tuple[str, ...] = backends.ALL) -> list[str]:
+    """The chosen stores (BENCH_STORES) that can hold an n-prediction window on this machine."""
+    return [store for store in backends.chosen(default) if store != "osmem" or osmem_fits(n)]
+
+
 def osmem_fits(n: int) -> bool:
     live_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
     limit_mb = backends.OSMEM_MEMORY_LIMIT_GIB * 1024

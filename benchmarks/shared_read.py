@@ -20,7 +20,7 @@ from tempfile import TemporaryDirectory
 
 from benchmarks import backends
 from benchmarks.incremental import CountingStore
-from benchmarks.log_processor import SPAN, bench_monitor, load, osmem_fits
+from benchmarks.log_processor import SPAN, bench_monitor, load, stores_for
 from common.store import StoreSettings
 from log_processor.window_reader import WindowReader, WindowReads
 
@@ -79,9 +79,7 @@ def main(quick: bool) -> None:
     with TemporaryDirectory() as tmp:
         group = monitors(Path(tmp))
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
-        for store in backends.chosen(default=("osmem", "opensearch-1")):
-            if store == "osmem" and not osmem_fits(n):
-                continue
+        for store in stores_for(n, default=("osmem", "opensearch-1")):
             print(f"-- {store}, {len(group)} monitors over one index, window of {n:,} predictions", flush=True)
             results[store] = _measure(store, group, n, end)
     print()
