@@ -8,8 +8,14 @@ Three ways of deciding drift per feature, side by side:
 - `calibrated`: normed Wasserstein >= the threshold calibrated on the reference for this window size
   at the shipped alpha (log_processor/calibration.py), Bonferroni over the three features.
 
+The calibration promises its false-alarm rate over draws of the reference as well as of the window
+(the bootstrap estimates that null): one reference's own rate varies around it, the more so the
+smaller the reference, and a single reference measures that one draw. So every figure is pooled
+over several fresh references (REFERENCES per reference size, each from seeds of its own), each
+calibrated and then tested on an equal share of the windows.
+
 Unshifted windows are drawn from a pool of rows that serving's generator made with seeds the
-reference never saw, a distinct seed per 4 000 rows (the synthetic module simulates 4 000 requests
+references never saw, a distinct seed per 4 000 rows (the synthetic module simulates 4 000 requests
 per seed and resamples beyond that, which would make a large pool a bootstrap of 4 000 rows); at
 100 000 rows the windows overlap in the 400 000-row pool. "any feature" is the
 share of windows in which at least one feature is flagged (the family-wise rate that alpha bounds);
@@ -39,6 +45,7 @@ FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips")
 SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
 POWER_CASES = ((1_000, 0.5), (10_000, 0.25), (100_000, 0.1))
 DECIDERS = ("fixed 0.1", "K-S 0.05", "calibrated")
+REFERENCES = {2_000: 20, 20_000: 4}     # fresh references per reference size; --quick: a quarter
 PLOT = REPO_ROOT / "docs" / "drift_calibration.png"
 
 
@@ -69,7 +76,10 @@ def fmt(hits: int, total: int) -> str:
 
 
 class Deciders:
+    """The three ways of deciding, for one reference."""
+
     def __init__(self, reference, alpha: float):
+        self.sigma = float(reference["conv_rate"].std())
         self.ref = {name: np.sort(reference[name].to_numpy(dtype=float)) for name in FEATURES}
         self.norm = {name: max(float(np.std(values)), 0.001) for name, values in self.ref.items()}
         started = time.perf_counter()
@@ -92,15 +102,28 @@ class Deciders:
         return out
 
 
-def false_alarms(deciders: Deciders, pool, quick: bool, rng) -> list[tuple]:
+def references(rows: int, alpha: float, quick: bool) -> list[Deciders]:
+    count = max(2, REFERENCES[rows] // 4) if quick else REFERENCES[rows]
+    return [Deciders(fresh_rows(rows, rows + r), alpha) for r in range(count)]   # seeds the pool (987) never uses
+
+
+def windows(references: list[Deciders], n: int, quick: bool, pool, rng):
+    """(deciders, window) pairs: an equal share of the size's windows per reference."""
+    per = math.ceil(windows_for(n, quick) / len(references))
+    for deciders in references:
+        for _ in range(per):
+            yield deciders, pool.iloc[rng.choice(len(pool), n, replace=False)]
+
+
+def false_alarms(refs: list[Deciders], pool, quick: bool, rng) -> list[tuple]:
     rows = []
     for n in SIZES:
-        total = windows_for(n, quick)
         anyf = dict.fromkeys(DECIDERS, 0)
         dataset = dict(anyf)
-        for _ in range(total):
-            flags = deciders.flags(pool.iloc[rng.choice(len(pool), n, replace=False)])
-            for k, found in flags.items():
+        total = 0
+        for deciders, window in windows(refs, n, quick, pool, rng):
+            total += 1
+            for k, found in deciders.flags(window).items():
                 anyf[k] += bool(found)
                 dataset[k] += len(found) / len(FEATURES) >= 0.5
         rows.append((n, total, anyf, dataset))
@@ -108,15 +131,16 @@ def false_alarms(deciders: Deciders, pool, quick: bool, rng) -> list[tuple]:
     return rows
 
 
-def power(deciders: Deciders, pool, sigma: float, quick: bool, rng, cases=POWER_CASES) -> list[tuple]:
+def power(refs: list[Deciders], pool, quick: bool, rng, cases=POWER_CASES) -> list[tuple]:
     rows = []
     for n, shift in cases:
-        total = windows_for(n, quick)
         named = dict.fromkeys(DECIDERS, 0)
         others = dict(named)
-        for _ in range(total):
-            window = pool.iloc[rng.choice(len(pool), n, replace=False)].copy()
-            window["conv_rate"] += shift * sigma
+        total = 0
+        for deciders, window in windows(refs, n, quick, pool, rng):
+            total += 1
+            window = window.copy()
+            window["conv_rate"] += shift * deciders.sigma
             for k, found in deciders.flags(window).items():
                 named[k] += "conv_rate" in found
                 others[k] += len(found - {"conv_rate"})
@@ -158,18 +182,20 @@ def plot(fa_rows, power_rows, alpha: float) -> None:
 def main(quick: bool) -> None:
     alpha = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0].drift.alpha
     rng = np.random.default_rng(int(os.environ.get("BENCH_DRIFT_SEED", "20261124")))
-    pool = fresh_rows(400_000, 987)                                # seeds the reference never saw
+    pool = fresh_rows(400_000, 987)                                # seeds the references never saw
     results = {}
     for ref_rows in (2_000, 20_000):
-        reference = fresh_rows(ref_rows, 101)
-        deciders = Deciders(reference, alpha)
-        print(f"-- reference of {ref_rows:,} rows (calibration {deciders.calibration_seconds:.1f} s)", flush=True)
-        sigma = float(reference["conv_rate"].std())
-        fa = false_alarms(deciders, pool, quick, rng) if ref_rows == 2_000 else None
-        results[ref_rows] = (fa, power(deciders, pool, sigma, quick, rng), deciders.calibration_seconds)
-    fa_rows, power_rows, seconds = results[2_000]
+        started = time.perf_counter()
+        refs = references(ref_rows, alpha, quick)
+        seconds = float(np.mean([d.calibration_seconds for d in refs]))
+        print(f"-- {len(refs)} references of {ref_rows:,} rows ({time.perf_counter() - started:.0f} s to make them; "
+              f"calibration {seconds:.1f} s each)", flush=True)
+        fa = false_alarms(refs, pool, quick, rng) if ref_rows == 2_000 else None
+        results[ref_rows] = (fa, power(refs, pool, quick, rng), seconds, len(refs))
+    fa_rows, power_rows, seconds, count = results[2_000]
     print()
-    print(f"Unshifted windows, reference of 2,000 rows, alpha {alpha} (calibration: {seconds:.1f} s for 3 features)")
+    print(f"Unshifted windows over {count} references of 2,000 rows, alpha {alpha} (calibration: {seconds:.1f} s for "
+          f"3 features and the score)")
     print("| window | windows | any feature: fixed 0.1 | K-S 0.05 | calibrated | dataset verdict: fixed 0.1 | calibrated |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n, total, anyf, dataset in fa_rows:
@@ -177,11 +203,11 @@ def main(quick: bool) -> None:
               f"{fmt(anyf['calibrated'], total)} | {fmt(dataset['fixed 0.1'], total)} | {fmt(dataset['calibrated'], total)} |")
     print()
     print("One feature (conv_rate) shifted: share of windows naming it; others: share flagging each other feature")
-    print("| reference | shift | window | windows | named: fixed 0.1 | K-S 0.05 | calibrated | others (calibrated) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for ref_rows, (_, rows, _) in results.items():
+    print("| reference | references | shift | window | windows | named: fixed 0.1 | K-S 0.05 | calibrated | others (calibrated) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for ref_rows, (_, rows, _, count) in results.items():
         for n, shift, total, named, others in rows:
-            print(f"| {ref_rows:,} | {shift} σ | {n:,} | {total} | {fmt(named['fixed 0.1'], total)} | "
+            print(f"| {ref_rows:,} | {count} | {shift} σ | {n:,} | {total} | {fmt(named['fixed 0.1'], total)} | "
                   f"{fmt(named['K-S 0.05'], total)} | {fmt(named['calibrated'], total)} | "
                   f"{100 * others['calibrated'] / (2 * total):.1f} % |")
     plot(fa_rows, power_rows, alpha)
