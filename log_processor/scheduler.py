@@ -177,11 +177,34 @@ class MonitorRunner:
             return MonitorState(**self.state.__dict__)
 
 
-class IndexThread:
-    """The runners of the monitors over one index, in one thread: each cycle, those due share a read.
+class Schedule:
+    """When each monitor of a thread is next due (monotonic seconds).
 
-    A monitor is due `next_delay()` after its last cycle ended; monitors with the same interval stay
-    due together (as the shipped monitors.yaml's would), others share the cycles they meet in."""
+    A monitor is due `next_delay()` after its last cycle ended, and joins a cycle that starts up to
+    `early` of its interval before it is due: one read instead of two a moment apart. Monitors with
+    the same interval stay due together; one whose interval is a multiple of another's falls in step
+    with it (as long as a cycle takes less than `early` of the shorter interval)."""
+
+    def __init__(self, intervals: list[float], early: float = 0.25):
+        self.intervals, self.early = intervals, early
+        self.due_at = [0.0] * len(intervals)
+
+    def due(self, now: float) -> list[int]:
+        if min(self.due_at) > now:
+            return []
+        return [i for i, at in enumerate(self.due_at) if at <= now + self.early * self.intervals[i]]
+
+    def ran(self, indexes: list[int], ended: float, delays: list[float]) -> None:
+        for i, delay in zip(indexes, delays):
+            self.due_at[i] = ended + delay
+
+    def next_at(self) -> float:
+        return min(self.due_at)
+
+
+class IndexThread:
+    """The runners of the monitors over one index, in one thread: each cycle, those due (Schedule)
+    share one read."""
 
     def __init__(self, runners: list[MonitorRunner], reader: WindowReader):
         self.runners, self.reader = runners, reader
@@ -194,18 +217,17 @@ class IndexThread:
 
     def start(self, stop: threading.Event) -> None:
         def loop() -> None:
-            due_at = [0.0] * len(self.runners)
+            schedule = Schedule([r.monitor.interval_seconds for r in self.runners])
             settled = False
             while not stop.is_set():
-                due = [i for i, at in enumerate(due_at) if at <= time.monotonic()]
-                self.run_due([self.runners[i] for i in due])
-                ended = time.monotonic()
-                for i in due:
-                    due_at[i] = ended + self.runners[i].next_delay()
+                due = schedule.due(time.monotonic())
+                if due:
+                    self.run_due([self.runners[i] for i in due])
+                    schedule.ran(due, time.monotonic(), [self.runners[i].next_delay() for i in due])
                 if not settled:
                     settle_memory()
                     settled = True
-                stop.wait(max(0.0, min(due_at) - time.monotonic()))
+                stop.wait(max(0.001, schedule.next_at() - time.monotonic()))
         self._thread = threading.Thread(target=loop, name=f"monitors-{self.reader.index}", daemon=True)
         self._thread.start()
 
