@@ -16,6 +16,7 @@ from benchmarks import synthetic
 from log_processor.exporter import Exporter
 from log_processor.monitors import load_monitors
 from log_processor.scheduler import IndexThread, MonitorRunner
+from log_processor.window_reader import WindowReader
 from log_processor.store import EventStore
 from tests.conftest import REPO_ROOT, free_port
 
@@ -230,3 +231,33 @@ def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, st
         stop.set()
         thread.join(10)
         gc.unfreeze()
+
+
+def test_a_shared_read_that_fails_fails_each_monitor_once_and_the_next_reads_whole(es, store_url, reference_file):
+    """Two monitors over one index, one reader: a store error is one failed read, counted as an error of
+    each monitor; the next cycle reads whole for both."""
+    load(es, traffic("normal", 400, 14, feedback_share=0.5))
+    monitors = [monitor_for(reference_file, name=name) for name in ("driver_ranker", "shadow")]
+    exporter = Exporter([m.name for m in monitors])
+    dead = EventStore(StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=2))
+    reader = WindowReader(dead, monitors[0].index)
+    runners = [MonitorRunner(m, dead, exporter, write_summaries=False, reader=reader) for m in monitors]
+    reads = []
+    scan = dead.scan
+    dead.scan = lambda *a, **kw: reads.append(kw.get("since")) or scan(*a, **kw)
+    thread = IndexThread(runners, reader)
+    thread.run_due(runners)
+    assert [r.state.status for r in runners] == ["error", "error"] and len(reads) == 1
+    text = generate_latest(exporter.registry).decode()
+    for name in ("driver_ranker", "shadow"):
+        assert f'mlmon_store_errors_total{{monitor="{name}",operation="connect"}} 1.0' in text
+    assert all(r.held is None for r in runners)
+    assert all("connect" in r.state.last_error for r in runners)
+    reader.store = EventStore(StoreSettings(url=store_url), page_size=500)
+    live_scan = reader.store.scan
+    reader.store.scan = lambda *a, **kw: reads.append(kw.get("since")) or live_scan(*a, **kw)
+    thread.run_due(runners)
+    assert [r.state.status for r in runners] == ["ok", "ok"], [r.state.last_error for r in runners]
+    assert reads[1:] == [None]                          # one read, and a whole one
+    thread.run_due(runners)
+    assert len(reads) == 3 and reads[2] is not None     # then incremental, still one for both
