@@ -29,6 +29,8 @@ import orjson
 from elastic_transport import HttpHeaders, JsonSerializer, Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch
 
+from common.env import setting
+
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "elasticsearch"
 
@@ -55,7 +57,7 @@ class StoreSettings:
             password=env.get("ELASTICSEARCH_PASSWORD") or None,
             ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
             verify_certs=env.get("ELASTICSEARCH_VERIFY_CERTS", "true").lower() not in ("0", "false", "no"),
-            request_timeout=float(env.get("ELASTICSEARCH_TIMEOUT", cls.request_timeout)),
+            request_timeout=setting(env, "ELASTICSEARCH_TIMEOUT", cls.request_timeout, float),
         )
 
 

@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if argv else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ProcessorSettings.from_env()
+    try:
+        settings = ProcessorSettings.from_env()
+    except ValueError as exc:
+        print(f"log_processor: bad configuration: {exc}", file=sys.stderr)
+        return 2
     try:
         monitors = load_monitors(settings.monitors_file, interval_override=settings.interval)
     except ConfigError as exc:

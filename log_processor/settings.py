@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from common.env import setting
 from common.store import StoreSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,24 +31,27 @@ class ProcessorSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
+        """A value that is not of its type is a ValueError naming the variable (`python -m log_processor` exits 2)."""
         env = os.environ if env is None else env
-        interval = env.get("LOGPROC_INTERVAL")
-        stale = env.get("LOGPROC_STALE_AFTER")
-        monitors = Path(env.get("LOGPROC_MONITORS_FILE", str(cls.monitors_file)))
+
+        def get(name: str, default, convert=str):
+            return setting(env, f"LOGPROC_{name}", default, convert)
+
+        monitors = get("MONITORS_FILE", cls.monitors_file, Path)
         return cls(
-            host=env.get("LOGPROC_HOST", cls.host),
-            port=int(env.get("LOGPROC_PORT", cls.port)),
+            host=get("HOST", cls.host),
+            port=get("PORT", cls.port, int),
             monitors_file=monitors if monitors.is_absolute() else REPO_ROOT / monitors,
-            interval=float(interval) if interval else None,
-            threads=int(env.get("LOGPROC_THREADS", cls.threads)),
-            fetch_workers=int(env.get("LOGPROC_FETCH_WORKERS", cls.fetch_workers)),
-            page_size=int(env["LOGPROC_PAGE_SIZE"]) if env.get("LOGPROC_PAGE_SIZE") else None,
-            backoff_max=float(env.get("LOGPROC_BACKOFF_MAX", cls.backoff_max)),
-            stale_after=float(stale) if stale else None,
-            write_summaries=_flag(env.get("LOGPROC_WRITE_SUMMARIES", "true")),
-            incremental=_flag(env.get("LOGPROC_INCREMENTAL", "true")),
-            read_overlap=float(env.get("LOGPROC_READ_OVERLAP", cls.read_overlap)),
-            full_read_every=float(env.get("LOGPROC_FULL_READ_EVERY", cls.full_read_every)),
+            interval=get("INTERVAL", None, float),
+            threads=get("THREADS", cls.threads, int),
+            fetch_workers=get("FETCH_WORKERS", cls.fetch_workers, int),
+            page_size=get("PAGE_SIZE", None, int),
+            backoff_max=get("BACKOFF_MAX", cls.backoff_max, float),
+            stale_after=get("STALE_AFTER", None, float),
+            write_summaries=get("WRITE_SUMMARIES", True, _flag),
+            incremental=get("INCREMENTAL", True, _flag),
+            read_overlap=get("READ_OVERLAP", cls.read_overlap, float),
+            full_read_every=get("FULL_READ_EVERY", cls.full_read_every, float),
             store=StoreSettings.from_env(env),
         )
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
+from common.env import setting
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SINK_NAMES = ("file", "fluentd")
 
@@ -82,13 +84,7 @@ class ServingSettings:
         env = os.environ if env is None else env
 
         def get(name: str, default, convert=str):
-            raw = env.get(f"SERVING_{name}")
-            if raw is None or raw == "":
-                return default
-            try:
-                return convert(raw)
-            except ValueError as exc:
-                raise ValueError(f"SERVING_{name}={raw!r}: {exc}") from None
+            return setting(env, f"SERVING_{name}", default, convert)
 
         def opt_path(name: str) -> Path | None:
             return get(name, None, Path)

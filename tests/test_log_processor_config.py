@@ -99,6 +99,23 @@ def test_settings_from_env():
                                     "LOGPROC_MONITORS_FILE": "x/m.yaml", "ELASTICSEARCH_URL": "http://h:1"})
     assert (s.port, s.interval, s.monitors_file, s.store.url) == (9999, 2.0, REPO_ROOT / "x/m.yaml", "http://h:1")
     assert ProcessorSettings.from_env({}).port == 8309
+    reads = ProcessorSettings.from_env({"LOGPROC_INCREMENTAL": "false", "LOGPROC_READ_OVERLAP": "2.5",
+                                        "LOGPROC_FULL_READ_EVERY": "600", "LOGPROC_PAGE_SIZE": ""})
+    assert (reads.incremental, reads.read_overlap, reads.full_read_every, reads.page_size) == (False, 2.5, 600.0, None)
+
+
+@pytest.mark.parametrize("name, value", [("LOGPROC_PORT", "eighty"), ("LOGPROC_READ_OVERLAP", "10s"),
+                                         ("LOGPROC_FULL_READ_EVERY", "hourly"), ("ELASTICSEARCH_TIMEOUT", "30 s")])
+def test_a_setting_that_is_not_a_number_is_refused_naming_the_variable(name, value):
+    with pytest.raises(ValueError, match=f"^{name}='{value}': "):
+        ProcessorSettings.from_env({name: value})
+
+
+def test_cli_refuses_a_bad_setting_with_exit_code_2_and_the_variable_named():
+    result = subprocess.run([sys.executable, "-m", "log_processor"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "LOGPROC_READ_OVERLAP": "ten"}, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "log_processor: bad configuration: LOGPROC_READ_OVERLAP='ten'" in result.stderr
 
 
 def test_cli_refuses_a_bad_file_with_exit_code_2_and_the_file_named(tmp_path):
