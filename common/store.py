@@ -29,7 +29,7 @@ import orjson
 from elastic_transport import HttpHeaders, JsonSerializer, Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch
 
-from common.env import setting
+from common.env import env_number
 
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "elasticsearch"
@@ -57,7 +57,7 @@ class StoreSettings:
             password=env.get("ELASTICSEARCH_PASSWORD") or None,
             ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
             verify_certs=env.get("ELASTICSEARCH_VERIFY_CERTS", "true").lower() not in ("0", "false", "no"),
-            request_timeout=setting(env, "ELASTICSEARCH_TIMEOUT", cls.request_timeout, float),
+            request_timeout=env_number(env, "ELASTICSEARCH_TIMEOUT", cls.request_timeout, float, 0.1),
         )
 
 

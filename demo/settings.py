@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from demo.env import SettingsError, env_number
+from common.env import SettingsError, env_number
 from log_processor.calibration import SIZES as CALIBRATED_SIZES
 
 # Each phase is one window for the processor: the smallest it can give a calibrated verdict on.

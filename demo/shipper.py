@@ -29,7 +29,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import EVENTS_INDEX_PREFIX, daily_index, event_id, format_timestamp, stamp_ingested, utc_now
 from common.store import StoreSettings, StoreUnavailable, connect
-from demo.env import SettingsError, env_number
+from common.env import SettingsError, env_number
 from demo.offsets import OffsetStore
 from demo.tail import Chunk, Line, RotatingFileTail
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from demo.delay_queue import DelayQueue
-from demo.env import SettingsError, env_number
+from common.env import SettingsError, env_number
 
 log = logging.getLogger("demo.traffic")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from common.env import setting
+from common.env import env_number, setting
 from common.store import StoreSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +37,24 @@ class ProcessorSettings:
         def get(name: str, default, convert=str):
             return setting(env, f"LOGPROC_{name}", default, convert)
 
+        def number(name: str, default, kind: type, minimum: float, maximum: float | None = None):
+            return env_number(env, f"LOGPROC_{name}", default, kind, minimum, maximum)
+
         monitors = get("MONITORS_FILE", cls.monitors_file, Path)
         return cls(
             host=get("HOST", cls.host),
-            port=get("PORT", cls.port, int),
+            port=number("PORT", cls.port, int, 1, 65535),
             monitors_file=monitors if monitors.is_absolute() else REPO_ROOT / monitors,
-            interval=get("INTERVAL", None, float),
-            threads=get("THREADS", cls.threads, int),
-            fetch_workers=get("FETCH_WORKERS", cls.fetch_workers, int),
-            page_size=get("PAGE_SIZE", None, int),
-            backoff_max=get("BACKOFF_MAX", cls.backoff_max, float),
-            stale_after=get("STALE_AFTER", None, float),
+            interval=number("INTERVAL", None, float, 0.01),
+            threads=number("THREADS", cls.threads, int, 1),
+            fetch_workers=number("FETCH_WORKERS", cls.fetch_workers, int, 1),
+            page_size=number("PAGE_SIZE", None, int, 1, 10000),
+            backoff_max=number("BACKOFF_MAX", cls.backoff_max, float, 0),
+            stale_after=number("STALE_AFTER", None, float, 0.01),
             write_summaries=get("WRITE_SUMMARIES", True, _flag),
             incremental=get("INCREMENTAL", True, _flag),
-            read_overlap=get("READ_OVERLAP", cls.read_overlap, float),
-            full_read_every=get("FULL_READ_EVERY", cls.full_read_every, float),
+            read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
+            full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
         )
 

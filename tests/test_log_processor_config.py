@@ -104,10 +104,13 @@ def test_settings_from_env():
     assert (reads.incremental, reads.read_overlap, reads.full_read_every, reads.page_size) == (False, 2.5, 600.0, None)
 
 
-@pytest.mark.parametrize("name, value", [("LOGPROC_PORT", "eighty"), ("LOGPROC_READ_OVERLAP", "10s"),
-                                         ("LOGPROC_FULL_READ_EVERY", "hourly"), ("ELASTICSEARCH_TIMEOUT", "30 s")])
-def test_a_setting_that_is_not_a_number_is_refused_naming_the_variable(name, value):
-    with pytest.raises(ValueError, match=f"^{name}='{value}': "):
+@pytest.mark.parametrize("name, value, says", [
+    ("LOGPROC_PORT", "eighty", "is not an integer"), ("LOGPROC_PORT", "70000", "must be between 1 and 65535"),
+    ("LOGPROC_READ_OVERLAP", "10s", "is not a number"), ("LOGPROC_READ_OVERLAP", "-1", "must be at least 0"),
+    ("LOGPROC_FULL_READ_EVERY", "hourly", "is not a number"), ("LOGPROC_PAGE_SIZE", "0", "must be between 1"),
+    ("LOGPROC_INTERVAL", "0", "must be at least 0.01"), ("ELASTICSEARCH_TIMEOUT", "30 s", "is not a number")])
+def test_a_setting_out_of_its_type_or_range_is_refused_naming_the_variable(name, value, says):
+    with pytest.raises(ValueError, match=f"^{name}='{value}' {says}"):
         ProcessorSettings.from_env({name: value})
 
 
@@ -115,7 +118,7 @@ def test_cli_refuses_a_bad_setting_with_exit_code_2_and_the_variable_named():
     result = subprocess.run([sys.executable, "-m", "log_processor"], cwd=REPO_ROOT, capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "LOGPROC_READ_OVERLAP": "ten"}, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "log_processor: bad configuration: LOGPROC_READ_OVERLAP='ten'" in result.stderr
+    assert "log_processor: bad configuration: LOGPROC_READ_OVERLAP='ten' is not a number" in result.stderr
 
 
 def test_cli_refuses_a_bad_file_with_exit_code_2_and_the_file_named(tmp_path):
