@@ -63,7 +63,8 @@ class WindowReader:
             chunk = combine([page[i] for page in pages], m)
             if incremental:
                 window = held[i]
-                window.absorb(chunk, m)      # type: ignore[union-attr]
+                added = window.absorb(chunk, m)      # type: ignore[union-attr]
+                log.debug("monitor %s: %d new document(s) since %.3f", m.name, added, since)
             else:
                 window = self.held[m.name] = HeldWindow.from_full_read(chunk, now)
                 if chunk.unstamped and reads.incremental:
