@@ -61,17 +61,19 @@ class WindowReader:
         windows = {}
         for i, m in enumerate(monitors):
             chunk = combine([page[i] for page in pages], m)
+            for page in pages:
+                page[i] = None               # let the parsed pages go: a full read's are as big as the window
             if incremental:
-                window = held[i]
-                added = window.absorb(chunk, m)      # type: ignore[union-attr]
+                kept = held[i]
+                added = kept.absorb(chunk, m)      # type: ignore[union-attr]
                 log.debug("monitor %s: %d new document(s) since %.3f", m.name, added, since)
             else:
-                window = self.held[m.name] = HeldWindow.from_full_read(chunk, now)
+                kept = self.held[m.name] = HeldWindow.from_full_read(chunk, now)
                 if chunk.unstamped and reads.incremental:
                     log.warning("monitor %s: %d document(s) without event.ingested: reading the window whole every "
                                 "cycle (docs/log-processor.md#incremental-windows)", m.name, chunk.unstamped)
             del chunk
             start = now - m.window_seconds
-            window.evict(start)
-            windows[m.name] = window.window(m, start, now)
+            kept.evict(start)
+            windows[m.name] = kept.window(m, start, now)
         return windows
