@@ -87,8 +87,9 @@ def test_unshifted_100_row_windows_almost_never_give_drift(reference_frame, cali
 
 def test_a_shift_is_found_and_named_and_the_others_are_not(reference_frame, calibration, fresh):
     """0.5 sigma of conv_rate in 1 000-row windows: found in nearly all; acc_rate and
-    avg_daily_trips stay quiet (each is tested at alpha/3 = 0.33 %; measured on fresh data up to
-    ~1.5 % at this size, docs/log-processor.md, so at most 6 of these 200 tests)."""
+    avg_daily_trips stay quiet (each is tested at alpha/3 = 0.33 %; pooled over fresh references
+    0.2 % at this size, one reference's own rate up to ~1.5 %, docs/log-processor.md; so at most 6
+    of these 200 tests)."""
     rng = np.random.default_rng(2)
     sigma = reference_frame["conv_rate"].std()
     hits, others = 0, 0
