@@ -83,7 +83,6 @@ class MonitorRunner:
         self.lock = threading.Lock()
         self.state = MonitorState(monitor.name)
         self._reference: Reference | None = None
-        self._thread: threading.Thread | None = None
 
     # --- the cycle -------------------------------------------------------------------------------
     @property

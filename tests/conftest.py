@@ -85,3 +85,12 @@ def es(store_url):
     client = connect(StoreSettings(url=store_url))
     yield client
     client.close()
+
+
+def record_reads(store) -> list[bool]:
+    """Every window read the store client makes from now on, in order: True for an incremental one
+    (a `since` on event.ingested), False for a full read."""
+    reads: list[bool] = []
+    scan = store.scan
+    store.scan = lambda *a, **kw: reads.append(kw.get("since") is not None) or scan(*a, **kw)
+    return reads

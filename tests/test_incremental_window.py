@@ -29,7 +29,7 @@ from log_processor.store import EventStore
 from log_processor.validate import TIMESTAMP
 from log_processor.window import sample
 from log_processor.window_reader import WindowReader
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, record_reads
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 STEP = 5.0              # simulated seconds between cycles
@@ -102,9 +102,7 @@ def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, 
     deliveries = story(seed)
     now = [T0.timestamp()]
     incremental = runner(monitor, store_url, now, WindowReads(overlap=0.0, full_read_every=8 * STEP))
-    reads = []
-    scan = incremental.store.scan
-    incremental.store.scan = lambda *a, **kw: reads.append(kw.get("since") is not None) or scan(*a, **kw)
+    reads = record_reads(incremental.store)
     down_at = CYCLES // 2
     for cycle in range(1, CYCLES + 1):
         now[0] = T0.timestamp() + cycle * STEP
@@ -135,9 +133,7 @@ def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_f
     group = (BY_SPAN, SHORT, ANY_MODEL)
     reader = WindowReader(EventStore(StoreSettings(url=store_url), page_size=50), BY_SPAN.index,
                           WindowReads(overlap=0.0, full_read_every=8 * STEP))
-    reads = []
-    scan = reader.store.scan
-    reader.store.scan = lambda *a, **kw: reads.append(kw.get("since") is not None) or scan(*a, **kw)
+    reads = record_reads(reader.store)
     for cycle in range(1, CYCLES + 1):
         now[0] = T0.timestamp() + cycle * STEP
         deliver(es, [e for t, e in deliveries if cycle - 1 < t / STEP <= cycle])

@@ -12,7 +12,7 @@ from log_processor.monitors import load_monitors
 from log_processor.scheduler import Processor
 from log_processor.settings import ProcessorSettings
 from common.store import StoreSettings
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, record_reads
 from tests.test_log_processor_store import now
 
 
@@ -104,9 +104,7 @@ def test_healthz_turns_503_when_every_monitor_is_stale(es, tmp_path):
 
 def test_monitors_over_one_index_run_in_one_thread_with_one_read_per_cycle(processor):
     """driver_ranker and shadow watch the same index at the same interval: each cycle reads it once."""
-    scans, cycles = [], {name: 0 for name in processor.runners}
-    scan = processor.store.scan
-    processor.store.scan = lambda *a, **kw: scans.append(a[0]) or scan(*a, **kw)
+    scans, cycles = record_reads(processor.store), {name: 0 for name in processor.runners}
     for name, runner in processor.runners.items():
         def counted(cycle=None, name=name, run_once=runner.run_once):
             cycles[name] += 1

@@ -18,7 +18,7 @@ from log_processor.monitors import load_monitors
 from log_processor.scheduler import IndexThread, MonitorRunner
 from log_processor.window_reader import WindowReader
 from log_processor.store import EventStore
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, record_reads
 
 
 
@@ -242,22 +242,19 @@ def test_a_shared_read_that_fails_fails_each_monitor_once_and_the_next_reads_who
     dead = EventStore(StoreSettings(url=f"http://127.0.0.1:{free_port()}", request_timeout=2))
     reader = WindowReader(dead, monitors[0].index)
     runners = [MonitorRunner(m, dead, exporter, write_summaries=False, reader=reader) for m in monitors]
-    reads = []
-    scan = dead.scan
-    dead.scan = lambda *a, **kw: reads.append(kw.get("since")) or scan(*a, **kw)
+    failed = record_reads(dead)
     thread = IndexThread(runners, reader)
     thread.run_due(runners)
-    assert [r.state.status for r in runners] == ["error", "error"] and len(reads) == 1
+    assert [r.state.status for r in runners] == ["error", "error"] and len(failed) == 1
     text = generate_latest(exporter.registry).decode()
     for name in ("driver_ranker", "shadow"):
         assert f'mlmon_store_errors_total{{monitor="{name}",operation="connect"}} 1.0' in text
     assert all(r.held is None for r in runners)
     assert all("connect" in r.state.last_error for r in runners)
     reader.store = EventStore(StoreSettings(url=store_url), page_size=500)
-    live_scan = reader.store.scan
-    reader.store.scan = lambda *a, **kw: reads.append(kw.get("since")) or live_scan(*a, **kw)
+    reads = record_reads(reader.store)
     thread.run_due(runners)
     assert [r.state.status for r in runners] == ["ok", "ok"], [r.state.last_error for r in runners]
-    assert reads[1:] == [None]                          # one read, and a whole one
+    assert reads == [False]                             # one read, and a whole one
     thread.run_due(runners)
-    assert len(reads) == 3 and reads[2] is not None     # then incremental, still one for both
+    assert reads == [False, True]                       # then incremental, still one for both
