@@ -2,10 +2,11 @@
 
 Reading: a first page over the whole window, sorted by @timestamp alone, which also brings the
 total (a small window is one request); the rest of the range is cut into slices of most of a page
-each, fetched by a small pool of threads; inside a slice, search_after paging over (@timestamp,
-event.id). How pages are asked for depends on the store (READ_PLANS, chosen by measurement where
-the store runs here): whole hits against OpenSearch and osmem-server, where `_source` filtering and
-filter_path cost the store more than they save; the needed fields only against Elasticsearch.
+each, fetched by a small pool of threads and sorted by @timestamp alone too; the event.id
+tie-break (a keyword sort) only where one millisecond holds a whole page. How pages are asked for
+depends on the store (READ_PLANS, chosen by measurement where the store runs here): whole hits
+against OpenSearch and osmem-server, where `_source` filtering and filter_path cost the store more
+than they save; the needed fields only against Elasticsearch.
 Queries carry only the time range (and, for an incremental read, a range on event.ingested:
 held_window.py): dataset and model are filtered client-side (validate.py), which is also how
 unknown datasets are counted.
@@ -36,17 +37,23 @@ SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit on
 class ReadPlan:
     filter_source: bool     # ask for the needed `_source` fields only, with filter_path
     page_size: int          # hits per search request
+    doc_order: bool         # one scroll in index order (_doc) instead of time slices
 
 
 # Measured per 120 000-document window, one OpenSearch 3.8 node (docs/benchmarks.md):
 # whole hits 1.83 s / filtered 2.00 s at 10 000 a page, 2.08 / 2.44 s at 5 000; filtering cost the
 # store 1.7x the CPU. osmem-server: filtering 3-5x slower; 10 000 a page no faster than 5 000.
 # Elasticsearch does not run here: the lighter response is its usual advice, unmeasured.
+# Index order: a Lucene engine fetches a page of documents that lie next to each other in a segment by
+# decompressing each stored-fields block once, and block by block per document otherwise; over a 1.2 M
+# window on OpenSearch, one scroll in _doc order cost the engine 5.8-8.1 s of CPU against 25-30 s
+# for the time slices.
 READ_PLANS = {
-    "elasticsearch": ReadPlan(filter_source=True, page_size=5000),
-    "opensearch": ReadPlan(filter_source=False, page_size=10000),
-    "osmem": ReadPlan(filter_source=False, page_size=5000),
+    "elasticsearch": ReadPlan(filter_source=True, page_size=5000, doc_order=True),
+    "opensearch": ReadPlan(filter_source=False, page_size=10000, doc_order=True),
+    "osmem": ReadPlan(filter_source=False, page_size=5000, doc_order=False),
 }
+SCROLL_KEEP_ALIVE = "2m"        # between two pages of one scroll: a page's parsing takes ~0.1 s
 
 
 class StoreError(RuntimeError):
@@ -59,8 +66,8 @@ class StoreError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
-    """A time range read as one search_after sequence: [start, end), [start, end] for the last, or
-    (start, ∞) for what lies beyond the range (end None)."""
+    """A time range read by one thread: [start, end), [start, end] for the last, or (start, ∞) for
+    what lies beyond the range (end None)."""
     start: float
     end: float | None
     inclusive_end: bool
@@ -76,10 +83,12 @@ def _iso(epoch_seconds: float) -> str:
 class EventStore:
     """One lazily connected client; reconnects after a failure (the store may come back elsewhere)."""
 
-    def __init__(self, settings: StoreSettings, *, page_size: int | None = None, workers: int = 2):
-        """`page_size`: fixed, or None for the store's READ_PLANS page size (known once connected)."""
+    def __init__(self, settings: StoreSettings, *, page_size: int | None = None, workers: int = 2,
+                 doc_order: bool | None = None):
+        """`page_size`, `doc_order`: fixed, or None for the store's READ_PLANS (known once connected)."""
         self.settings = settings
         self._page_size = page_size
+        self._doc_order = doc_order
         self.workers = max(1, workers)
         self._client: Elasticsearch | None = None
         self.plan = READ_PLANS["elasticsearch"]
@@ -88,6 +97,10 @@ class EventStore:
     @property
     def page_size(self) -> int:
         return self._page_size or self.plan.page_size
+
+    @property
+    def doc_order(self) -> bool:
+        return self.plan.doc_order if self._doc_order is None else self._doc_order
 
     def client(self) -> Elasticsearch:
         with self._lock:
@@ -125,15 +138,20 @@ class EventStore:
         stamped ahead of the reader's clock) and, given `since`, `event.ingested` at or after it (an
         incremental read), parsed page by page.
 
-        The first page is read over [start, end], with the total: a window of one page costs one
+        In index order (`doc_order`, Lucene engines), one scroll (_scroll). Otherwise, by time: the first page is read over [start, end], with the total: a window of one page costs one
         request. It is sorted by @timestamp alone, which the store does cheaply however large the
         window (the event.id tie-break costs a keyword sort of every match: 15 s of the store's CPU
         at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents of the last
         millisecond are dropped, since that millisecond may go on beyond the page; the rest of the
         range, that millisecond included, is cut into slices of most of a page each, read by
-        `workers` threads. What lies beyond `end` is one more slice, usually empty.
+        `workers` threads the same way (_scan_slice). What lies beyond `end` is one more slice,
+        usually empty.
         """
+        self.client()                    # connects: how to read depends on the store
         ingested = {"range": {"event.ingested": {"gte": _iso(math.floor(since * 1000) / 1000)}}} if since is not None else None
+        if self.doc_order:
+            bounds = {"gte": _iso(start)} if beyond else {"gte": _iso(start), "lte": _iso(end)}
+            return self._scroll(index, _with({"range": {"@timestamp": bounds}}, ingested), fields, parse, operation)
         hits, total = self._page(index, _range(start, end, inclusive_end=True, also=ingested), fields,
                                  [{"@timestamp": "asc"}], None, operation, with_total=True)
         future = [Slice(end, None, inclusive_end=False)] if beyond else []
@@ -150,6 +168,54 @@ class EventStore:
                 results.extend(pages)
         return results
 
+    def _scroll(self, index: str, query: dict[str, Any], fields: Sequence[str],
+                parse: Callable[[list[dict[str, Any]]], T], operation: str) -> list[T]:
+        """Every match once, in index order, from one scroll (a snapshot of the index: no tie-break
+        needed); each page is parsed while the next is fetched. A window of one page is one search."""
+        filtered = self._source_filter(fields, "_scroll_id")
+        results: list[T] = []
+        scroll_id = None
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
+                response = self._call(operation, lambda es: es.search(
+                    index=index, query=query, size=self.page_size, sort=["_doc"], scroll=SCROLL_KEEP_ALIVE,
+                    track_total_hits=True, ignore_unavailable=True, **filtered))
+                hits = response.get("hits") or {}
+                total = int((hits.get("total") or {}).get("value", 0))
+                seen, parsing = 0, None
+                while True:
+                    scroll_id = response.get("_scroll_id") or scroll_id
+                    page = (response.get("hits") or {}).get("hits") or []
+                    seen += len(page)
+                    if parsing is not None:
+                        results.append(parsing.result())
+                    parsing = pool.submit(parse, _sources(page)) if page else None
+                    if not page or seen >= total:
+                        break
+                    response = self._call(operation, lambda es: es.scroll(      # the search's `source` holds
+                        scroll_id=scroll_id, scroll=SCROLL_KEEP_ALIVE, **{k: v for k, v in filtered.items() if k != "source"}))
+                if parsing is not None:
+                    results.append(parsing.result())
+        finally:
+            if scroll_id:
+                self._clear_scroll(scroll_id)
+        return results
+
+    def _clear_scroll(self, scroll_id: str) -> None:
+        """Free the scroll's context now rather than when it expires; a failure here loses nothing."""
+        client = self._client
+        if client is not None:
+            try:
+                client.clear_scroll(scroll_id=scroll_id)
+            except (ApiError, TransportError, OSError):
+                pass
+
+    def _source_filter(self, fields: Sequence[str], *keep: str) -> dict[str, Any]:
+        """Only the needed `_source` fields, for stores where that is cheaper (READ_PLANS)."""
+        if not self.plan.filter_source:
+            return {}
+        return {"source": list(fields), "filter_path": ["hits.hits._source", "hits.hits.sort", "hits.total", *keep]}
+
     def _slices(self, low: float, high: float, remaining: int) -> list[Slice]:
         """[low, high] in equal slices holding about SLICE_FILL of a page each (if the documents
         were spread evenly), so that most slices are one request; at least 1 ms wide each."""
@@ -161,9 +227,34 @@ class EventStore:
 
     def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
                     also: dict[str, Any] | None, operation: str) -> list[T]:
-        """One slice, paged with search_after over (@timestamp, event.id): cheap on a slice's few matches."""
-        query = (_range(piece.start, piece.end, inclusive_end=piece.inclusive_end, also=also) if piece.end is not None
-                 else _after(piece.start, also))
+        """One slice, sorted by @timestamp alone, a numeric sort. A full page may end inside a
+        millisecond that goes on past it: that millisecond's documents are set aside and the slice goes
+        on from it. Only a millisecond holding a whole page is paged over (@timestamp, event.id) with
+        search_after: the keyword tie-break cost a third of OpenSearch's CPU over a 1.2 M window when
+        every slice used it (docs/benchmarks.md)."""
+        low, low_op = piece.start, "gte" if piece.end is not None else "gt"
+        high = {("lte" if piece.inclusive_end else "lt"): _iso(piece.end)} if piece.end is not None else {}
+        pages: list[T] = []
+        while True:
+            query = _with({"range": {"@timestamp": {low_op: _iso(low), **high}}}, also)
+            hits, _ = self._page(index, query, fields, [{"@timestamp": "asc"}], None, operation)
+            if len(hits) < self.page_size:
+                if hits:
+                    pages.append(parse(_sources(hits)))
+                return pages
+            edge_ms = hits[-1]["sort"][0]
+            complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
+            if complete:
+                pages.append(parse(_sources(complete)))
+                low, low_op = edge_ms / 1000.0, "gte"
+            else:
+                pages.extend(self._scan_millisecond(index, edge_ms, fields, parse, also, operation))
+                low, low_op = edge_ms / 1000.0, "gt"
+
+    def _scan_millisecond(self, index: str, ms: int, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
+                          also: dict[str, Any] | None, operation: str) -> list[T]:
+        """Every document of one millisecond, paged with search_after over (@timestamp, event.id)."""
+        query = _with({"range": {"@timestamp": {"gte": _iso(ms / 1000.0), "lte": _iso(ms / 1000.0)}}}, also)
         sort = [{"@timestamp": "asc"}, {"event.id": "asc"}]
         pages: list[T] = []
         after = None
@@ -181,8 +272,7 @@ class EventStore:
         """One page of hits in `sort` order, and the total when asked."""
         def search(es: Elasticsearch) -> Any:
             extra: dict[str, Any] = {"search_after": after} if after else {}
-            if self.plan.filter_source:      # known once connected, which _call does first
-                extra.update(source=list(fields), filter_path=["hits.hits._source", "hits.hits.sort", "hits.total"])
+            extra.update(self._source_filter(fields))    # the plan is known once connected, which _call does first
             return es.search(index=index, query=query, size=size or self.page_size, track_total_hits=with_total,
                              sort=sort, ignore_unavailable=True, **extra)
 
@@ -203,10 +293,6 @@ def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _range(start: float, end: float, *, inclusive_end: bool, also: dict[str, Any] | None = None) -> dict[str, Any]:
     bounds = {"gte": _iso(start), ("lte" if inclusive_end else "lt"): _iso(end)}
     return _with({"range": {"@timestamp": bounds}}, also)
-
-
-def _after(start: float, also: dict[str, Any] | None) -> dict[str, Any]:
-    return _with({"range": {"@timestamp": {"gt": _iso(start)}}}, also)
 
 
 def _with(query: dict[str, Any], also: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""EventStore.scan on both backends: every document of the window exactly once, with a closed or an
-open end, including many documents sharing the millisecond where a page ends; and an incremental read
-(`since`) brings exactly what was ingested from then on."""
+"""EventStore.scan on both backends and both ways of reading (by time slices, as for osmem-server;
+one scroll in index order, as for OpenSearch): every document of the window exactly once, with a
+closed or an open end, including many documents sharing the millisecond where a page ends; and an
+incremental read (`since`) brings exactly what was ingested from then on."""
 import json
 import math
 import time
@@ -12,7 +13,7 @@ from elasticsearch import helpers
 
 from common.schema import format_timestamp, parse_timestamp, stamp_ingested
 from common.store import StoreSettings
-from log_processor.store import SLICE_FILL, EventStore
+from log_processor.store import READ_PLANS, SLICE_FILL, EventStore
 
 START = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
@@ -32,8 +33,13 @@ def ids(pages):
     return [doc_id for page in pages for doc_id in page]
 
 
-def read(store_url, start, end, page_size=100, **kw):
-    store = EventStore(StoreSettings(url=store_url), page_size=page_size, workers=2)
+@pytest.fixture(params=[False, True], ids=["by-time", "in-index-order"])
+def doc_order(request):
+    return request.param
+
+
+def read(store_url, start, end, page_size=100, doc_order=False, **kw):
+    store = EventStore(StoreSettings(url=store_url), page_size=page_size, workers=2, doc_order=doc_order)
     try:
         return store.scan("ml-events-*", start.timestamp(), end.timestamp(), ["@timestamp", "event.id"],
                           lambda docs: [d["event"]["id"] for d in docs], **kw)
@@ -41,17 +47,17 @@ def read(store_url, start, end, page_size=100, **kw):
         store.close()
 
 
-def record_searches(store):
-    """The keyword arguments of every search the store's client makes, in order."""
+def record_searches(store, method="search"):
+    """The keyword arguments of every call of `method` the store's client makes, in order."""
     client = store.client()
     calls = []
-    original = client.search
+    original = getattr(client, method)
 
-    def counting_search(**kw):
+    def counting(**kw):
         calls.append(kw)
         return original(**kw)
 
-    client.search = counting_search
+    setattr(client, method, counting)
     return calls
 
 
@@ -62,36 +68,52 @@ STAMPS = ([START + timedelta(milliseconds=600 * i) for i in range(1000)]
 
 
 @pytest.mark.parametrize("beyond", [False, True])
-def test_every_document_once_with_or_without_what_lies_beyond(es, store_url, beyond):
+def test_every_document_once_with_or_without_what_lies_beyond(es, store_url, beyond, doc_order):
     loaded = load(es, STAMPS)
     end = START + timedelta(minutes=10, milliseconds=7)       # inside the tied millisecond; 300 documents after it
-    got = ids(read(store_url, START, end, beyond=beyond))
+    got = ids(read(store_url, START, end, beyond=beyond, doc_order=doc_order))
     expected = {i for i, ts in loaded.items() if beyond or ts <= format_timestamp(end)}
     assert len(expected) == len(loaded) - (0 if beyond else 300)
     assert len(got) == len(set(got)) == len(expected) and set(got) == expected   # no duplicates, nothing lost
 
 
 @pytest.mark.parametrize("beyond", [False, True])
-def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, beyond):
+def test_a_full_page_of_ties_at_the_first_page_edge(es, store_url, beyond, doc_order):
     """The first page ends inside the 250-document millisecond."""
     tied = [START] * 250
     loaded = load(es, [START - timedelta(seconds=1)] * 50 + tied + [START + timedelta(seconds=1)] * 50)
-    got = ids(read(store_url, START - timedelta(minutes=1), START + timedelta(minutes=1), beyond=beyond))
+    got = ids(read(store_url, START - timedelta(minutes=1), START + timedelta(minutes=1), beyond=beyond, doc_order=doc_order))
     assert sorted(got) == sorted(loaded)
 
 
-def test_window_bounds_are_inclusive_and_other_documents_left_out(es, store_url):
+def test_the_keyword_tie_break_sorts_only_a_millisecond_that_fills_a_page(es, store_url):
+    """Pages are sorted by @timestamp alone (numeric, cheap); the 250 documents of one millisecond
+    (2.5 pages) are the only ones paged over (@timestamp, event.id), and read exactly once."""
+    loaded = load(es, STAMPS)
+    store = EventStore(StoreSettings(url=store_url), page_size=100, doc_order=False)
+    calls = record_searches(store)
+    got = ids(store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=15)).timestamp(),
+                         ["@timestamp", "event.id"], lambda docs: [d["event"]["id"] for d in docs]))
+    store.close()
+    assert len(got) == len(set(got)) == len(loaded)
+    tied = [call for call in calls if len(call["sort"]) == 2]
+    tied_ms = format_timestamp(START + timedelta(minutes=10, milliseconds=7))
+    assert [call["query"]["range"]["@timestamp"] for call in tied] == [{"gte": tied_ms, "lte": tied_ms}] * 3
+    assert [bool(call.get("search_after")) for call in tied] == [False, True, True]
+
+
+def test_window_bounds_are_inclusive_and_other_documents_left_out(es, store_url, doc_order):
     loaded = load(es, STAMPS)
     start, end = START + timedelta(seconds=60), START + timedelta(minutes=10, milliseconds=7)
     expected = {i for i, ts in loaded.items() if format_timestamp(start) <= ts <= format_timestamp(end)}
-    got = ids(read(store_url, start, end))
+    got = ids(read(store_url, start, end, doc_order=doc_order))
     assert len(got) == len(expected) and set(got) == expected
     assert len(expected) == 1000 - 100 + 250                  # 100 before start; the tied millisecond is the end
 
 
-def test_a_window_that_fits_one_page_is_one_request(es, store_url):
+def test_a_window_that_fits_one_page_is_one_request(es, store_url, doc_order):
     load(es, STAMPS[:80])
-    store = EventStore(StoreSettings(url=store_url), page_size=100)
+    store = EventStore(StoreSettings(url=store_url), page_size=100, doc_order=doc_order)
     calls = record_searches(store)
     pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(hours=1)).timestamp(),
                        ["event.id"], lambda docs: len(docs))
@@ -99,7 +121,7 @@ def test_a_window_that_fits_one_page_is_one_request(es, store_url):
     store.close()
 
 
-def test_an_incremental_read_brings_what_was_ingested_since(es, store_url):
+def test_an_incremental_read_brings_what_was_ingested_since(es, store_url, doc_order):
     """Two batches a moment apart (OpenSearch stamps event.ingested itself, osmem-server keeps the
     writer's stamp); reading since the second began gives the second whole, over several pages,
     late @timestamps included, and nothing of the first."""
@@ -108,37 +130,70 @@ def test_an_incremental_read_brings_what_was_ingested_since(es, store_url):
     since = time.time()
     time.sleep(0.05)
     second = load(es, [ts + timedelta(microseconds=1000) for ts in STAMPS[400:1000]] + [START] * 120, first=400)
-    got = ids(read(store_url, START, START + timedelta(minutes=5), beyond=True, since=since - 0.01))
+    got = ids(read(store_url, START, START + timedelta(minutes=5), beyond=True, since=since - 0.01, doc_order=doc_order))
     assert sorted(got) == sorted(second) and not set(got) & set(first)
 
 
-def test_an_empty_or_missing_index_is_an_empty_window(store_url):
-    assert read(store_url, START, START + timedelta(minutes=1)) == []
+def test_an_empty_or_missing_index_is_an_empty_window(store_url, doc_order):
+    assert read(store_url, START, START + timedelta(minutes=1), doc_order=doc_order) == []
 
 
-def test_a_document_the_fast_decoder_refuses_is_still_read(es, store_url):
+def test_a_document_the_fast_decoder_refuses_is_still_read(es, store_url, doc_order):
     """A lone surrogate in some free-text field: orjson refuses the page, the standard library reads it."""
     loaded = load(es, STAMPS[:150])
     body = json.dumps({"@timestamp": format_timestamp(START), "event": {"id": "odd"}, "note": "x\ud800y"})
     request = urllib.request.Request(f"{store_url}/ml-events-{START:%Y.%m.%d}/_doc/odd?refresh=true", method="PUT",
                                      data=body.encode(), headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=10).close()      # sent as the escape \ud800, as a shipper would
-    got = ids(read(store_url, START, START + timedelta(minutes=20)))
+    got = ids(read(store_url, START, START + timedelta(minutes=20), doc_order=doc_order))
     assert sorted(got) == sorted([*loaded, "odd"])
 
 
 def test_an_evenly_spread_window_is_about_one_request_per_slice(es, store_url):
     """Slices are cut to hold most of a page, so a second page per slice is the exception."""
     load(es, STAMPS[:1000])                                   # one document every 600 ms, for 10 minutes
-    store = EventStore(StoreSettings(url=store_url), page_size=100)
+    store = EventStore(StoreSettings(url=store_url), page_size=100, doc_order=False)
     calls = record_searches(store)
     pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=10)).timestamp(),
                        ["event.id"], lambda docs: len(docs))
     store.close()
     assert sum(pages) == 1000
-    assert calls[0]["sort"] == [{"@timestamp": "asc"}]        # the whole-window page skips the keyword tie-break
+    assert all(call["sort"] == [{"@timestamp": "asc"}] for call in calls)   # no keyword tie-break: no tied page
     slices = math.ceil((1000 - 99) / (100 * SLICE_FILL))
     assert len(calls) <= 1 + slices + 2                       # a couple of slices may spill into a second page
+
+
+def test_in_index_order_a_window_is_one_scroll_cleared_after(es, store_url):
+    """One search, then a scroll call per further page (sorted by _doc, no tie-break), and the
+    scroll's context is freed at the end rather than left to expire."""
+    loaded = load(es, STAMPS)
+    store = EventStore(StoreSettings(url=store_url), page_size=100, doc_order=True)
+    searches, scrolls, cleared = (record_searches(store, method) for method in ("search", "scroll", "clear_scroll"))
+    got = ids(store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=15)).timestamp(),
+                         ["@timestamp", "event.id"], lambda docs: [d["event"]["id"] for d in docs]))
+    store.close()
+    assert len(got) == len(set(got)) == len(loaded)
+    assert len(searches) == 1 and searches[0]["sort"] == ["_doc"] and searches[0]["scroll"]
+    assert len(scrolls) == math.ceil(len(loaded) / 100) - 1
+    assert len(cleared) == 1 and cleared[0]["scroll_id"] == scrolls[-1]["scroll_id"]
+
+
+def test_the_elasticsearch_plan_filtered_pages_read_every_document_once(es, store_url, doc_order):
+    """Elasticsearch does not run here; its plan (`_source` filtering with filter_path, which must keep
+    the scroll id and the sort values) is run against the stores that do."""
+    loaded = load(es, STAMPS)
+    store = EventStore(StoreSettings(url=store_url), page_size=100, doc_order=doc_order)
+    store.client()
+    store.plan = READ_PLANS["elasticsearch"]
+    searches = record_searches(store)
+    pages = store.scan("ml-events-*", START.timestamp(), (START + timedelta(minutes=15)).timestamp(),
+                       ["event.id"], lambda docs: docs)
+    store.close()
+    assert all(call["filter_path"] and call["source"] == ["event.id"] for call in searches)
+    docs = [doc for page in pages for doc in page]
+    assert all(set(doc) == {"event"} for doc in docs)                 # only the asked-for field came
+    got = [doc["event"]["id"] for doc in docs]
+    assert len(got) == len(set(got)) == len(loaded)
 
 
 def test_the_store_stamps_event_ingested_where_it_runs_pipelines(es, store_backend):
