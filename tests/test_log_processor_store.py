@@ -212,12 +212,16 @@ def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file)
 
 
 def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, store_url, reference_file):
-    """Long-lived start-up objects leave the collector's full passes (scheduler.settle_memory)."""
+    """Long-lived start-up objects leave the collector's full passes, and young collections come
+    every GC_YOUNG_THRESHOLD allocations (scheduler.settle_memory)."""
     import gc
     import threading
+    from log_processor.scheduler import GC_YOUNG_THRESHOLD
     load(es, traffic("normal", 300, 12, feedback_share=0.0))
     runner, _ = runner_for(store_url, monitor_for(reference_file))
     gc.unfreeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, *thresholds[1:])
     stop = threading.Event()
     thread = IndexThread([runner], runner.reader)
     thread.start(stop)
@@ -227,10 +231,12 @@ def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, st
             time.sleep(0.05)
         assert runner.state.status == "ok", runner.state.last_error
         assert gc.get_freeze_count() > 10_000       # modules, Evidently, the reference ...
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
     finally:
         stop.set()
         thread.join(10)
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_a_shared_read_that_fails_fails_each_monitor_once_and_the_next_reads_whole(es, store_url, reference_file):
