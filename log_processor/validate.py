@@ -15,6 +15,7 @@ Events of other models, request errors and the like are simply not part of the w
 from __future__ import annotations
 
 from collections import Counter
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -61,16 +62,31 @@ def source_fields(monitor: Monitor) -> list[str]:
     return list(dict.fromkeys(fields))
 
 
-def column(docs: Sequence[Any], dotted: str) -> list[Any]:
-    """Values at a dotted path of every document (None where absent); one list pass per level.
+class Columns:
+    """The values at dotted paths of a page's documents (None where absent), each path level walked
+    once and shared: the `event` objects serve event.id, event.dataset and event.ingested alike. A
+    level is taken with operator.itemgetter, ~30 % faster than a checked comprehension, and walked
+    again the checked way when some value lacks the key or is not an object (a malformed document)."""
 
-    Decoded JSON objects are plain dicts, so the check is `isinstance(v, dict)`: the abstract
-    `Mapping` check goes through the ABC machinery and made this the hottest line of a cycle.
-    """
-    values: list[Any] = list(docs)
-    for part in dotted.split("."):
-        values = [v.get(part) if isinstance(v, dict) else None for v in values]
-    return values
+    def __init__(self, docs: Sequence[Any]):
+        self.docs = docs
+        self._paths: dict[str, list[Any]] = {}
+
+    def __call__(self, dotted: str) -> list[Any]:
+        values = self._paths.get(dotted)
+        if values is None:
+            parent, _, key = dotted.rpartition(".")
+            values = self._paths[dotted] = _level(self(parent) if parent else self.docs, key)
+        return values
+
+
+def _level(values: Sequence[Any], key: str) -> list[Any]:
+    try:
+        return list(map(itemgetter(key), values))
+    except (KeyError, TypeError, IndexError):
+        # Decoded JSON objects are plain dicts: `isinstance(v, dict)`, not the ABC `Mapping` check,
+        # which goes through the ABC machinery and once made this the hottest line of a cycle.
+        return [v.get(key) if isinstance(v, dict) else None for v in values]
 
 
 _KIND = np.frompyfunc(lambda v: 0 if v is None else 1 if type(v) in (int, float) else 2, 1, 1)
@@ -161,47 +177,66 @@ def _no_rejects() -> pd.DataFrame:
 
 def parse_page(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> Chunk:
     """Split one page into validated prediction rows and feedback rows."""
-    datasets = np.array(column(docs, "event.dataset"), dtype=object)
-    known = set(DATASETS) | {monitor.prediction_dataset, monitor.feedback_dataset}
-    eids = event_hashes(column(docs, "event.id"))
-    times = _timestamps(column(docs, "@timestamp"))
-    ingested, unstamped = _latest(column(docs, "event.ingested"))
-    unknown = _Rejects(len(docs))
-    unknown.add("unknown_dataset", np.array([d not in known for d in datasets], dtype=bool))
-    mine = np.ones(len(docs), dtype=bool)
-    if monitor.model_name:
-        mine = np.array(column(docs, "model.name"), dtype=object) == monitor.model_name
-    is_pred = mine & (datasets == monitor.prediction_dataset)
-    is_fb = mine & (datasets == monitor.feedback_dataset)
-    pick = lambda mask: [d for d, m in zip(docs, mask) if m]   # noqa: E731
-    predictions, r1 = parse_predictions(pick(is_pred), monitor, eids[is_pred], times[is_pred])
-    feedback, r2 = parse_feedback(pick(is_fb), monitor, eids[is_fb], times[is_fb])
-    frames = [r for r in (unknown.frame(eids, times), r1, r2) if len(r)]
-    rejects = pd.concat(frames, ignore_index=True) if frames else _no_rejects()
-    return Chunk(predictions, feedback, rejects, ingested, unstamped)
+    return parse_page_for(docs, [monitor])[0]
 
 
-def _keys(docs: Sequence[Mapping[str, Any]], monitor: Monitor, times: np.ndarray, rejects: _Rejects) -> np.ndarray:
-    keys = np.array(column(docs, monitor.join_key), dtype=object)
+def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor]) -> list[Chunk]:
+    """One page for each of several monitors (a shared read): what they all read alike, the
+    documents' datasets, ids and times, is computed once, and so is each (model, dataset) subset of
+    the page with its columns."""
+    columns = Columns(docs)
+    datasets = np.array(columns("event.dataset"), dtype=object)
+    eids = event_hashes(columns("event.id"))
+    times = _timestamps(columns("@timestamp"))
+    ingested, unstamped = _latest(columns("event.ingested"))
+    models: dict[str, np.ndarray] = {}
+    subsets: dict[bytes, tuple[Columns, np.ndarray, np.ndarray]] = {}
+
+    def subset(mask: np.ndarray) -> tuple[Columns, np.ndarray, np.ndarray]:
+        key = np.packbits(mask).tobytes()
+        if key not in subsets:
+            subsets[key] = (Columns([d for d, m in zip(docs, mask) if m]), eids[mask], times[mask])
+        return subsets[key]
+
+    chunks = []
+    for monitor in monitors:
+        known = set(DATASETS) | {monitor.prediction_dataset, monitor.feedback_dataset}
+        unknown = _Rejects(len(docs))
+        unknown.add("unknown_dataset", np.array([d not in known for d in datasets], dtype=bool))
+        mine = np.ones(len(docs), dtype=bool)
+        if monitor.model_name:
+            if monitor.model_name not in models:
+                models[monitor.model_name] = np.array(columns("model.name"), dtype=object) == monitor.model_name
+            mine = models[monitor.model_name]
+        predictions, r1 = parse_predictions(*subset(mine & (datasets == monitor.prediction_dataset)), monitor)
+        feedback, r2 = parse_feedback(*subset(mine & (datasets == monitor.feedback_dataset)), monitor)
+        frames = [r for r in (unknown.frame(eids, times), r1, r2) if len(r)]
+        rejects = pd.concat(frames, ignore_index=True) if frames else _no_rejects()
+        chunks.append(Chunk(predictions, feedback, rejects, ingested, unstamped))
+    return chunks
+
+
+def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: _Rejects) -> np.ndarray:
+    keys = np.array(columns(monitor.join_key), dtype=object)
     rejects.add("missing_field", np.array([not (isinstance(k, str) and k) for k in keys], dtype=bool))
     rejects.add("missing_field", np.isnan(times))
     return keys
 
 
-def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids: np.ndarray,
-                      times: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rejects = _Rejects(len(docs))
-    keys = _keys(docs, monitor, times, rejects)
+def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
+                      monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rejects = _Rejects(len(columns.docs))
+    keys = _keys(columns, monitor, times, rejects)
     required = {}
     for name, path in ((PREDICTION, monitor.prediction_label), (SCORE, monitor.prediction_score)):
-        values, missing, wrong, non_finite = numbers(column(docs, path))
+        values, missing, wrong, non_finite = numbers(columns(path))
         rejects.add("missing_field", missing)
         rejects.add("not_a_number", wrong)
         rejects.add("non_finite", non_finite)
         required[name] = values
     features = {}
     for feature in monitor.features:
-        raw = column(docs, feature.field)
+        raw = columns(feature.field)
         if feature.type == "categorical":
             features[feature.name] = np.array([None if v is None else str(v) for v in raw], dtype=object)
             continue
@@ -218,11 +253,11 @@ def parse_predictions(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids:
     return frame, rejects.frame(eids, times)
 
 
-def parse_feedback(docs: Sequence[Mapping[str, Any]], monitor: Monitor, eids: np.ndarray,
-                   times: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rejects = _Rejects(len(docs))
-    keys = _keys(docs, monitor, times, rejects)
-    values, missing, wrong, non_finite = numbers(column(docs, monitor.target))
+def parse_feedback(columns: Columns, eids: np.ndarray, times: np.ndarray,
+                   monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rejects = _Rejects(len(columns.docs))
+    keys = _keys(columns, monitor, times, rejects)
+    values, missing, wrong, non_finite = numbers(columns(monitor.target))
     rejects.add("missing_field", missing)
     rejects.add("not_a_number", wrong)
     rejects.add("non_finite", non_finite)

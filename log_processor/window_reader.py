@@ -3,10 +3,10 @@
 Monitors that watch the same index (several models, or one model with a short and a long window)
 want the same documents: the read, the store's part of a cycle and most of its cost, is made once
 for the monitors due together, over the union of their spans and fields, and every page is parsed
-for each monitor (validate.py: its model, datasets, features). Each monitor keeps its own
-HeldWindow (held_window.py), so a monitor's window is exactly what reading it alone would give:
-what another monitor's wider span brings is evicted before the window is assembled, and what the
-read brings twice is dropped by event id.
+for each monitor (validate.py: its model, datasets, features; what they read alike, once). Each
+monitor keeps its own HeldWindow (held_window.py), so a monitor's window is exactly what reading it
+alone would give: what another monitor's wider span brings is evicted before the window is
+assembled, and what the read brings twice is dropped by event id.
 
 The read is incremental when every monitor in it can read incrementally (from the earliest of their
 checkpoints, less the overlap), and whole otherwise: a monitor that needs a full read (first
@@ -21,7 +21,7 @@ from typing import Sequence
 from log_processor.held_window import HeldWindow
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
-from log_processor.validate import combine, parse_page, source_fields
+from log_processor.validate import combine, parse_page_for, source_fields
 from log_processor.window import Window
 
 log = logging.getLogger("log_processor")
@@ -57,7 +57,7 @@ class WindowReader:
         since = min(h.read_since(reads.overlap) for h in held) if incremental else None   # type: ignore[union-attr]
         fields = list(dict.fromkeys(f for m in monitors for f in source_fields(m)))
         pages = self.store.scan(self.index, min(now - m.window_seconds for m in monitors), now, fields,
-                                lambda docs: [parse_page(docs, m) for m in monitors], beyond=True, since=since)
+                                lambda docs: parse_page_for(docs, monitors), beyond=True, since=since)
         windows = {}
         for i, m in enumerate(monitors):
             chunk = combine([page[i] for page in pages], m)

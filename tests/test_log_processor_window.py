@@ -11,7 +11,7 @@ from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.validate import KEY_HASH, RANK, SCORE, combine, key_hashes, parse_page, sample_ranks
+from log_processor.validate import KEY_HASH, RANK, SCORE, combine, key_hashes, parse_page, parse_page_for, sample_ranks
 from log_processor.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
@@ -63,6 +63,33 @@ def test_malformed_documents_are_counted_by_reason_and_the_rest_of_the_page_surv
     assert list(w.frame[KEY_HASH]) == rids("a")              # other model: not in the window, not "rejected"
     assert w.missing_share == {"conv_rate": 0.0, "acc_rate": 0.0, "avg_daily_trips": 0.5}
     assert w.labelled == 0                                      # the malformed feedback did not label "a"
+
+
+def test_a_page_parsed_for_several_monitors_gives_each_what_parsing_for_it_alone_gives():
+    """A shared read computes the common columns once (validate.parse_page_for): monitors differing in
+    model, features and join key still get exactly their own chunk, malformed documents included."""
+    no_key = pred("x")
+    del no_key["request_id"]
+    odd = pred("o")
+    odd["prediction"] = "a string where an object belongs"
+    docs = [pred("a"), pred("b", conv_rate="0.5"), pred("f", model="other_model"), fb("a", at=3), fb("f", at=4),
+            no_key, odd, {"not": "an event"}, pred("e", avg_daily_trips=...)]
+    others = dataclasses.replace(MONITOR, name="other", model_name="other_model", features=MONITOR.features[:1])
+    any_model = dataclasses.replace(MONITOR, name="any", model_name=None, join_key="event.id")
+    monitors = [MONITOR, others, any_model, MONITOR]
+    shared = parse_page_for(docs, monitors)
+    for monitor, chunk in zip(monitors, shared):
+        alone = parse_page(docs, monitor)
+        pd.testing.assert_frame_equal(chunk.predictions, alone.predictions)
+        pd.testing.assert_frame_equal(chunk.feedback, alone.feedback)
+        # a document without event.id gets a random id (validate.event_hashes): compared without it
+        pd.testing.assert_frame_equal(chunk.rejects.drop(columns="_eid"), alone.rejects.drop(columns="_eid"))
+        assert (chunk.ingested, chunk.unstamped) == (alone.ingested, alone.unstamped)
+    # driver_ranker: a and e (b's string feature, no_key, odd's string prediction rejected); other_model: f;
+    # any model keyed by event.id: no_key too, and f
+    assert [len(c.predictions) for c in shared] == [2, 1, 4, 2]
+    assert [len(c.feedback) for c in shared] == [2, 0, 2, 2]
+    assert dict(shared[0].rejected) == {"missing_field": 2, "not_a_number": 1, "unknown_dataset": 1}
 
 
 def test_delayed_labels_are_joined_and_coverage_and_delay_are_right():
