@@ -11,6 +11,7 @@ the store's own CPU seconds per cycle and its RSS are read from /proc beside it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import http.client
 import json
 import os
@@ -52,6 +53,9 @@ def rss_peak_mb() -> float:
 
 
 def reset_peak() -> None:
+    """Start a run's peak at what the process holds now, after collecting what earlier runs left in
+    reference cycles (the processor collects after each cycle, scheduler.IndexThread)."""
+    gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -223,6 +223,8 @@ class IndexThread:
                 if due:
                     self.run_due([self.runners[i] for i in due])
                     schedule.ran(due, time.monotonic(), [self.runners[i].next_delay() for i in due])
+                    if settled:
+                        gc.collect()    # what the cycle left in reference cycles goes now (settle_memory)
                 if not settled:
                     settle_memory()
                     settled = True
@@ -248,7 +250,9 @@ def settle_memory() -> None:
     of 10 000 hits decodes into ~300 000 objects, alive until parsed; with next to nothing left in
     the old generation after the freeze, CPython's rule ran a full collection over them about every
     70 000 allocations, half the cost of decoding a window (1.2 M documents: 14 s of CPU, 7 s
-    without). Decoded JSON holds no reference cycles; what garbage has them is collected later."""
+    without). Garbage in reference cycles (Evidently's report, pandas internals) would then wait
+    longer for a full collection, so the thread runs one after each cycle: with start-up frozen it
+    walks little."""
     pin_mmap_threshold()
     gc.collect()
     gc.freeze()
