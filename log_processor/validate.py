@@ -94,6 +94,16 @@ _KIND = np.frompyfunc(lambda v: 0 if v is None else 1 if type(v) in (int, float)
 
 def numbers(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(float values, missing mask, not-a-number mask, non-finite mask) of one column."""
+    if set(map(type, values)) <= _PLAIN_NUMBERS:        # the usual column: one C pass, no per-value call
+        try:
+            out = np.array(values, dtype=float)
+        except OverflowError:                           # an integer beyond double range: the checked way
+            pass
+        else:
+            none = np.zeros(len(out), dtype=bool)
+            non_finite = ~np.isfinite(out)
+            out[non_finite] = np.nan
+            return out, none, none.copy(), non_finite
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     kind = _KIND(arr).astype(np.int8) if len(arr) else np.zeros(0, dtype=np.int8)
@@ -106,13 +116,28 @@ def numbers(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return out, missing, wrong, non_finite
 
 
+_PLAIN_NUMBERS = {int, float}      # not bool: true/false is not a number here
+
+
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def _timestamps(values: Sequence[Any]) -> np.ndarray:
-    """Epoch seconds (float), NaN where the value is not an ISO-8601 timestamp."""
-    parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
-    return (parsed - _EPOCH).dt.total_seconds().to_numpy(dtype=float)
+    """Epoch seconds (float), NaN where the value is not an ISO-8601 timestamp. The stack's own
+    format (common.schema.format_timestamp: milliseconds and Z, 24 characters) is parsed by numpy,
+    several times faster than pandas' ISO parser, which takes everything else. Both paths give
+    nanoseconds / 1e9, so a time is the same float whichever parsed it."""
+    if values and all(type(v) is str and len(v) == 24 and v[-1] == "Z" for v in values):
+        try:
+            ms = np.array([v[:-1] for v in values], dtype="datetime64[ms]")
+        except ValueError:
+            pass
+        else:
+            return ms.astype("datetime64[ns]").astype(np.int64) / 1e9
+    since_epoch = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce") - _EPOCH
+    seconds = since_epoch.to_numpy(dtype="timedelta64[ns]").astype(np.int64) / 1e9
+    seconds[since_epoch.isna().to_numpy()] = np.nan
+    return seconds
 
 
 def event_hashes(values: Sequence[Any]) -> np.ndarray:

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.schema import feedback_event, prediction_event
+from common.schema import feedback_event, format_timestamp, prediction_event
 from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.validate import KEY_HASH, RANK, SCORE, combine, key_hashes, parse_page, parse_page_for, sample_ranks
+from log_processor.validate import (KEY_HASH, RANK, SCORE, _timestamps, combine, key_hashes, numbers, parse_page,
+                                   parse_page_for, sample_ranks)
 from log_processor.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
@@ -90,6 +91,23 @@ def test_a_page_parsed_for_several_monitors_gives_each_what_parsing_for_it_alone
     assert [len(c.predictions) for c in shared] == [2, 1, 4, 2]
     assert [len(c.feedback) for c in shared] == [2, 0, 2, 2]
     assert dict(shared[0].rejected) == {"missing_field": 2, "not_a_number": 1, "unknown_dataset": 1}
+
+
+def test_times_and_numbers_parse_alike_on_the_fast_path_and_the_checked_one():
+    """The stack's own timestamps go through numpy, anything else through pandas: the same instant is
+    the same float either way (a page with one odd value takes the checked path). Numbers likewise."""
+    stamps = [format_timestamp(T0 + timedelta(milliseconds=7919 * i)) for i in range(2000)]
+    fast, checked = _timestamps(stamps), _timestamps([*stamps, "not a time"])
+    assert (fast == checked[:-1]).all() and np.isnan(checked[-1])
+    other_form = _timestamps(["2026-03-01T12:00:00.250+00:00", "2026-02-30T00:00:00.000Z", None])
+    assert other_form[0] == _timestamps(["2026-03-01T12:00:00.250Z"])[0] == pytest.approx(T0.timestamp() + 0.25)
+    assert np.isnan(other_form[1:]).all()
+    assert np.isnan(_timestamps(["2026-02-30T00:00:00.000Z"])).all()          # 24 characters, not a date
+    values = [0.25, 3, float("inf"), float("nan")]
+    plain, odd = numbers(values), numbers([*values, True])
+    np.testing.assert_array_equal(plain[0], odd[0][:-1])
+    assert list(plain[3]) == list(odd[3][:-1]) == [False, False, True, True]    # non-finite either way
+    assert list(odd[2]) == [False] * 4 + [True]                                  # a boolean is not a number
 
 
 def test_delayed_labels_are_joined_and_coverage_and_delay_are_right():
