@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
 from tempfile import TemporaryDirectory
+from typing import Mapping
 
 from benchmarks import backends
 from benchmarks.log_processor import SPAN, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
@@ -37,13 +38,15 @@ PLOT = Path(__file__).resolve().parent.parent / "docs" / "incremental_cycle.png"
 
 
 class CountingStore(EventStore):
-    """The processor's store client, counting the documents its searches return."""
+    """The processor's store client, counting the documents its searches and scrolls return."""
     documents = 0
 
-    def _page(self, *args, **kwargs):
-        hits, total = super()._page(*args, **kwargs)
-        self.documents += len(hits)
-        return hits, total
+    def _call(self, operation, fn):
+        response = super()._call(operation, fn)
+        hits = response.get("hits") if hasattr(response, "get") else None
+        if isinstance(hits, Mapping):
+            self.documents += len(hits.get("hits") or [])
+        return response
 
 
 @dataclass
