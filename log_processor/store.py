@@ -138,7 +138,8 @@ class EventStore:
         stamped ahead of the reader's clock) and, given `since`, `event.ingested` at or after it (an
         incremental read), parsed page by page.
 
-        In index order (`doc_order`, Lucene engines), one scroll (_scroll). Otherwise, by time: the first page is read over [start, end], with the total: a window of one page costs one
+        In index order (`doc_order`, Lucene engines): one scroll (_scroll). Otherwise by time: the
+        first page is read over [start, end], with the total: a window of one page costs one
         request. It is sorted by @timestamp alone, which the store does cheaply however large the
         window (the event.id tie-break costs a keyword sort of every match: 15 s of the store's CPU
         at 1.2 M documents on osmem-server, against 1.4 s without it). Its documents of the last
@@ -173,6 +174,7 @@ class EventStore:
         """Every match once, in index order, from one scroll (a snapshot of the index: no tie-break
         needed); each page is parsed while the next is fetched. A window of one page is one search."""
         filtered = self._source_filter(fields, "_scroll_id")
+        paging = {k: v for k, v in filtered.items() if k != "source"}     # the search's `source` holds
         results: list[T] = []
         scroll_id = None
         try:
@@ -192,8 +194,8 @@ class EventStore:
                     parsing = pool.submit(parse, _sources(page)) if page else None
                     if not page or seen >= total:
                         break
-                    response = self._call(operation, lambda es: es.scroll(      # the search's `source` holds
-                        scroll_id=scroll_id, scroll=SCROLL_KEEP_ALIVE, **{k: v for k, v in filtered.items() if k != "source"}))
+                    response = self._call(operation, lambda es: es.scroll(
+                        scroll_id=scroll_id, scroll=SCROLL_KEEP_ALIVE, **paging))
                 if parsing is not None:
                     results.append(parsing.result())
         finally:
