@@ -259,7 +259,6 @@ def settle_memory() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-
 M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
 
 

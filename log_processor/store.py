@@ -160,8 +160,7 @@ class EventStore:
             results = [parse(_sources(hits))] if hits else []
             slices = future
         else:
-            edge_ms = hits[-1]["sort"][0]
-            complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
+            complete, edge_ms = _before_last_millisecond(hits)
             results = [parse(_sources(complete))] if complete else []
             slices = self._slices(edge_ms / 1000.0, end, total - len(complete)) + future
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="scan") as pool:
@@ -244,8 +243,7 @@ class EventStore:
                 if hits:
                     pages.append(parse(_sources(hits)))
                 return pages
-            edge_ms = hits[-1]["sort"][0]
-            complete = [hit for hit in hits if hit["sort"][0] != edge_ms]
+            complete, edge_ms = _before_last_millisecond(hits)
             if complete:
                 pages.append(parse(_sources(complete)))
                 low, low_op = edge_ms / 1000.0, "gte"
@@ -290,6 +288,13 @@ class EventStore:
 
 def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [hit.get("_source") or {} for hit in hits]
+
+
+def _before_last_millisecond(hits: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """A full page sorted by @timestamp: its hits before its last millisecond, which may go on past
+    the page, and that millisecond (epoch ms, the sort value)."""
+    edge_ms = hits[-1]["sort"][0]
+    return [hit for hit in hits if hit["sort"][0] != edge_ms], edge_ms
 
 
 def _range(start: float, end: float, *, inclusive_end: bool, also: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ Events of other models, request errors and the like are simply not part of the w
 from __future__ import annotations
 
 from collections import Counter
-from operator import itemgetter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -89,6 +89,7 @@ def _level(values: Sequence[Any], key: str) -> list[Any]:
         return [v.get(key) if isinstance(v, dict) else None for v in values]
 
 
+_PLAIN_NUMBERS = {int, float}      # not bool: true/false is not a number here
 _KIND = np.frompyfunc(lambda v: 0 if v is None else 1 if type(v) in (int, float) else 2, 1, 1)
 
 
@@ -114,9 +115,6 @@ def numbers(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     non_finite = ok & ~np.isfinite(out)
     out[non_finite] = np.nan
     return out, missing, wrong, non_finite
-
-
-_PLAIN_NUMBERS = {int, float}      # not bool: true/false is not a number here
 
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
