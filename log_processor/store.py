@@ -1,18 +1,20 @@
-"""Store I/O of the processor: read a window of events in time slices, write summary documents.
+"""Store I/O of the processor: read a window of events page by page, write summary documents.
 
-Reading: a first page over the whole window, sorted by @timestamp alone, which also brings the
-total (a small window is one request); the rest of the range is cut into slices of most of a page
-each, fetched by a small pool of threads and sorted by @timestamp alone too; the event.id
-tie-break (a keyword sort) only where one millisecond holds a whole page. How pages are asked for
-depends on the store (READ_PLANS, chosen by measurement where the store runs here): whole hits
-against OpenSearch and osmem-server, where `_source` filtering and filter_path cost the store more
-than they save; the needed fields only against Elasticsearch.
+Reading depends on the store (READ_PLANS, chosen by measurement where the store runs here). A
+Lucene engine (OpenSearch, Elasticsearch) is read as one scroll in index order, which lets it
+decompress its stored documents block by block. osmem-server is read in time slices: a first page
+over the whole window, sorted by @timestamp alone, which also brings the total (a small window is
+one request); the rest of the range cut into slices of most of a page each, fetched by a small pool
+of threads; the event.id tie-break (a keyword sort) only where one millisecond holds a whole page.
+Whole hits are asked for from OpenSearch and osmem-server, where `_source` filtering and
+filter_path cost the store more than they save; the needed fields only from Elasticsearch.
 Queries carry only the time range (and, for an incremental read, a range on event.ingested:
 held_window.py): dataset and model are filtered client-side (validate.py), which is also how
 unknown datasets are counted.
 
-Each page is handed to `parse` as soon as it arrives, so memory holds parsed columns, never a
-window's worth of JSON documents.
+Each page is decoded straight into the fields the read needs (page_decoder.py) and handed to
+`parse` as soon as it arrives, so memory holds parsed columns, never a window's worth of JSON
+documents.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import format_timestamp
-from common.store import StoreSettings, StoreUnavailable, backend_kind, connect, probe
+from common.store import FastJsonSerializer, StoreSettings, StoreUnavailable, backend_kind, connect, probe
+from log_processor.page_decoder import PageDecoder
 
 T = TypeVar("T")
 MAX_SLICES = 2000
@@ -91,6 +94,8 @@ class EventStore:
         self._doc_order = doc_order
         self.workers = max(1, workers)
         self._client: Elasticsearch | None = None
+        self._serializer = FastJsonSerializer()
+        self._decoders: dict[tuple[str, ...], PageDecoder] = {}
         self.plan = READ_PLANS["elasticsearch"]
         self._lock = threading.Lock()
 
@@ -107,7 +112,7 @@ class EventStore:
             if self._client is None:
                 try:
                     info = probe(self.settings)
-                    self._client = connect(self.settings, info, fast_json=True)
+                    self._client = connect(self.settings, info, serializer=self._serializer)
                     self.plan = READ_PLANS[backend_kind(info)]
                 except StoreUnavailable as exc:
                     raise StoreError("connect", exc) from exc
@@ -122,21 +127,28 @@ class EventStore:
 
     close = reset
 
-    def _call(self, operation: str, fn: Callable[[Elasticsearch], T]) -> T:
+    def _call(self, operation: str, fn: Callable[[Elasticsearch], T], fields: Sequence[str] | None = None) -> T:
+        """`fn`'s request; given the `fields` a read needs, its responses are decoded into them alone
+        (page_decoder.py)."""
         client = self.client()
+        decode = None
+        if fields is not None:
+            decode = self._decoders.get(tuple(fields)) or self._decoders.setdefault(tuple(fields), PageDecoder(fields))
         try:
-            return fn(client)
+            with self._serializer.decoding(decode):
+                return fn(client)
         except (ApiError, TransportError, OSError) as exc:
             self.reset()
             raise StoreError(operation, exc) from exc
 
     # --- reading ---------------------------------------------------------------------------------
     def scan(self, index: str, start: float, end: float, fields: Sequence[str],
-             parse: Callable[[list[dict[str, Any]]], T], *, beyond: bool = False, since: float | None = None,
+             parse: Callable[[list[Any]], T], *, beyond: bool = False, since: float | None = None,
              operation: str = "search") -> list[T]:
         """Every document with @timestamp in [start, end] (and, with `beyond`, after `end` too: events
         stamped ahead of the reader's clock) and, given `since`, `event.ingested` at or after it (an
-        incremental read), parsed page by page.
+        incremental read), parsed page by page: `parse` gets a page's documents with `fields` alone,
+        as structs or dicts (read them with validate.Columns).
 
         In index order (`doc_order`, Lucene engines): one scroll (_scroll). Otherwise by time: the
         first page is read over [start, end], with the total: a window of one page costs one
@@ -169,7 +181,7 @@ class EventStore:
         return results
 
     def _scroll(self, index: str, query: dict[str, Any], fields: Sequence[str],
-                parse: Callable[[list[dict[str, Any]]], T], operation: str) -> list[T]:
+                parse: Callable[[list[Any]], T], operation: str) -> list[T]:
         """Every match once, in index order, from one scroll (a snapshot of the index: no tie-break
         needed); each page is parsed while the next is fetched. A window of one page is one search."""
         filtered = self._source_filter(fields, "_scroll_id")
@@ -180,7 +192,7 @@ class EventStore:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
                 response = self._call(operation, lambda es: es.search(
                     index=index, query=query, size=self.page_size, sort=["_doc"], scroll=SCROLL_KEEP_ALIVE,
-                    track_total_hits=True, ignore_unavailable=True, **filtered))
+                    track_total_hits=True, ignore_unavailable=True, **filtered), fields)
                 hits = response.get("hits") or {}
                 total = int((hits.get("total") or {}).get("value", 0))
                 seen, parsing = 0, None
@@ -194,7 +206,7 @@ class EventStore:
                     if not page or seen >= total:
                         break
                     response = self._call(operation, lambda es: es.scroll(
-                        scroll_id=scroll_id, scroll=SCROLL_KEEP_ALIVE, **paging))
+                        scroll_id=scroll_id, scroll=SCROLL_KEEP_ALIVE, **paging), fields)
                 if parsing is not None:
                     results.append(parsing.result())
         finally:
@@ -226,7 +238,7 @@ class EventStore:
         edges[-1] = high
         return [Slice(edges[i], edges[i + 1], inclusive_end=i == n - 1) for i in range(n)]
 
-    def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
+    def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[Any]], T],
                     also: dict[str, Any] | None, operation: str) -> list[T]:
         """One slice, sorted by @timestamp alone, a numeric sort. A full page may end inside a
         millisecond that goes on past it: that millisecond's documents are set aside and the slice goes
@@ -251,7 +263,7 @@ class EventStore:
                 pages.extend(self._scan_millisecond(index, edge_ms, fields, parse, also, operation))
                 low, low_op = edge_ms / 1000.0, "gt"
 
-    def _scan_millisecond(self, index: str, ms: int, fields: Sequence[str], parse: Callable[[list[dict[str, Any]]], T],
+    def _scan_millisecond(self, index: str, ms: int, fields: Sequence[str], parse: Callable[[list[Any]], T],
                           also: dict[str, Any] | None, operation: str) -> list[T]:
         """Every document of one millisecond, paged with search_after over (@timestamp, event.id)."""
         query = _with({"range": {"@timestamp": {"gte": _iso(ms / 1000.0), "lte": _iso(ms / 1000.0)}}}, also)
@@ -276,7 +288,7 @@ class EventStore:
             return es.search(index=index, query=query, size=size or self.page_size, track_total_hits=with_total,
                              sort=sort, ignore_unavailable=True, **extra)
 
-        response = self._call(operation, search)
+        response = self._call(operation, search, fields)
         hits = response.get("hits") or {}
         total = (hits.get("total") or {}).get("value", 0) if with_total else 0
         return hits.get("hits") or [], int(total)
@@ -286,8 +298,10 @@ class EventStore:
         self._call("write_summary", lambda es: es.index(index=index, id=doc_id, document=dict(document)))
 
 
-def _sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [hit.get("_source") or {} for hit in hits]
+def _sources(hits: list[dict[str, Any]]) -> list[Any]:
+    """The documents of a page: structs of the fields read (page_decoder.py), or dicts; None where a
+    hit has no `_source`."""
+    return [hit.get("_source") for hit in hits]
 
 
 def _before_last_millisecond(hits: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
