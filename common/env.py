@@ -36,3 +36,14 @@ def setting(env: Mapping[str, str], name: str, default: T, convert: Callable[[st
         return convert(raw)
     except ValueError as exc:
         raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def flag(raw: str) -> bool:
+    """A yes/no setting (for `setting`): a typo is an error, not silently one or the other."""
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"not a yes/no value (use one of {', '.join(_TRUE)} or {', '.join(_FALSE)})")

@@ -31,7 +31,7 @@ import msgspec
 from elastic_transport import HttpHeaders, JsonSerializer, Urllib3HttpNode
 from elasticsearch import ApiError, Elasticsearch
 
-from common.env import env_number
+from common.env import env_number, flag, setting
 
 _VERSIONED = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+)(\s*;\s*compatible-with=\d+)?")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "elasticsearch"
@@ -58,7 +58,7 @@ class StoreSettings:
             username=env.get("ELASTICSEARCH_USERNAME") or None,
             password=env.get("ELASTICSEARCH_PASSWORD") or None,
             ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
-            verify_certs=env.get("ELASTICSEARCH_VERIFY_CERTS", "true").lower() not in ("0", "false", "no"),
+            verify_certs=setting(env, "ELASTICSEARCH_VERIFY_CERTS", cls.verify_certs, flag),
             request_timeout=env_number(env, "ELASTICSEARCH_TIMEOUT", cls.request_timeout, float, 0.1),
         )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from common.env import SettingsError, env_number
+from common.env import SettingsError, env_number, flag, setting
 from log_processor.calibration import SIZES as CALIBRATED_SIZES
 
 # Each phase is one window for the processor: the smallest it can give a calibrated verdict on.
@@ -55,14 +55,14 @@ class DemoSettings:
         number = _reader(env)
         ports = Ports(**{name: number(f"DEMO_{name.upper()}_PORT", 0, int, 0, 65535) for name in PORT_NAMES})
         return cls(
-            once=env.get("DEMO_ONCE", "").lower() in ("1", "true", "yes"),
+            once=setting(env, "DEMO_ONCE", cls.once, flag),
             store=_store(env.get("DEMO_STORE") or cls.store, "DEMO_STORE"),
             normal_requests=number("DEMO_NORMAL_REQUESTS", cls.normal_requests, int, MIN_WINDOW),
             drift_requests=number("DEMO_DRIFT_REQUESTS", cls.drift_requests, int, MIN_WINDOW),
             rate=number("DEMO_RATE", cls.rate, float, 1),
             feedback_delay=number("DEMO_FEEDBACK_DELAY", cls.feedback_delay, float, 0),
             eval_interval=number("DEMO_EVAL_INTERVAL", cls.eval_interval, float, 0.5),
-            alerts=env.get("DEMO_ALERTS", "true").lower() not in ("0", "false", "no"),
+            alerts=setting(env, "DEMO_ALERTS", cls.alerts, flag),
             alert_timeout=number("DEMO_ALERT_TIMEOUT", cls.alert_timeout, float, 1),
             state_dir=Path(env.get("DEMO_STATE_DIR") or cls.state_dir),
             mail_dir=Path(env.get("DEMO_MAIL_DIR") or cls.mail_dir),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from common.env import env_number, setting
+from common.env import env_number, flag, setting
 from common.store import StoreSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +51,9 @@ class ProcessorSettings:
             page_size=number("PAGE_SIZE", None, int, 1, 10000),
             backoff_max=number("BACKOFF_MAX", cls.backoff_max, float, 0),
             stale_after=number("STALE_AFTER", None, float, 0.01),
-            write_summaries=get("WRITE_SUMMARIES", True, _flag),
-            incremental=get("INCREMENTAL", True, _flag),
+            write_summaries=get("WRITE_SUMMARIES", True, flag),
+            incremental=get("INCREMENTAL", True, flag),
             read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
         )
-
-
-def _flag(value: str) -> bool:
-    return value.lower() not in ("0", "false", "no")

@@ -6,14 +6,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
-from common.env import setting
+from common.env import flag, setting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SINK_NAMES = ("file", "fluentd")
-
-
-def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_sinks(value: str) -> tuple[str, ...]:
@@ -111,6 +107,6 @@ class ServingSettings:
             max_body_bytes=get("MAX_BODY_BYTES", cls.max_body_bytes, int),
             max_candidates=get("MAX_CANDIDATES", cls.max_candidates, int),
             decision_threshold=get("DECISION_THRESHOLD", cls.decision_threshold, float),
-            access_log=get("ACCESS_LOG", cls.access_log, _bool),
+            access_log=get("ACCESS_LOG", cls.access_log, flag),
             seed=get("SEED", cls.seed, int),
         )

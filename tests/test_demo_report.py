@@ -132,6 +132,7 @@ def test_flags_override_the_environment():
     ({"DEMO_RATE": "quick"}, "DEMO_RATE='quick' is not a number"),
     ({"DEMO_NORMAL_REQUESTS": "10"}, "DEMO_NORMAL_REQUESTS='10' must be at least 50"),
     ({"DEMO_SERVING_PORT": "70000"}, "DEMO_SERVING_PORT='70000' must be between 0 and 65535"),
+    ({"DEMO_ALERTS": "nope"}, "DEMO_ALERTS='nope': not a yes/no value"),
 ])
 def test_bad_environment_names_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from demo.settings import DemoSettings
 from log_processor.monitors import ConfigError, load_monitors, parse_duration
 from log_processor.settings import ProcessorSettings
+from serving.settings import ServingSettings
 from tests.conftest import REPO_ROOT
 
 GOOD = """\
@@ -104,13 +106,27 @@ def test_settings_from_env():
     assert (reads.incremental, reads.read_overlap, reads.full_read_every, reads.page_size) == (False, 2.5, 600.0, None)
 
 
+@pytest.mark.parametrize("value, meant", [("1", True), ("TRUE", True), ("yes", True), (" on ", True),
+                                          ("0", False), ("False", False), ("no", False), ("OFF", False),
+                                          ("", True)])      # empty: the default
+def test_yes_no_settings_read_alike_everywhere(value, meant):
+    """One rule for every part's yes/no variables (common.env.flag)."""
+    processor = ProcessorSettings.from_env({"LOGPROC_INCREMENTAL": value, "LOGPROC_WRITE_SUMMARIES": value,
+                                            "ELASTICSEARCH_VERIFY_CERTS": value})
+    assert (processor.incremental, processor.write_summaries, processor.store.verify_certs) == (meant,) * 3
+    assert ServingSettings.from_env({"SERVING_ACCESS_LOG": value}).access_log is meant
+    demo = DemoSettings.from_env({"DEMO_ALERTS": value, "DEMO_ONCE": value})
+    assert demo.alerts is meant and demo.once is (meant if value else False)        # --once is off by default
+
+
 @pytest.mark.parametrize("name, value, says", [
     ("LOGPROC_PORT", "eighty", "is not an integer"), ("LOGPROC_PORT", "70000", "must be between 1 and 65535"),
     ("LOGPROC_READ_OVERLAP", "10s", "is not a number"), ("LOGPROC_READ_OVERLAP", "-1", "must be at least 0"),
     ("LOGPROC_FULL_READ_EVERY", "hourly", "is not a number"), ("LOGPROC_PAGE_SIZE", "0", "must be between 1"),
-    ("LOGPROC_INTERVAL", "0", "must be at least 0.01"), ("ELASTICSEARCH_TIMEOUT", "30 s", "is not a number")])
+    ("LOGPROC_INTERVAL", "0", "must be at least 0.01"), ("ELASTICSEARCH_TIMEOUT", "30 s", "is not a number"),
+    ("LOGPROC_INCREMENTAL", "maybe", "not a yes/no value"), ("ELASTICSEARCH_VERIFY_CERTS", "flase", "not a yes/no value")])
 def test_a_setting_out_of_its_type_or_range_is_refused_naming_the_variable(name, value, says):
-    with pytest.raises(ValueError, match=f"^{name}='{value}' {says}"):
+    with pytest.raises(ValueError, match=f"^{name}='{value}':? {says}"):
         ProcessorSettings.from_env({name: value})
 
 

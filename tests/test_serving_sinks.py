@@ -223,6 +223,8 @@ def test_unknown_sink_is_a_configuration_error():
 def test_bad_number_in_settings_names_the_variable():
     with pytest.raises(ValueError, match="SERVING_PORT"):
         ServingSettings.from_env({"SERVING_PORT": "eighty"})
+    with pytest.raises(ValueError, match="SERVING_ACCESS_LOG='maybe': not a yes/no value"):
+        ServingSettings.from_env({"SERVING_ACCESS_LOG": "maybe"})
 
 
 def test_receiver_decodes_forward_and_packed_forward_modes(receiver):
