@@ -41,8 +41,8 @@ class CountingStore(EventStore):
     """The processor's store client, counting the documents its searches and scrolls return."""
     documents = 0
 
-    def _call(self, operation, fn):
-        response = super()._call(operation, fn)
+    def _call(self, operation, fn, fields=None):
+        response = super()._call(operation, fn, fields)
         hits = response.get("hits") if hasattr(response, "get") else None
         if isinstance(hits, Mapping):
             self.documents += len(hits.get("hits") or [])
