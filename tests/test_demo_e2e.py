@@ -1,6 +1,7 @@
 """`python -m demo` for real: the --once story end to end, and Ctrl-C leaving no process behind."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,6 +95,7 @@ def test_ctrl_c_stops_every_child_and_a_second_run_on_the_same_ports_works(tmp_p
     ports = {"store": free_port(), "serving": free_port(), "log_processor": free_port()}
     for attempt in (1, 2):
         process = start_demo(tmp_path, ports)
+        children: set[int] = set()
         try:
             wait_for_line(process, "stack up in", timeout=150)
             children = descendants(process.pid)
@@ -101,8 +103,10 @@ def test_ctrl_c_stops_every_child_and_a_second_run_on_the_same_ports_works(tmp_p
             process.send_signal(signal.SIGINT)
             rest, _ = process.communicate(timeout=60)
         finally:
-            if process.poll() is None:
-                process.kill()
+            if process.poll() is None:      # the demo did not stop: fail, but leave no server behind
+                for pid in children | {process.pid}:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         assert process.returncode == 0, rest
         assert "stopped." in rest
         deadline = time.monotonic() + 10
