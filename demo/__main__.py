@@ -31,8 +31,12 @@ def monitor_name() -> str:
     return yaml.safe_load(MONITORS_FILE.read_text())["monitors"][0]["name"]
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+def _on_interrupt(interrupted: threading.Event):
+    """Ctrl-C and SIGTERM: a KeyboardInterrupt now, and a flag the story checks each second."""
+    def handler(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, filename=settings.log_dir / "demo-runner.log", filemode="w",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = threading.Event()
+    signal.signal(signal.SIGTERM, _on_interrupt(interrupted))
+    signal.signal(signal.SIGINT, _on_interrupt(interrupted))
 
     started = time.monotonic()
     stack = EmbeddedStack(settings)
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         print(f"stack up in {time.monotonic() - started:.0f}s; logs in {settings.log_dir}/demo-*.log\n", flush=True)
-        story = Story(stack, monitor_name(), status)
+        story = Story(stack, monitor_name(), status, interrupted=interrupted)
         results = story.run()
         print("\n" + phase_table(results) + "\n")
         for note in story.notes:

@@ -22,8 +22,9 @@ PHASES = ("normal", "drift")
 
 class Story:
     def __init__(self, stack: EmbeddedStack, monitor: str, status: StatusWriter,
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, interrupted: threading.Event | None = None) -> None:
         self.stack = stack
+        self.interrupted = interrupted or threading.Event()     # set by the Ctrl-C handler (__main__)
         self.settings = stack.settings
         self.monitor = monitor
         self.status = status
@@ -53,6 +54,11 @@ class Story:
             self.refresh()
 
     def refresh(self) -> None:
+        """Update the status line; every wait of the story passes here about once a second, so a Ctrl-C
+        whose KeyboardInterrupt was lost (raised inside a __del__ or a callback, where Python only
+        prints it) still stops the story."""
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
         try:
             self.verdict = fetch_verdict(self.stack.urls.log_processor + "/metrics", self.monitor)
         except (urllib.error.URLError, OSError, ValueError):

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
+import threading
+from types import SimpleNamespace
 
 import pytest
 
+from demo.__main__ import _on_interrupt
 from demo.report import PhaseResult, StatusWriter, phase_table, status_line, story_failures
+from demo.runner import Story
 from demo.settings import DemoSettings, Ports, SettingsError, add_arguments
 from demo.verdicts import Verdict, parse_verdict
 
@@ -149,3 +154,16 @@ def test_bad_flags_name_the_flag(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         parser().parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_ctrl_c_whose_keyboardinterrupt_was_lost_still_stops_the_story():
+    """The handler raises KeyboardInterrupt and sets a flag; Python only prints an exception raised
+    inside a __del__ or a callback, so the story's status refresh (about once a second in every
+    wait) raises it again from the flag."""
+    interrupted = threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        _on_interrupt(interrupted)(signal.SIGINT, None)
+    assert interrupted.is_set()
+    story = Story(SimpleNamespace(settings=DemoSettings()), "m", StatusWriter(io.StringIO()), interrupted=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        story.refresh()
