@@ -22,8 +22,7 @@ class PageDecoder:
     """Callable: a search or scroll response's bytes → its dict with typed `_source`, or None."""
 
     def __init__(self, fields: Sequence[str]):
-        self.fields = tuple(fields)
-        document = _struct("Document", _tree(self.fields))
+        document = _struct("Document", _tree(fields))
         hit = TypedDict("Hit", {"_source": Optional[document], "sort": Any}, total=False)      # type: ignore[misc]
         hits = TypedDict("Hits", {"hits": list[hit], "total": Any}, total=False)              # type: ignore[misc,valid-type]
         response = TypedDict("Response", {"hits": hits, "_scroll_id": Any}, total=False)      # type: ignore[misc,valid-type]

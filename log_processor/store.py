@@ -136,7 +136,8 @@ class EventStore:
         client = self.client()
         decode = None
         if fields is not None:
-            decode = self._decoders.get(tuple(fields)) or self._decoders.setdefault(tuple(fields), PageDecoder(fields))
+            key = tuple(fields)
+            decode = self._decoders.get(key) or self._decoders.setdefault(key, PageDecoder(key))
         try:
             with self._serializer.decoding(decode):
                 return fn(client)

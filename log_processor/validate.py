@@ -77,9 +77,6 @@ class Columns:
         self.docs = docs
         self._paths: dict[str, list[Any]] = {}
 
-    def __len__(self) -> int:
-        return len(self.docs)
-
     def __call__(self, dotted: str) -> list[Any]:
         values = self._paths.get(dotted)
         if values is None:
