@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.schema import feedback_event, prediction_event
 from common.store import StoreSettings, connect
-from demo.shipper import Shipper, ShipperSettings
+from shipper import Shipper, ShipperSettings
 from benchmarks import backends
 
 BATCH_SIZES = (500, 2000, 5000)

@@ -27,7 +27,7 @@ from demo import alerting_stack
 from demo.mail_sink import MailSink
 from demo.processes import Child, ChildFailed, http_ok
 from demo.settings import REPO_ROOT, DemoSettings
-from demo.shipper import Shipper, ShipperSettings
+from shipper import Shipper, ShipperSettings
 
 log = logging.getLogger("demo")
 MONITORS_FILE = REPO_ROOT / "log_processor/monitors.yaml"
@@ -168,7 +168,7 @@ class EmbeddedStack:
         self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
 
     def _start_shipper(self) -> None:
-        settings = ShipperSettings(files=(self.events_file,), state_dir=self.settings.state_dir / "shipper",
+        settings = ShipperSettings(files=(self.events_file,), state_dir=self.settings.state_dir / "shipping",
                                    poll_interval=0.2, backoff_max=5.0, log_interval=30.0,
                                    store=StoreSettings(url=self.urls.store))
         self.shipper = Shipper(settings)

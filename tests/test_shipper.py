@@ -17,8 +17,10 @@ from osmem_server import OsmemServer
 
 from common.schema import feedback_event, parse_timestamp, prediction_event, utc_now
 from common.store import StoreSettings, apply_index_templates, connect
-from demo.offsets import OffsetStore
-from demo.shipper import SettingsError, Shipper, ShipperSettings, item_outcome, to_document
+from common.env import SettingsError
+from shipper import Shipper, ShipperSettings
+from shipper.bulk import item_outcome, to_document
+from shipper.offsets import OffsetStore
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -116,7 +118,7 @@ def test_a_restart_resumes_from_the_saved_offsets(tmp_path, store_url, es, event
 
 def test_offsets_are_written_atomically(tmp_path):
     store = OffsetStore(tmp_path / "offsets.json")
-    from demo.tail import Position
+    from shipper.tail import Position
     store.save({"/a": Position(5, 10)})
     store.save({"/a": Position(5, 20), "/b": Position(6, 1)})
     assert store.load() == {"/a": Position(5, 20), "/b": Position(6, 1)}
@@ -144,7 +146,7 @@ def test_invalid_lines_go_to_the_dead_letter_file_with_a_count_in_the_log(tmp_pa
     good += write(events_file, [no_id, bad_time, make_event(2)], raw="[1, 2]\n\n")
     with open(events_file, "ab") as handle:
         handle.write(b'{"a": "\xff"}\n')  # not UTF-8
-    with caplog.at_level(logging.WARNING, logger="demo.shipper"):
+    with caplog.at_level(logging.WARNING, logger="shipper"):
         shipper = Shipper(settings_for(tmp_path, store_url))
         shipper.drain()
     good = [good[0], good[3]]
@@ -295,7 +297,7 @@ def test_backoff_doubles_up_to_its_maximum(tmp_path, events_file, caplog):
     shipper = Shipper(settings_for(tmp_path, f"http://127.0.0.1:{free_port()}",
                                    backoff_initial=0.01, backoff_max=0.04))
     stop = threading.Event()
-    with caplog.at_level(logging.WARNING, logger="demo.shipper"):
+    with caplog.at_level(logging.WARNING, logger="shipper"):
         thread = threading.Thread(target=shipper.run, args=(stop,), daemon=True)
         thread.start()
         wait_for(lambda: shipper.stats.retries >= 5, what="5 retries")
@@ -346,7 +348,7 @@ def test_bad_settings_name_the_variable(env, message):
 def run_cli(tmp_path: Path, extra_env: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, "SHIPPER_FILES": str(tmp_path / "events.jsonl"),
            "SHIPPER_STATE_DIR": str(tmp_path / "shipper"), **extra_env}
-    return subprocess.run([sys.executable, "-m", "demo.shipper", "--once"], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "shipper", "--once"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -362,3 +364,24 @@ def test_cli_bad_setting_exits_2_naming_the_variable(tmp_path):
     result = run_cli(tmp_path, {"SHIPPER_BATCH_SIZE": "-3"})
     assert result.returncode == 2
     assert "SHIPPER_BATCH_SIZE='-3' must be at least 1" in result.stderr
+
+
+def test_the_shipper_depends_on_common_only():
+    """Data flows one way: the shipper imports the schema and store client, never demo/, serving/ or the processor."""
+    import ast
+    project = {"common", "serving", "log_processor", "demo", "benchmarks", "tests", "shipper"}
+    for path in sorted((REPO_ROOT / "shipper").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in project - {"common", "shipper"}, f"{path.name} imports {name}"
+
+
+def test_cli_help_lists_its_options_and_settings():
+    result = subprocess.run([sys.executable, "-m", "shipper", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--once" in result.stdout and "SHIPPER_FILES" in result.stdout

@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from demo.tail import Position
+from shipper.tail import Position
 
 log = logging.getLogger(__name__)
 
