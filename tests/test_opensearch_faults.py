@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common.store import StoreSettings, apply_index_templates, connect
-from demo.shipper import Shipper
+from shipper import Shipper
 from benchmarks import synthetic
 from tests.conftest import start_opensearch
 from tests.test_log_processor_store import monitor_for, reference_file, runner_for  # noqa: F401 (fixture)
