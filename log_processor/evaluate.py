@@ -3,6 +3,8 @@
 Pure: no I/O. Two Evidently reports per evaluation, because they look at different rows:
 - drift: every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount` (the dataset-drift
   verdict), `ValueDrift` of the prediction score;
+  plus data stability (stability.py: values outside the reference's range, unseen categories,
+  constant columns);
 - quality: the labelled rows only — accuracy, precision, recall, F1 of the *logged* predicted labels
   (`prediction_labels`, never a threshold on the score) against the joined targets.
 
@@ -21,6 +23,7 @@ from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision,
 
 from log_processor.calibration import Calibration
 from log_processor.monitors import DriftRule, Monitor
+from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
 CLASSES = ("0", "1")
@@ -49,6 +52,7 @@ class Evaluation:
     confusion: dict[tuple[str, str], int]           # (actual, predicted) -> rows
     evaluated_rows: int
     evaluated_labelled_rows: int
+    stability: Stability
     html_drift: str = field(repr=False, default="")
     html_quality: str | None = field(repr=False, default=None)
 
@@ -63,6 +67,7 @@ class Reference:
     model_version: str
     version: str
     sha256: str
+    bounds: Bounds                             # the values the reference had (data stability)
     calibration: Calibration | None = None     # thresholds by window size (monitors with drift.alpha)
 
     @property
@@ -105,6 +110,7 @@ def prepare_reference(frame: pd.DataFrame, monitor: Monitor, *, model_name: str,
         frame=frame,
         drift=Dataset.from_pandas(_drift_frame(frame, monitor), data_definition=_drift_definition(monitor)),
         quality=Dataset.from_pandas(quality, data_definition=_quality_definition()) if len(quality) else None,
+        bounds=reference_bounds(frame, monitor),
         model_name=model_name, model_version=model_version, version=version, sha256=sha256,
     )
 
@@ -156,7 +162,8 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         per_column_method={n: r.method for n, r in rules.items()},
         per_column_threshold={n: r.threshold for n, r in rules.items()},
     )
-    report = Report([count, *value_drift.values(), score_drift], include_tests=True)
+    stability = stability_metrics(reference.bounds)
+    report = Report([count, *value_drift.values(), score_drift, *stability.values()], include_tests=True)
     current_drift = Dataset.from_pandas(_drift_frame(current, monitor), data_definition=_drift_definition(monitor))
     snapshot = report.run(current_drift, reference.drift)
     values = _read_snapshot(snapshot)
@@ -197,6 +204,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         confusion=_confusion(labelled),
         evaluated_rows=len(current),
         evaluated_labelled_rows=len(labelled),
+        stability=read_stability(reference.bounds, stability, values, current, [*monitor.feature_names, SCORE]),
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
     )

@@ -53,6 +53,14 @@ class Exporter:
         self.label_delay = gauge("mlmon_label_delay_seconds", "Prediction to feedback delay", "quantile")
         self.window_rows = gauge("mlmon_window_rows", "Rows per window", "kind")
         self.missing_share = gauge("mlmon_missing_values_share", "Share of missing values per feature", "column")
+        self.out_of_range = gauge("mlmon_feature_out_of_range_share",
+                                  "Share of evaluated rows outside the reference's [min, max]", "feature")
+        self.unseen_category = gauge("mlmon_feature_unseen_category_share",
+                                     "Share of evaluated rows with a category the reference never had", "feature")
+        self.constant_columns = gauge("mlmon_constant_columns",
+                                      "Features and score that are constant / almost constant in the window", "kind")
+        self.duplicated_ids = gauge("mlmon_window_duplicated_ids",
+                                    "Predictions whose request id an earlier prediction of the window had")
         self.duration = Histogram("mlmon_evaluation_duration_seconds", "One evaluation cycle", ("monitor",),
                                   buckets=DURATION_BUCKETS, registry=self.registry)
         self.evaluations = PromCounter("mlmon_evaluations", "Evaluation cycles by outcome", ("monitor", "outcome"),
@@ -91,7 +99,8 @@ class Exporter:
         return (self.dataset_drift, self.drifted_features, self.drifted_share, self.feature_score,
                 self.feature_threshold, self.feature_detected, self.feature_p_value, self.prediction_score,
                 self.prediction_threshold, self.prediction_detected, self.prediction_p_value,
-                self.quality, self.class_share, self.confusion)
+                self.quality, self.class_share, self.confusion, self.out_of_range, self.unseen_category,
+                self.constant_columns)
 
     # --- what the scheduler calls ----------------------------------------------------------------
     def reference(self, monitor: str, reference: Reference) -> None:
@@ -104,6 +113,7 @@ class Exporter:
         """Export one evaluated window; `evaluation` None means too few rows for a verdict."""
         with self._lock:
             self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows, self.missing_share)
+            self._set(self.duplicated_ids, monitor, (), window.duplicated_ids)
             rows = {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
                     "evaluated": evaluation.evaluated_rows if evaluation else 0}
             for kind, value in rows.items():
@@ -139,6 +149,13 @@ class Exporter:
             self._set(self.class_share, monitor, (source, cls), share)
         for (actual, predicted), rows in ev.confusion.items():
             self._set(self.confusion, monitor, (actual, predicted), rows)
+        st = ev.stability
+        for feature, share in st.out_of_range_share.items():
+            self._set(self.out_of_range, monitor, (feature,), share)
+        for feature, share in st.unseen_category_share.items():
+            self._set(self.unseen_category, monitor, (feature,), share)
+        self._set(self.constant_columns, monitor, ("constant",), len(st.constant_columns))
+        self._set(self.constant_columns, monitor, ("almost_constant",), len(st.almost_constant_columns))
 
     def rejected_documents(self, monitor: str, counts: Counter) -> None:
         for reason, n in counts.items():

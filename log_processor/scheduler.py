@@ -296,6 +296,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
         "label_delay_seconds": window.label_delay_quantiles(),
         "rejected": dict(window.rejected),
         "missing_values_share": window.missing_share,
+        "duplicated_ids": window.duplicated_ids,
         "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean()) if window.rows else None,
     }
     if ev is not None:
@@ -310,6 +311,10 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
                                  "score": ev.prediction_drift.score, "threshold": ev.prediction_drift.threshold,
                                  "detected": ev.prediction_drift.detected, "p_value": ev.prediction_drift.p_value},
             "quality": ev.quality,
+            "stability": {"out_of_range_share": ev.stability.out_of_range_share,
+                          "unseen_category_share": ev.stability.unseen_category_share,
+                          "constant_columns": list(ev.stability.constant_columns),
+                          "almost_constant_columns": list(ev.stability.almost_constant_columns)},
         })
     return doc
 

@@ -34,6 +34,7 @@ class Window:
     frame: pd.DataFrame           # one row per complete prediction; TARGET is NaN when unlabelled
     rejected: Counter
     missing_share: dict[str, float] = field(default_factory=dict)   # feature -> share, before skipping
+    duplicated_ids: int = 0       # predictions whose join key an earlier prediction of the window had
 
     @property
     def rows(self) -> int:
@@ -123,7 +124,8 @@ def assemble(events: Chunk, monitor: Monitor, start: float, end: float, *, label
     labelled = found & ~(delay > monitor.label_horizon_seconds)
     joined[TARGET] = np.where(labelled, np.take(fb_target, at), np.nan)
     joined[DELAY] = np.where(labelled, np.clip(delay, 0.0, None), np.nan)
-    return Window(start=start, end=end, frame=joined, rejected=rejected, missing_share=missing_share)
+    return Window(start=start, end=end, frame=joined, rejected=rejected, missing_share=missing_share,
+                  duplicated_ids=dup_preds)
 
 
 def sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
