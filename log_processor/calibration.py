@@ -145,12 +145,14 @@ def column_alpha(alpha: float, columns: int) -> float:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A monitor's calibrated thresholds: one null distribution per feature and for the prediction
-    score. The features share the dataset verdict's alpha (Bonferroni); the prediction score, which
-    is not part of that verdict, is tested at alpha on its own."""
+    """A monitor's calibrated thresholds: one null distribution per feature, for the prediction
+    score and for the realized target (target drift, on the labelled rows; None when the reference
+    has no labels). The features share the dataset verdict's alpha (Bonferroni); the prediction
+    score and the target, which are not part of that verdict, are each tested at alpha on their own."""
     alpha: float
     features: dict[str, NullDistribution]
     prediction: NullDistribution
+    target: NullDistribution | None = None
 
     def feature_alpha(self) -> float:
         return column_alpha(self.alpha, len(self.features))
@@ -162,10 +164,17 @@ class Calibration:
 
 
 def calibrate(reference, feature_kinds: dict[str, str], score_column: str, alpha: float, *,
-              replicates: int = REPLICATES, seed: int = 0) -> Calibration:
-    """Every feature (by its kind) and the prediction score (numerical) of a reference frame."""
+              target: tuple[str, str] | None = None, replicates: int = REPLICATES, seed: int = 0) -> Calibration:
+    """Every feature (by its kind), the prediction score (numerical) and, given `target` = (column,
+    kind), the target over the reference's labelled rows."""
     features = {name: null_distribution(reference[name].to_numpy(), kind, replicates=replicates, seed=seed + i)
                 for i, (name, kind) in enumerate(feature_kinds.items())}
     prediction = null_distribution(reference[score_column].to_numpy(), "numerical", replicates=replicates,
                                    seed=seed + len(feature_kinds))
-    return Calibration(alpha, features, prediction)
+    target_null = None
+    if target is not None and reference[target[0]].notna().any():
+        column, kind = target
+        values = reference[column].dropna().to_numpy()
+        values = values.astype(int) if kind == "categorical" else values     # "1", not "1.0"
+        target_null = null_distribution(values, kind, replicates=replicates, seed=seed + len(feature_kinds) + 1)
+    return Calibration(alpha, features, prediction, target_null)

@@ -6,7 +6,9 @@ Pure: no I/O. Two Evidently reports per evaluation, because they look at differe
   plus data stability (stability.py: values outside the reference's range, unseen categories,
   constant columns);
 - quality: the labelled rows only — accuracy, precision, recall, F1 of the *logged* predicted labels
-  (`prediction_labels`, never a threshold on the score) against the joined targets.
+  (`prediction_labels`, never a threshold on the score) against the joined targets, and target drift
+  (`ValueDrift` of the realized labels against the reference's: P(y) moved), calibrated by the number
+  of labelled rows like the features.
 
 `_read_snapshot` is the one place that knows the shape of Evidently's `Snapshot.dict()`; everything
 after it works with the stable names of docs/metrics.md.
@@ -22,11 +24,12 @@ from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision, Recall, ValueDrift
 
 from log_processor.calibration import Calibration
-from log_processor.monitors import DriftRule, Monitor
+from log_processor.monitors import DEFAULT_THRESHOLDS, DriftRule, Monitor
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
 CLASSES = ("0", "1")
+TARGET_METHOD = "jensenshannon"     # the target's classes are categories (calibration.CALIBRATED_METHODS)
 QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
 
 
@@ -47,6 +50,7 @@ class Evaluation:
     drifted_share: float
     feature_drift: tuple[ColumnDrift, ...]
     prediction_drift: ColumnDrift
+    target_drift: ColumnDrift | None                # None when too few labelled rows
     quality: dict[str, float]                       # empty when too few labelled rows
     class_share: dict[tuple[str, str], float]       # (source, class) -> share
     confusion: dict[tuple[str, str], int]           # (actual, predicted) -> rows
@@ -170,10 +174,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
 
     def column_drift(column: str, metric: ValueDrift, rule: DriftRule, null=None) -> ColumnDrift:
         value, failed = values[metric.metric_id]
-        score = _value(value)
-        p_value = null.p_value(len(current), score) if null is not None and math.isfinite(score) else None
-        return ColumnDrift(column=column, method=rule.method, threshold=rule.threshold,
-                           score=score, detected=bool(failed), p_value=p_value)
+        return _column_drift(column, _value(value), rule, bool(failed), null, len(current))
 
     nulls = calibration.features if calibration is not None else {}
     features = tuple(column_drift(n, value_drift[n], rules[n], nulls.get(n)) for n in monitor.feature_names)
@@ -183,14 +184,24 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
 
     quality: dict[str, float] = {}
     html_quality = None
+    target = None
     labelled = _quality_frame(current)
     if len(labelled) >= monitor.min_labelled_rows and reference.quality is not None:
         metrics = {name: cls() for name, cls in QUALITY_METRICS.items()}
-        quality_snapshot = Report(list(metrics.values()), include_tests=False).run(
+        target_null = calibration.target if calibration is not None else None
+        target_rule = DriftRule(TARGET_METHOD, target_null.threshold(len(labelled), calibration.alpha)
+                                if target_null is not None else DEFAULT_THRESHOLDS[TARGET_METHOD])
+        target_metric = ValueDrift(column=TARGET, method=target_rule.method, threshold=target_rule.threshold)
+        quality_snapshot = Report([*metrics.values(), target_metric], include_tests=False).run(
             Dataset.from_pandas(labelled, data_definition=_quality_definition()), reference.quality)
         quality_values = _read_snapshot(quality_snapshot)
         quality = {name: _value(quality_values[m.metric_id][0]) for name, m in metrics.items()}
         quality = {name: v for name, v in quality.items() if math.isfinite(v)}
+        # No tests in this report (a quality metric's default test may error on a one-class window);
+        # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
+        score = _value(quality_values[target_metric.metric_id][0])
+        target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
+                               target_null, len(labelled))
         html_quality = quality_snapshot.get_html_str(as_iframe=False)
 
     return Evaluation(
@@ -199,6 +210,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         drifted_share=_value(count_value, "share"),
         feature_drift=features,
         prediction_drift=prediction,
+        target_drift=target,
         quality=quality,
         class_share=_class_shares(current, labelled),
         confusion=_confusion(labelled),
@@ -208,6 +220,12 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
     )
+
+
+def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, null, rows: int) -> ColumnDrift:
+    p_value = null.p_value(rows, score) if null is not None and math.isfinite(score) else None
+    return ColumnDrift(column=column, method=rule.method, threshold=rule.threshold, score=score,
+                       detected=detected, p_value=p_value)
 
 
 def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame) -> dict[tuple[str, str], float]:

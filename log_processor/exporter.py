@@ -11,7 +11,7 @@ from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
 
-from log_processor.evaluate import Evaluation, Reference
+from log_processor.evaluate import ColumnDrift, Evaluation, Reference
 from log_processor.validate import REJECT_REASONS
 from log_processor.window import Window
 
@@ -46,6 +46,15 @@ class Exporter:
         self.prediction_p_value = gauge("mlmon_prediction_drift_p_value",
                                         "Share of unshifted windows of this size scoring at least this high "
                                         "(calibrated monitors)", "column", "method")
+        self.target_score = gauge("mlmon_target_drift_score", "Drift statistic of the realized target (labelled rows)",
+                                  "column", "method")
+        self.target_threshold = gauge("mlmon_target_drift_threshold", "Threshold of the target drift test",
+                                      "column", "method")
+        self.target_detected = gauge("mlmon_target_drift_detected", "1 when the realized target drifted",
+                                     "column", "method")
+        self.target_p_value = gauge("mlmon_target_drift_p_value",
+                                    "Share of unshifted windows with this many labelled rows scoring at least this high "
+                                    "(calibrated monitors)", "column", "method")
         self.quality = gauge("mlmon_classification_quality", "Quality on labelled rows", "metric")
         self.class_share = gauge("mlmon_class_share", "Share of each class", "source", "class")
         self.confusion = gauge("mlmon_confusion_matrix", "Labelled rows per cell", "actual", "predicted")
@@ -99,6 +108,7 @@ class Exporter:
         return (self.dataset_drift, self.drifted_features, self.drifted_share, self.feature_score,
                 self.feature_threshold, self.feature_detected, self.feature_p_value, self.prediction_score,
                 self.prediction_threshold, self.prediction_detected, self.prediction_p_value,
+                self.target_score, self.target_threshold, self.target_detected, self.target_p_value,
                 self.quality, self.class_share, self.confusion, self.out_of_range, self.unseen_category,
                 self.constant_columns)
 
@@ -137,12 +147,11 @@ class Exporter:
             self._set(self.feature_detected, monitor, (f.column, f.method), int(f.detected))
             if f.p_value is not None:
                 self._set(self.feature_p_value, monitor, (f.column, f.method), f.p_value)
-        p = ev.prediction_drift
-        self._set(self.prediction_score, monitor, (p.column, p.method), p.score)
-        self._set(self.prediction_threshold, monitor, (p.column, p.method), p.threshold)
-        self._set(self.prediction_detected, monitor, (p.column, p.method), int(p.detected))
-        if p.p_value is not None:
-            self._set(self.prediction_p_value, monitor, (p.column, p.method), p.p_value)
+        self._column_drift(monitor, ev.prediction_drift, self.prediction_score, self.prediction_threshold,
+                           self.prediction_detected, self.prediction_p_value)
+        if ev.target_drift is not None:
+            self._column_drift(monitor, ev.target_drift, self.target_score, self.target_threshold,
+                               self.target_detected, self.target_p_value)
         for metric, value in ev.quality.items():
             self._set(self.quality, monitor, (metric,), value)
         for (source, cls), share in ev.class_share.items():
@@ -156,6 +165,14 @@ class Exporter:
             self._set(self.unseen_category, monitor, (feature,), share)
         self._set(self.constant_columns, monitor, ("constant",), len(st.constant_columns))
         self._set(self.constant_columns, monitor, ("almost_constant",), len(st.almost_constant_columns))
+
+    def _column_drift(self, monitor: str, d: ColumnDrift, score: Gauge, threshold: Gauge, detected: Gauge,
+                      p_value: Gauge) -> None:
+        self._set(score, monitor, (d.column, d.method), d.score)
+        self._set(threshold, monitor, (d.column, d.method), d.threshold)
+        self._set(detected, monitor, (d.column, d.method), int(d.detected))
+        if d.p_value is not None:
+            self._set(p_value, monitor, (d.column, d.method), d.p_value)
 
     def rejected_documents(self, monitor: str, counts: Counter) -> None:
         for reason, n in counts.items():

@@ -17,10 +17,13 @@ from log_processor import calibration as cal
 from log_processor.evaluate import Reference, prepare_reference
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
-from log_processor.validate import SCORE, combine, parse_page, source_fields
+from log_processor.validate import SCORE, TARGET, combine, parse_page, source_fields
 from log_processor.window import assemble
 
 log = logging.getLogger("log_processor")
+
+
+TARGET_KIND = "categorical"     # the realized label of a binary classifier (target drift compares its class shares)
 
 
 class ReferenceError(RuntimeError):
@@ -53,8 +56,8 @@ def calibration_key(monitor: Monitor, reference: Reference) -> str:
     """What the cached draws depend on: the reference's bytes, each column's statistic, the sizes,
     the number of draws and the seed (alpha is not in it: thresholds are quantiles of the draws)."""
     kinds = ",".join(f"{f.name}:{cal.CALIBRATED_METHODS[f.type]}" for f in monitor.features)
-    return (f"v1|{reference.sha256}|{kinds}|score:wasserstein|sizes:{','.join(map(str, cal.SIZES))}"
-            f"|replicates:{cal.REPLICATES}|seed:0")
+    return (f"v2|{reference.sha256}|{kinds}|score:wasserstein|target:{cal.CALIBRATED_METHODS[TARGET_KIND]}"
+            f"|sizes:{','.join(map(str, cal.SIZES))}|replicates:{cal.REPLICATES}|seed:0")
 
 
 def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> cal.Calibration:
@@ -66,15 +69,18 @@ def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None)
             with np.load(cache, allow_pickle=False) as data:
                 if str(data["key"]) == key:
                     nulls = {n: cal.NullDistribution(cal.SIZES, data[n]) for n in names}
+                    target = cal.NullDistribution(cal.SIZES, data["__target__"]) if "__target__" in data else None
                     return cal.Calibration(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
-                                           nulls["__score__"])
+                                           nulls["__score__"], target)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("monitor %s: calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     started = time.perf_counter()
-    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, SCORE, monitor.drift.alpha)
+    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, SCORE, monitor.drift.alpha,
+                           target=(TARGET, TARGET_KIND))
     log.info("monitor %s: drift calibration computed in %.1f s", monitor.name, time.perf_counter() - started)
     if cache is not None:
-        arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws}
+        arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws,
+                  **({"__target__": result.target.draws} if result.target is not None else {})}
         try:
             tmp = cache.with_name(cache.name + ".tmp.npz")
             np.savez(tmp, key=np.array(key), **arrays)

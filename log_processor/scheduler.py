@@ -10,6 +10,7 @@ age visible in mlmon_last_success_timestamp_seconds and /healthz) until the stor
 """
 from __future__ import annotations
 
+import dataclasses
 import ctypes
 import ctypes.util
 import gc
@@ -307,9 +308,8 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             "feature_drift": [{"feature": f.column, "method": f.method, "score": f.score,
                                "threshold": f.threshold, "detected": f.detected, "p_value": f.p_value}
                               for f in ev.feature_drift],
-            "prediction_drift": {"column": ev.prediction_drift.column, "method": ev.prediction_drift.method,
-                                 "score": ev.prediction_drift.score, "threshold": ev.prediction_drift.threshold,
-                                 "detected": ev.prediction_drift.detected, "p_value": ev.prediction_drift.p_value},
+            "prediction_drift": dataclasses.asdict(ev.prediction_drift),
+            "target_drift": dataclasses.asdict(ev.target_drift) if ev.target_drift is not None else None,
             "quality": ev.quality,
             "stability": {"out_of_range_share": ev.stability.out_of_range_share,
                           "unseen_category_share": ev.stability.unseen_category_share,
