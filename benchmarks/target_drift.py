@@ -1,0 +1,99 @@
+"""Target drift's false-alarm rate and detection power against the number of labelled rows (part of
+`make bench ARGS=drift_calibration`).
+
+The verdict: the Jensen-Shannon distance between the window's and the reference's class shares of the
+realized label, at or above the threshold the reference's calibration gives for that many labelled
+rows at the monitor's alpha (log_processor/calibration.py, as `evaluate` uses it). With two classes
+the distance depends on the positive share alone, so a window is its count of positives: thousands
+of windows cost nothing, and each is drawn the way a real window is (rows of a fresh pool, or for
+power a binomial count of positives at the moved share, then that many rows of each class).
+
+Pooled over the drift suite's fresh references (each calibrated on its own labels) so the rate holds
+over draws of the reference too, as for the features. Writes docs/target_drift.png.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.spatial import distance
+
+from log_processor.calibration import NullDistribution
+from log_processor.monitors import REPO_ROOT
+
+LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
+POWER_ROWS = 1_000
+MOVES = (-0.10, +0.10)                  # points of the positive share
+WINDOWS = 4_000                         # per size and case; --quick: a fifth
+PLOT = REPO_ROOT / "docs" / "target_drift.png"
+
+
+class TargetVerdict:
+    """One reference's calibrated target-drift test: its positive share and the calibration's target null."""
+
+    def __init__(self, reference_targets: np.ndarray, null: NullDistribution):
+        self.share = float(np.asarray(reference_targets, dtype=float).mean())
+        self.null = null
+
+    def flags(self, positives: np.ndarray, n: int, alpha: float) -> np.ndarray:
+        shares = positives / n
+        ref = np.array([1 - self.share, self.share])
+        scores = distance.jensenshannon(np.repeat(ref[None, :], len(shares), 0),
+                                        np.stack([1 - shares, shares], axis=1), axis=1)
+        return scores >= self.null.threshold(n, alpha)
+
+
+def _positives_from_pool(pool_targets: np.ndarray, n: int, k: int, rng) -> np.ndarray:
+    """Positives in k windows of n rows drawn without replacement from the pool (hypergeometric)."""
+    good = int(pool_targets.sum())
+    return rng.hypergeometric(good, len(pool_targets) - good, n, size=k)
+
+
+def measure(verdicts: list[TargetVerdict], pool_targets: np.ndarray, alpha: float, quick: bool, rng):
+    per = math.ceil((WINDOWS // 5 if quick else WINDOWS) / len(verdicts))
+    base = float(pool_targets.mean())
+    false_alarms, power = [], []
+    for n in LABEL_SIZES:
+        hits = sum(int(v.flags(_positives_from_pool(pool_targets, n, per, rng), n, alpha).sum()) for v in verdicts)
+        false_alarms.append((n, per * len(verdicts), hits))
+    for move in MOVES:
+        hits = sum(int(v.flags(rng.binomial(POWER_ROWS, base + move, size=per), POWER_ROWS, alpha).sum())
+                   for v in verdicts)
+        power.append((move, POWER_ROWS, per * len(verdicts), hits))
+    return false_alarms, power, base
+
+
+def report(false_alarms, power, base: float, alpha: float, references: int, fmt) -> None:
+    print()
+    print(f"Target drift (binary label, positive share {100 * base:.1f} % in the fresh pool), {references} "
+          f"references of 2,000 labelled rows, alpha {alpha}")
+    print("| labelled rows | windows | unshifted: windows flagged |")
+    print("|---:|---:|---:|")
+    for n, total, hits in false_alarms:
+        print(f"| {n:,} | {total:,} | {fmt(hits, total)} |")
+    print()
+    print("| positive share moved | labelled rows | windows | flagged (power) |")
+    print("|---:|---:|---:|---:|")
+    for move, n, total, hits in power:
+        print(f"| {100 * move:+.0f} points | {n:,} | {total:,} | {fmt(hits, total)} |")
+
+
+def plot(false_alarms, power, alpha: float, wilson) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rates = [100 * h / t for _, t, h in false_alarms]
+    errs = np.array([[100 * (h / t - wilson(h, t)[0]), 100 * (wilson(h, t)[1] - h / t)] for _, t, h in false_alarms]).T
+    left.errorbar([n for n, _, _ in false_alarms], rates, yerr=errs, fmt="o-", capsize=3, label="calibrated")
+    left.axhline(100 * alpha, color="grey", lw=0.8, label=f"alpha {alpha}")
+    left.set(xscale="log", xlabel="labelled rows in the window", ylabel="unshifted windows flagged (%)",
+             title="Target drift: false alarms", ylim=(0, 3))
+    left.legend()
+    right.bar([f"{100 * m:+.0f} points\n{n:,} rows" for m, n, _, _ in power], [100 * h / t for _, _, t, h in power])
+    right.axhline(95, color="grey", lw=0.8)
+    right.set(ylabel="windows flagged (%)", title="Positive share moved: power", ylim=(0, 105))
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+    print(f"  plot: {PLOT.relative_to(REPO_ROOT)}", flush=True)
