@@ -52,6 +52,8 @@ class Exporter:
         self.label_coverage = gauge("mlmon_label_coverage_ratio", "Labelled rows / current rows")
         self.label_delay = gauge("mlmon_label_delay_seconds", "Prediction to feedback delay", "quantile")
         self.window_rows = gauge("mlmon_window_rows", "Rows per window", "kind")
+        self.window_start = gauge("mlmon_window_start_timestamp_seconds", "Unix time the evaluated window starts")
+        self.window_end = gauge("mlmon_window_end_timestamp_seconds", "Unix time the evaluated window ends")
         self.missing_share = gauge("mlmon_missing_values_share", "Share of missing values per feature", "column")
         self.duration = Histogram("mlmon_evaluation_duration_seconds", "One evaluation cycle", ("monitor",),
                                   buckets=DURATION_BUCKETS, registry=self.registry)
@@ -104,6 +106,8 @@ class Exporter:
         """Export one evaluated window; `evaluation` None means too few rows for a verdict."""
         with self._lock:
             self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows, self.missing_share)
+            self._set(self.window_start, monitor, (), window.start)
+            self._set(self.window_end, monitor, (), window.end)
             rows = {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
                     "evaluated": evaluation.evaluated_rows if evaluation else 0}
             for kind, value in rows.items():
