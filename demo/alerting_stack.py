@@ -2,12 +2,18 @@
 
 prometheus/prometheus.yml and prometheus/alertmanager.yml are written for docker compose (service
 host names, relative paths). The render functions here load those same files and rewrite only what
-differs on one machine: scrape targets, the Alertmanager address, the SMTP smarthost, absolute rule
-and template paths, and (for tests) shorter intervals and `for:` durations. There is no second
-hand-written copy to keep in sync.
+differs on one machine: scrape targets, the Alertmanager address, the SMTP smarthost, the secret
+files' directory and the Telegram API base, absolute rule and template paths, and (for tests) shorter
+intervals and `for:` durations. There is no second hand-written copy to keep in sync.
+
+The secret files are checked before Alertmanager starts (SecretFileError names a missing or empty
+one), and the *_file fields the installed Alertmanager is too old for (Debian's 0.25 has no
+webhook `url_file` or Telegram `bot_token_file`) are inlined into the rendered copy, written 0600.
 
     with AlertingStack(tmp_dir, targets={"log_processor": ["127.0.0.1:8309"]},
-                       smarthost=sink.address, timings=FAST) as stack:
+                       smarthost=mail.address, timings=FAST,
+                       secrets_dir=chat.write_secret_files(tmp_dir / "secrets"),
+                       telegram_api_url=chat.url("telegram")) as stack:
         stack.prometheus.url, stack.alertmanager.url
 """
 from __future__ import annotations
