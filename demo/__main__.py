@@ -1,7 +1,8 @@
 """`python -m demo` (`make demo`): the whole stack on this machine, no Docker.
 
-Starts the store, serving, the shipper, the log processor, Prometheus + Alertmanager and an SMTP
-sink on loopback; replays normal then drifted traffic; prints what the stack saw. Without
+Starts the store, serving, the shipper, the log processor, Prometheus + Alertmanager, an SMTP sink
+and a Slack/webhook/Telegram sink on loopback; replays normal, drifted, then normal traffic again
+(the recovery, so the incident resolves); prints what the stack saw and what each channel received. Without
 --once the stack stays up until Ctrl-C; with --once it exits 0 only when the story held.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import yaml
 
 from demo.processes import ChildFailed
-from demo.report import StatusWriter, phase_table, story_failures
+from demo.report import CHANNELS, StatusWriter, phase_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments
 from demo.stack import MONITORS_FILE, EmbeddedStack
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print("note: Prometheus/Alertmanager not running, so no alert e-mail is expected"
                   + (f" (missing: {', '.join(stack.alerts_missing)})" if stack.alerts_missing else ""))
         print_urls(stack)
-        failures = story_failures(results, shifted_features(), expect_email)
+        failures = story_failures(results, shifted_features(), expect_email,
+                                  channels=CHANNELS if expect_email else ())
         if settings.once:
             print(f"\nstory {'FAILED' if failures else 'held'} in {time.monotonic() - started:.0f}s"
                   + "".join(f"\n  - {f}" for f in failures), flush=True)
@@ -110,6 +112,7 @@ def print_urls(stack: EmbeddedStack) -> None:
     if u.prometheus:
         rows += [("Prometheus UI", f"{u.prometheus}/alerts"), ("Alertmanager UI", u.alertmanager)]
     rows.append(("alert e-mails", f"{stack.settings.mail_dir}/*.eml"))
+    rows.append(("Slack / webhook / Telegram", f"{stack.settings.notifications_dir}/<channel>/*.json"))
     print("\nwhere to look:")
     width = max(len(name) for name, _ in rows)
     for name, url in rows:

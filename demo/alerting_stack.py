@@ -2,17 +2,25 @@
 
 prometheus/prometheus.yml and prometheus/alertmanager.yml are written for docker compose (service
 host names, relative paths). The render functions here load those same files and rewrite only what
-differs on one machine: scrape targets, the Alertmanager address, the SMTP smarthost, absolute rule
-and template paths, and (for tests) shorter intervals and `for:` durations. There is no second
-hand-written copy to keep in sync.
+differs on one machine: scrape targets, the Alertmanager address, the SMTP smarthost, the secret
+files' directory and the Telegram API base, absolute rule and template paths, and (for tests) shorter
+intervals and `for:` durations. There is no second hand-written copy to keep in sync.
+
+The secret files are checked before Alertmanager starts (SecretFileError names a missing or empty
+one), and the *_file fields the installed Alertmanager is too old for (Debian's 0.25 has no
+webhook `url_file` or Telegram `bot_token_file`) are inlined into the rendered copy, written 0600.
 
     with AlertingStack(tmp_dir, targets={"log_processor": ["127.0.0.1:8309"]},
-                       smarthost=sink.address, timings=FAST) as stack:
+                       smarthost=mail.address, timings=FAST,
+                       secrets_dir=chat.write_secret_files(tmp_dir / "secrets"),
+                       telegram_api_url=chat.url("telegram")) as stack:
         stack.prometheus.url, stack.alertmanager.url
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -31,6 +39,16 @@ PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
 PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
 ALERTMANAGER_YML = PROMETHEUS_DIR / "alertmanager.yml"
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's name
+# Where prometheus/alertmanager.yml reads its secrets in compose (./secrets/alertmanager mounted there).
+COMPOSE_SECRETS_DIR = "/etc/alertmanager/secrets"
+# *_file fields the compose image (0.27) reads but Debian's 0.25 rejects ("field url_file not found"),
+# with the inline field the rendered copy uses instead on older binaries.
+FILE_FIELDS_SINCE = {"url_file": ((0, 26), "url"), "bot_token_file": ((0, 26), "bot_token")}
+CHAT_INTEGRATIONS = ("slack_configs", "webhook_configs", "telegram_configs")
+
+
+class SecretFileError(ValueError):
+    """A *_file secret of the Alertmanager config is missing or empty (raised before Alertmanager starts)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +63,13 @@ class Timings:
 
 
 PRODUCTION = Timings()
-# For tests and a lively demo: alerts fire within seconds of their condition.
+# For tests: alerts fire and notify within seconds of their condition.
 FAST = Timings(scrape_interval="1s", evaluation_interval="1s", alert_for="2s",
                group_wait="1s", group_interval="2s", repeat_interval="1h")
+# The demo: fast alerts, but an incident's alerts (they start and clear a few evaluations apart as
+# the window slides) are still collected into one firing and one resolved message per channel.
+DEMO = Timings(scrape_interval="1s", evaluation_interval="1s", alert_for="2s",
+               group_wait="15s", group_interval="30s", repeat_interval="1h")
 
 
 def find_prometheus() -> str | None:
@@ -113,8 +135,10 @@ def render_prometheus_config(out_dir: Path, targets: Mapping[str, Sequence[str]]
     if external_labels:
         glob_["external_labels"] = {**glob_.get("external_labels", {}), **external_labels}
 
-    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]} \
-        if alertmanagers else {}
+    alerting = {key: value for key, value in config.get("alerting", {}).items() if key != "alertmanagers"}
+    if alertmanagers:   # alert_relabel_configs (the `team` label) stay as written
+        alerting["alertmanagers"] = [{"static_configs": [{"targets": list(alertmanagers)}]}]
+    config["alerting"] = alerting
     rule_files = [path for pattern in config.get("rule_files", [])
                   for path in sorted(source.parent.glob(pattern))]
     if timings.alert_for is not None or timings.evaluation_interval:
@@ -128,21 +152,109 @@ def render_prometheus_config(out_dir: Path, targets: Mapping[str, Sequence[str]]
 
 
 def render_alertmanager_config(out_dir: Path, smarthost: str, *, timings: Timings = PRODUCTION,
-                               source: Path = ALERTMANAGER_YML) -> Path:
-    """Write `out_dir/alertmanager.yml` from `source`, sending mail via `smarthost` (`host:port`)."""
+                               source: Path = ALERTMANAGER_YML, secrets_dir: Path | None = None,
+                               telegram_api_url: str | None = None,
+                               version: tuple[int, int, int] | None = None) -> Path:
+    """Write `out_dir/alertmanager.yml` (mode 0600) from `source`, sending mail via `smarthost`.
+
+    `secrets_dir` replaces the compose secrets directory in every *_file path (None: the chat
+    integrations are left out, e-mail only). Every *_file must then name a non-empty file, else
+    SecretFileError names it. For a `version` older than a field (FILE_FIELDS_SINCE) the secret is
+    read here and written inline into the copy, which is why the copy is 0600.
+    `telegram_api_url` replaces the Telegram Bot API base (the loopback sink).
+    """
     config = yaml.safe_load(source.read_text())
     config.setdefault("global", {})["smtp_smarthost"] = smarthost
     config["templates"] = [str(path.resolve()) for pattern in config.get("templates", [])
                            for path in sorted(source.parent.glob(pattern))]
-    route = config["route"]
-    for key in ("group_wait", "group_interval", "repeat_interval"):
-        value = getattr(timings, key)
-        if value:
-            route[key] = value
+    for route in _routes(config["route"]):
+        for key in ("group_wait", "group_interval", "repeat_interval"):
+            value = getattr(timings, key)
+            if value and (route is config["route"] or key in route):
+                route[key] = value
+    receivers = [dict(receiver) for receiver in config.get("receivers", [])]
+    config["receivers"] = receivers
+    for receiver in receivers:
+        for kind in CHAT_INTEGRATIONS:
+            if kind not in receiver:
+                continue
+            if secrets_dir is None:
+                del receiver[kind]
+                continue
+            receiver[kind] = [dict(integration) for integration in receiver[kind]]
+            for integration in receiver[kind]:
+                if kind == "telegram_configs" and telegram_api_url:
+                    integration["api_url"] = telegram_api_url
+    if secrets_dir is not None:
+        _resolve_secret_files(config, source, Path(secrets_dir), version)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "alertmanager.yml"
-    target.write_text(yaml.safe_dump(config, sort_keys=False, width=1000))
+    target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        # no YAML aliases: each integration is written out whole (the inlined secrets differ in place)
+        out.write(yaml.dump(config, Dumper=_NoAliases, sort_keys=False, width=1000))
     return target
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def _routes(route: dict[str, Any]):
+    yield route
+    for child in route.get("routes", []):
+        yield from _routes(child)
+
+
+def secret_file_fields(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(where, the mapping holding it, key) of every *_file field in `global` and the receivers."""
+    found = [("global", config.get("global", {}), key) for key in config.get("global", {}) if key.endswith("_file")]
+    for receiver in config.get("receivers", []):
+        for kind, integrations in receiver.items():
+            if not isinstance(integrations, list):
+                continue
+            for i, integration in enumerate(integrations):
+                found += [(f"receivers[{receiver['name']}].{kind}[{i}]", integration, key)
+                          for key in integration if key.endswith("_file")]
+    return found
+
+
+def check_secret_file(path: Path, where: str) -> str:
+    """The secret in `path` (stripped); SecretFileError naming the file and the field when missing or empty."""
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        raise SecretFileError(f"{where}: secret file {path} does not exist "
+                              f"(`make compose-env` writes it for compose)") from None
+    except OSError as exc:
+        raise SecretFileError(f"{where}: secret file {path} cannot be read: {exc.strerror}") from None
+    if not value:
+        raise SecretFileError(f"{where}: secret file {path} is empty")
+    return value
+
+
+def _resolve_secret_files(config: dict[str, Any], source: Path, secrets_dir: Path,
+                          version: tuple[int, int, int] | None) -> None:
+    for where, holder, key in secret_file_fields(config):
+        path = Path(str(holder[key]))
+        if str(path).startswith(COMPOSE_SECRETS_DIR + "/"):
+            path = secrets_dir / path.relative_to(COMPOSE_SECRETS_DIR)
+        value = check_secret_file(path, f"{source}: {where}.{key}")
+        since = FILE_FIELDS_SINCE.get(key)
+        if since and version is not None and version < since[0]:
+            del holder[key]
+            holder[since[1]] = value
+        else:
+            holder[key] = str(path)
+
+
+def alertmanager_version(binary: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from `alertmanager --version`; None when it does not say."""
+    result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", result.stdout + result.stderr)
+    return tuple(int(part) for part in match.groups()) if match else None
 
 
 # --- processes --------------------------------------------------------------------------------------
@@ -271,7 +383,8 @@ class AlertingStack:
     """Render both configs under `directory`, then run Alertmanager and Prometheus until exit.
 
     `targets`: job name → addresses to scrape (Prometheus and Alertmanager themselves are added).
-    `smarthost`: where Alertmanager delivers mail. `external_labels`: link bases for the e-mails
+    `smarthost`: where Alertmanager delivers mail. `secrets_dir`: the chat integrations' secret files
+    (as compose's secrets/alertmanager/; None: e-mail only); `telegram_api_url`: the Bot API base. `external_labels`: link bases for the e-mails
     (grafana_url, kibana_url, log_processor_url), merged over the ones in prometheus.yml.
     Ports are free ones unless given; logs go beside each process's data unless given.
     """
@@ -279,8 +392,10 @@ class AlertingStack:
     def __init__(self, directory: Path, targets: Mapping[str, Sequence[str]], smarthost: str, *,
                  timings: Timings = PRODUCTION, external_labels: Mapping[str, str] | None = None,
                  prometheus_port: int | None = None, alertmanager_port: int | None = None,
-                 prometheus_log: Path | None = None, alertmanager_log: Path | None = None):
+                 prometheus_log: Path | None = None, alertmanager_log: Path | None = None,
+                 secrets_dir: Path | None = None, telegram_api_url: str | None = None):
         self.directory = Path(directory)
+        self.secrets_dir, self.telegram_api_url = secrets_dir, telegram_api_url
         self.targets = dict(targets)
         self.smarthost = smarthost
         self.timings = timings
@@ -292,7 +407,10 @@ class AlertingStack:
 
     def start(self) -> "AlertingStack":
         am_dir, prom_dir = self.directory / "alertmanager", self.directory / "prometheus"
-        am_config = render_alertmanager_config(am_dir, self.smarthost, timings=self.timings)
+        binary = find_alertmanager()
+        am_config = render_alertmanager_config(
+            am_dir, self.smarthost, timings=self.timings, secrets_dir=self.secrets_dir,
+            telegram_api_url=self.telegram_api_url, version=alertmanager_version(binary) if binary else None)
         self.alertmanager = AlertmanagerProcess(am_config, am_dir, self.alertmanager_port,
                                                 log_file=self.alertmanager_log).start()
         try:

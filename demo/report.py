@@ -16,6 +16,21 @@ class PhaseResult:
     verdict: Verdict | None = None
     alerts: list[str] = field(default_factory=list)   # alert names firing at the phase's end
     emails: list[str] = field(default_factory=list)   # subjects received during the phase
+    # chat channel (slack, webhook, telegram) → status ("firing"/"resolved") of each message received during the phase
+    notifications: dict[str, list[str]] = field(default_factory=dict)
+
+    def statuses(self, channel: str) -> list[str]:
+        """Status of each message `channel` received in the phase (e-mail: from the subject's tag)."""
+        if channel == "email":
+            return ["resolved" if s.startswith("[RESOLVED") else "firing" if s.startswith("[FIRING") else "?"
+                    for s in self.emails]
+        return list(self.notifications.get(channel, []))
+
+
+CHANNELS = ("email", "slack", "webhook", "telegram")
+# The incident rule of docs/alerts.md#one-incident-one-message: per channel and monitor, the drift
+# phase brings one firing message and the recovery phase one resolved message; the normal phase none.
+INCIDENT_RULE = {"normal": {}, "drift": {"firing": 1}, "recovery": {"resolved": 1}}
 
 
 def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, Any],
@@ -68,7 +83,7 @@ def _fmt(value: float | None) -> str:
 
 def phase_table(results: list[PhaseResult]) -> str:
     header = ("phase", "requests ok", "rows evaluated", "dataset drift", "drifted features",
-              "accuracy", "F1", "alerts fired", "e-mails")
+              "accuracy", "F1", "alerts fired", "e-mails", "slack", "webhook", "telegram")
     rows = [header]
     for r in results:
         v = r.verdict
@@ -81,7 +96,7 @@ def phase_table(results: list[PhaseResult]) -> str:
             _fmt(v.quality.get("accuracy")) if v else "-",
             _fmt(v.quality.get("f1")) if v else "-",
             ", ".join(sorted(set(r.alerts))) or "-",
-            str(len(r.emails)),
+            *(channel_cell(r.statuses(channel)) for channel in CHANNELS),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -89,8 +104,38 @@ def phase_table(results: list[PhaseResult]) -> str:
     return "\n".join(lines)
 
 
-def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: bool) -> list[str]:
-    """Why the story did not hold (empty when it did): the exit condition of `--once`."""
+def channel_cell(statuses: list[str]) -> str:
+    """`0`, or the count with what the messages were: `2 (1 firing, 1 resolved)`."""
+    if not statuses:
+        return "0"
+    kinds = ", ".join(f"{statuses.count(k)} {k}" for k in sorted(set(statuses)))
+    return f"{len(statuses)} ({kinds})"
+
+
+def incident_rule_failures(results: list[PhaseResult], channels: tuple[str, ...] = CHANNELS) -> list[str]:
+    """Each channel got exactly what INCIDENT_RULE allows in each phase: not nothing, not more."""
+    failures = []
+    for r in results:
+        allowed = INCIDENT_RULE.get(r.name)
+        if allowed is None:
+            continue
+        for channel in channels:
+            statuses = r.statuses(channel)
+            for kind in ("firing", "resolved"):
+                got, want = statuses.count(kind), allowed.get(kind, 0)
+                if got != want:
+                    failures.append(f"{channel}: {r.name} phase got {got} {kind} message(s), "
+                                    f"the one-message-per-incident rule allows {want}")
+            unknown = len(statuses) - statuses.count("firing") - statuses.count("resolved")
+            if unknown:
+                failures.append(f"{channel}: {r.name} phase got {unknown} message(s) that say neither firing nor resolved")
+    return failures
+
+
+def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: bool,
+                   channels: tuple[str, ...] = ()) -> list[str]:
+    """Why the story did not hold (empty when it did): the exit condition of `--once`. `channels`: the
+    channels Alertmanager delivers to, checked against the incident rule (none without alerting)."""
     by_name = {r.name: r for r in results}
     failures = []
     normal, drift = by_name.get("normal"), by_name.get("drift")
@@ -110,4 +155,9 @@ def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: 
             failures.append(f"drift phase: shifted feature(s) not flagged: {', '.join(missing)}")
     if expect_email and not any("DataDriftDetected" in s for r in results for s in r.emails):
         failures.append("no DataDriftDetected e-mail received")
+    recovery = by_name.get("recovery")
+    if recovery is not None and recovery.verdict is not None and recovery.verdict.dataset_drift:
+        failures.append(f"recovery phase: dataset drift still reported ({', '.join(recovery.verdict.drifted_features)})")
+    if channels:
+        failures += incident_rule_failures(results, channels)
     return failures

@@ -1,9 +1,10 @@
-"""The demo's story on a running embedded stack: normal traffic, then drift, and what the stack saw.
+"""The demo's story on a running embedded stack: normal traffic, drift, recovery, and what the stack saw.
 
 For each phase: replay the traffic, wait until its ground truth was sent, its events shipped and
 the log processor evaluated them twice (so the verdict describes this phase), read the verdict
-from /metrics; in the drift phase also wait for the DataDriftDetected e-mail. All waits poll with
-deadlines and keep the status line moving.
+from /metrics; in the drift phase also wait for the DataDriftDetected e-mail and a firing message
+on every channel, in the recovery phase (normal traffic again, so the incident clears) for a
+resolved message on every channel. All waits poll with deadlines and keep the status line moving.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import time
 import urllib.error
 from typing import Callable
 
+from demo.notification_sink import CHANNELS as CHAT_CHANNELS
 from demo.report import PhaseResult, StatusWriter, status_line
 from demo.stack import EmbeddedStack
 from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
 from demo.verdicts import Verdict, fetch_verdict
 
-PHASES = ("normal", "drift")
+PHASES = ("normal", "drift", "recovery")
+VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serving.data traffic per phase
 
 
 class Story:
@@ -39,8 +42,11 @@ class Story:
         traffic = TrafficGenerator(TrafficSettings(base_url=self.stack.urls.serving, rate=s.rate,
                                                    feedback_delay=s.feedback_delay, seed=s.seed))
         results = []
+        # The recovery replays as many normal requests as the window holds, so it ends all normal again.
+        lengths = (s.normal_requests, s.drift_requests, s.normal_requests)
+        phases = PHASES if s.recovery else PHASES[:2]
         try:
-            for name, n in zip(PHASES, (s.normal_requests, s.drift_requests)):
+            for name, n in zip(phases, lengths):
                 results.append(self._phase(traffic, name, n))
         finally:
             traffic.close()
@@ -71,7 +77,7 @@ class Story:
         started = time.time()
         self.phase = name
         holder: list[PhaseCounts] = []
-        sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, name, n_requests)),
+        sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, VARIANTS[name], n_requests)),
                                   name=f"traffic-{name}", daemon=True)
         sender.start()
         self.counts = None
@@ -94,11 +100,28 @@ class Story:
             self._wait(lambda: any("DataDriftDetected" in m.subject for m in self.stack.mail.messages()),
                        self.settings.alert_timeout, "drift: DataDriftDetected e-mail",
                        "drift: waiting for the alert e-mail")
+            self._wait(lambda: self._every_channel_has("firing", started), self.settings.alert_timeout,
+                       "drift: a firing message on every channel", "drift: waiting for Slack, webhook, Telegram")
+        if name == "recovery" and self.stack.prometheus is not None:
+            self._wait(lambda: self._every_channel_has("resolved", started), self.settings.alert_timeout,
+                       "recovery: a resolved message on every channel", "recovery: waiting for the resolved messages")
         result.alerts = self._firing_alerts()
         result.emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
+        result.notifications = self._notifications_since(started)
         self.status.done(f"{name:>6} phase: {counts.ok}/{counts.sent} requests ok, "
                          f"verdict: {verdict.summary() if verdict else 'none'}")
         return result
+
+    def _notifications_since(self, started: float) -> dict[str, list[str]]:
+        sink = self.stack.notifications
+        return {channel: [m.status for m in sink.messages(channel) if m.received_at >= started]
+                for channel in CHAT_CHANNELS} if sink else {}
+
+    def _every_channel_has(self, status: str, started: float) -> bool:
+        emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
+        chats = self._notifications_since(started)
+        return (any(subject.startswith(f"[{status.upper()}") for subject in emails)
+                and all(status in chats.get(channel, []) for channel in CHAT_CHANNELS))
 
     def _shipped_everything(self) -> bool:
         stats = self.stack.shipper.stats

@@ -42,9 +42,14 @@ class DemoSettings:
     feedback_delay: float = 1.0      # seconds before each request's ground truth is sent
     eval_interval: float = 2.0       # log processor evaluation interval, seconds
     alerts: bool = True              # Prometheus + Alertmanager (skipped with a hint when missing)
-    alert_timeout: float = 90.0      # how long --once waits for the DataDriftDetected e-mail
+    alert_timeout: float = 90.0      # how long --once waits for the drift phase's (and the recovery's) messages
+    recovery: bool = True            # a third phase of normal traffic, so the incident resolves (a resolved message)
     state_dir: Path = REPO_ROOT / "var/demo"   # wiped at start: a second run starts clean
     mail_dir: Path = REPO_ROOT / "var/mail"
+    notifications_dir: Path = REPO_ROOT / "var/notifications"   # <channel>/*.json from demo/notification_sink.py
+    # Link bases of the alert messages (Prometheus external labels; the processor's own URL is added)
+    grafana_url: str = "http://localhost:3000"
+    kibana_url: str = "http://localhost:5601"
     log_dir: Path = REPO_ROOT / "var/log"
     ports: Ports = Ports()
     seed: int = 42
@@ -64,8 +69,12 @@ class DemoSettings:
             eval_interval=number("DEMO_EVAL_INTERVAL", cls.eval_interval, float, 0.5),
             alerts=setting(env, "DEMO_ALERTS", cls.alerts, flag),
             alert_timeout=number("DEMO_ALERT_TIMEOUT", cls.alert_timeout, float, 1),
+            recovery=setting(env, "DEMO_RECOVERY", cls.recovery, flag),
             state_dir=Path(env.get("DEMO_STATE_DIR") or cls.state_dir),
             mail_dir=Path(env.get("DEMO_MAIL_DIR") or cls.mail_dir),
+            notifications_dir=Path(env.get("DEMO_NOTIFICATIONS_DIR") or cls.notifications_dir),
+            grafana_url=env.get("DEMO_GRAFANA_URL") or cls.grafana_url,
+            kibana_url=env.get("DEMO_KIBANA_URL") or cls.kibana_url,
             log_dir=Path(env.get("DEMO_LOG_DIR") or cls.log_dir),
             ports=ports,
             seed=number("DEMO_SEED", cls.seed, int, 0),
@@ -106,6 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log processor evaluation interval (default 2)")
     parser.add_argument("--no-alerts", dest="alerts", action="store_false", default=None,
                         help="do not start Prometheus and Alertmanager")
+    parser.add_argument("--no-recovery", dest="recovery", action="store_false", default=None,
+                        help="stop after the drift phase (no recovery phase, so no resolved messages)")
     for name in PORT_NAMES:
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
                             help=f"{name.replace('_', ' ')} port (default: a free one)")

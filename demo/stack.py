@@ -1,6 +1,6 @@
 """The embedded stack: every part of the compose deployment, as small local stand-ins, on loopback.
 
-Start order follows the data: store → mail sink → serving → shipper → log processor → Alertmanager
+Start order follows the data: store → mail and notification sinks → serving → shipper → log processor → Alertmanager
 → Prometheus; `stop` goes the other way. Each child runs in its own process group with its log in
 var/log/demo-<part>.log.
 """
@@ -25,6 +25,7 @@ from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
 from demo import alerting_stack
 from demo.mail_sink import MailSink
+from demo.notification_sink import CHANNELS as CHAT_CHANNELS, NotificationSink
 from demo.processes import Child, ChildFailed, http_ok
 from demo.settings import REPO_ROOT, DemoSettings
 from shipper import Shipper, ShipperSettings
@@ -54,6 +55,7 @@ class EmbeddedStack:
     alerts_missing: list[str] = field(default_factory=list)
     store: OsmemServer | OpenSearchCluster | None = None
     mail: MailSink | None = None
+    notifications: NotificationSink | None = None
     shipper: Shipper | None = None
     alerting: alerting_stack.AlertingStack | None = None
     _children: list[Child] = field(default_factory=list)
@@ -80,6 +82,7 @@ class EmbeddedStack:
             self._bootstrap()
             self._start_store()
             self._start_mail_sink()
+            self._start_notification_sink()
             self._start_serving()
             self._start_shipper()
             self._start_log_processor()
@@ -96,6 +99,9 @@ class EmbeddedStack:
         s.mail_dir.mkdir(parents=True, exist_ok=True)
         for old in s.mail_dir.glob("*.eml"):
             old.unlink()
+        for channel in CHAT_CHANNELS:
+            for old in (s.notifications_dir / channel).glob("*.json"):
+                old.unlink()
         s.log_dir.mkdir(parents=True, exist_ok=True)
         for old in s.log_dir.glob("demo-*.log"):
             if old.name != "demo-runner.log":  # open already; the runner truncates it itself
@@ -139,6 +145,11 @@ class EmbeddedStack:
         self.mail = MailSink(self.settings.mail_dir, port=self.settings.ports.smtp).start()
         self.urls.smtp = self.mail.address
         self.say(f"smtp sink:     {self.mail.address} → {self.settings.mail_dir}/*.eml")
+
+    def _start_notification_sink(self) -> None:
+        self.notifications = NotificationSink(self.settings.notifications_dir).start()
+        self.say("chat sink:     " + ", ".join(f"{c} {self.notifications.base(c)}" for c in CHAT_CHANNELS)
+                 + f" → {self.settings.notifications_dir}/<channel>/*.json")
 
     @property
     def prometheus(self) -> alerting_stack.PrometheusProcess | None:
@@ -217,16 +228,27 @@ class EmbeddedStack:
             self.say(INSTALL_HINT.format(missing=", ".join(self.alerts_missing)))
             return
         s = self.settings
+        try:
+            self._alerting_stack(s)
+        except alerting_stack.SecretFileError as exc:
+            raise ChildFailed(f"alertmanager not started: {exc}") from None
+        self.urls.prometheus, self.urls.alertmanager = self.prometheus.url, self.alertmanager.url
+        self.say(f"prometheus:    {self.prometheus.url} (scrapes every 1s; alert `for:` 2s for the demo)")
+        self.say(f"alertmanager:  {self.alertmanager.url} (mail via {self.mail.address}; Slack, webhook and "
+                 f"Telegram via the chat sink; an incident's alerts are collected for 15s)")
+
+    def _alerting_stack(self, s: DemoSettings) -> None:
+        """Prometheus + Alertmanager; the chat secrets are written (0600) the way `make compose-env` does."""
         self.alerting = alerting_stack.AlertingStack(
             s.state_dir, {"serving": [self.urls.serving.removeprefix("http://")],
                           "log_processor": [self.urls.log_processor.removeprefix("http://")]},
-            self.mail.address, timings=alerting_stack.FAST,
-            external_labels={"log_processor_url": self.urls.log_processor},
+            self.mail.address, timings=alerting_stack.DEMO,
+            external_labels={"grafana_url": s.grafana_url, "kibana_url": s.kibana_url,
+                             "log_processor_url": self.urls.log_processor},
+            secrets_dir=self.notifications.write_secret_files(s.state_dir / "secrets"),
+            telegram_api_url=self.notifications.url("telegram"),
             prometheus_port=s.ports.prometheus or None, alertmanager_port=s.ports.alertmanager or None,
             prometheus_log=self.log_file("prometheus"), alertmanager_log=self.log_file("alertmanager")).start()
-        self.urls.prometheus, self.urls.alertmanager = self.prometheus.url, self.alertmanager.url
-        self.say(f"prometheus:    {self.prometheus.url} (scrapes every 1s; alert `for:` 2s for the demo)")
-        self.say(f"alertmanager:  {self.alertmanager.url} (mail via {self.mail.address})")
 
     # --- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -238,6 +260,8 @@ class EmbeddedStack:
             child.stop()
         if self._shipper_thread is not None:
             self._shipper_thread.join(10)
+        if self.notifications is not None:
+            self.notifications.stop()
         if self.mail is not None:
             self.mail.stop()
         if self.store is not None:

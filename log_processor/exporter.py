@@ -61,6 +61,8 @@ class Exporter:
         self.label_coverage = gauge("mlmon_label_coverage_ratio", "Labelled rows / current rows")
         self.label_delay = gauge("mlmon_label_delay_seconds", "Prediction to feedback delay", "quantile")
         self.window_rows = gauge("mlmon_window_rows", "Rows per window", "kind")
+        self.window_start = gauge("mlmon_window_start_timestamp_seconds", "Unix time the evaluated window starts")
+        self.window_end = gauge("mlmon_window_end_timestamp_seconds", "Unix time the evaluated window ends")
         self.missing_share = gauge("mlmon_missing_values_share", "Share of missing values per feature", "column")
         self.out_of_range = gauge("mlmon_feature_out_of_range_share",
                                   "Share of evaluated rows outside the reference's [min, max]", "feature")
@@ -124,6 +126,8 @@ class Exporter:
         with self._lock:
             self._clear(monitor, *self._verdict_gauges(), self.label_delay, self.window_rows, self.missing_share)
             self._set(self.duplicated_ids, monitor, (), window.duplicated_ids)
+            self._set(self.window_start, monitor, (), window.start)
+            self._set(self.window_end, monitor, (), window.end)
             rows = {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
                     "evaluated": evaluation.evaluated_rows if evaluation else 0}
             for kind, value in rows.items():

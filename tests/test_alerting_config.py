@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demo.alerting_stack import (FAST, PRODUCTION, Timings, render_alertmanager_config,
+from demo.alerting_stack import (DEMO, FAST, FILE_FIELDS_SINCE, PRODUCTION, SecretFileError, Timings,
+                                 alertmanager_version, find_alertmanager, render_alertmanager_config,
                                  render_prometheus_config)
+from demo.notification_sink import write_secret
 
 REPO = Path(__file__).resolve().parent.parent
 PROM = REPO / "prometheus"
@@ -82,11 +84,122 @@ def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path):
     assert "ModelQualityDegraded" in result.stdout + result.stderr
 
 
+SECRET_NAMES = ("slack_api_url", "webhook_url", "telegram_bot_token")
+
+
+@pytest.fixture
+def secrets(tmp_path) -> Path:
+    """The secret files prometheus/alertmanager.yml reads, as `make compose-env` writes them."""
+    directory = tmp_path / "secrets"
+    directory.mkdir()
+    for name, value in zip(SECRET_NAMES, ("http://127.0.0.1:9/slack/T/B/x", "http://127.0.0.1:9/hook/y", "1:abc")):
+        write_secret(directory / name, value)
+    return directory
+
+
+def installed_version() -> tuple[int, int, int] | None:
+    binary = find_alertmanager()
+    return alertmanager_version(binary) if binary else None
+
+
 @needs_amtool
-def test_compose_alertmanager_config_is_valid_with_its_template():
-    result = run(amtool, "check-config", PROM / "alertmanager.yml")
+def test_compose_alertmanager_config_is_valid_with_its_templates_as_the_installed_alertmanager_reads_it(
+        tmp_path, secrets):
+    """The compose file names the secrets by *_file; rendered for the installed binary (0.25 here:
+    url_file and bot_token_file inlined into the 0600 copy) amtool accepts it with all four templates."""
+    path = render_alertmanager_config(tmp_path / "out", "mailpit:1025", secrets_dir=secrets,
+                                      version=installed_version())
+    result = run(amtool, "check-config", path)
     assert_ok(result)
-    assert "1 templates" in result.stdout
+    assert "4 templates" in result.stdout and "3 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@needs_amtool
+def test_the_installed_amtool_rejects_exactly_the_file_fields_it_is_too_old_for():
+    """Why the pre-start step inlines: amtool 0.25 refuses url_file and bot_token_file by name
+    (and nothing else in the file); from 0.26 the compose file passes as it is."""
+    result = run(amtool, "check-config", PROM / "alertmanager.yml")
+    version = installed_version()
+    if version is not None and version < (0, 26, 0):
+        assert result.returncode != 0
+        rejected = set(re.findall(r"field (\w+) not found", result.stdout + result.stderr))
+        assert rejected == set(FILE_FIELDS_SINCE)
+    else:
+        assert_ok(result)
+
+
+def test_secret_file_fields_are_used_for_every_chat_secret_and_nothing_is_inline():
+    config = yaml.safe_load((PROM / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for integration in receiver.get("slack_configs", []):
+            assert "api_url" not in integration and integration["api_url_file"].endswith("/slack_api_url")
+        for integration in receiver.get("webhook_configs", []):
+            assert "url" not in integration and integration["url_file"].endswith("/webhook_url")
+        for integration in receiver.get("telegram_configs", []):
+            assert "bot_token" not in integration and integration["bot_token_file"].endswith("/telegram_bot_token")
+
+
+@pytest.mark.parametrize("version, inlined", [((0, 25, 0), True), ((0, 27, 0), False)])
+def test_secrets_are_inlined_only_for_an_alertmanager_without_the_file_field(tmp_path, secrets, version, inlined):
+    path = render_alertmanager_config(tmp_path, "127.0.0.1:2525", secrets_dir=secrets, version=version)
+    config = yaml.safe_load(path.read_text())
+    ml = next(r for r in config["receivers"] if r["name"] == "ml-oncall")
+    assert ml["slack_configs"][0]["api_url_file"] == str(secrets / "slack_api_url")   # 0.25 has this one
+    if inlined:
+        assert ml["webhook_configs"][0]["url"] == "http://127.0.0.1:9/hook/y" and "url_file" not in ml["webhook_configs"][0]
+        assert ml["telegram_configs"][0]["bot_token"] == "1:abc"
+    else:
+        assert ml["webhook_configs"][0]["url_file"] == str(secrets / "webhook_url")
+        assert ml["telegram_configs"][0]["bot_token_file"] == str(secrets / "telegram_bot_token")
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name, field", [("slack_api_url", "slack_configs[0].api_url_file"),
+                                         ("webhook_url", "webhook_configs[0].url_file"),
+                                         ("telegram_bot_token", "telegram_configs[0].bot_token_file")])
+@pytest.mark.parametrize("broken", ["missing", "empty"])
+def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets, name, field, broken):
+    (secrets / name).unlink() if broken == "missing" else (secrets / name).write_text("  \n")
+    problem = "does not exist" if broken == "missing" else "is empty"
+    with pytest.raises(SecretFileError, match=re.escape(f"receivers[ml-oncall].{field}: secret file "
+                                                        f"{secrets / name} {problem}")):
+        render_alertmanager_config(tmp_path / "out", "127.0.0.1:2525", secrets_dir=secrets, version=(0, 25, 0))
+    assert not (tmp_path / "out" / "alertmanager.yml").exists()
+
+
+# --- the routing tree, by amtool on the rendered file ---------------------------------------------
+
+@needs_amtool
+@pytest.mark.parametrize("labels, receiver", [
+    ({"alertname": "DataDriftDetected", "team": "ml", "monitor": "m", "severity": "warning"}, "ml-oncall"),
+    ({"alertname": "ModelQualityDegraded", "team": "ml", "monitor": "m", "severity": "critical"}, "ml-oncall"),
+    ({"alertname": "FeatureDrift", "team": "ml", "monitor": "m", "severity": "info"}, "ml-chat"),
+    ({"alertname": "LogProcessorDown", "team": "ml", "severity": "critical"}, "ml-oncall"),
+    ({"alertname": "ServingDown", "team": "platform", "severity": "critical"}, "platform-oncall"),
+    ({"alertname": "DataDriftDetected", "monitor": "m", "severity": "warning"}, "platform-oncall"),  # no team
+])
+def test_amtool_routes_each_alert_to_its_receiver(tmp_path, secrets, labels, receiver):
+    path = render_alertmanager_config(tmp_path, "127.0.0.1:2525", secrets_dir=secrets, version=installed_version())
+    result = run(amtool, "config", "routes", "test", f"--config.file={path}", f"--verify.receivers={receiver}",
+                 *(f"{k}={v}" for k, v in labels.items()))
+    assert_ok(result)
+    assert result.stdout.strip() == receiver
+
+
+def test_ml_alerts_group_per_monitor_and_the_others_per_alert_and_instance():
+    route = yaml.safe_load((PROM / "alertmanager.yml").read_text())["route"]
+    assert route["group_by"] == ["alertname", "job", "instance"]
+    ml = route["routes"][0]
+    assert ml["matchers"] == ['team="ml"', 'monitor=~".+"'] and ml["group_by"] == ["monitor"]
+    assert ml["routes"][0]["matchers"] == ['severity="info"'] and "group_by" not in ml["routes"][0]
+
+
+def test_data_drift_inhibits_feature_drift_of_the_same_monitor_only():
+    rules = yaml.safe_load((PROM / "alertmanager.yml").read_text())["inhibit_rules"]
+    drift = [r for r in rules if r["source_matchers"] == ['alertname="DataDriftDetected"']]
+    assert drift == [{"source_matchers": ['alertname="DataDriftDetected"'],
+                      "target_matchers": ['alertname="FeatureDrift"'], "equal": ["monitor", "job", "instance"]}]
 
 
 # --- contents ---------------------------------------------------------------------------------------
@@ -175,8 +288,15 @@ def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_
     config = yaml.safe_load(path.read_text())
     assert config["global"]["smtp_smarthost"] == "127.0.0.1:2525"
     assert config["route"]["group_wait"] == "1s"
-    assert config["route"]["group_by"] == ["alertname", "monitor"]
+    assert config["route"]["routes"][0]["group_wait"] == "1s"   # the timings reach the sub-routes that set one
+    assert "group_wait" not in config["route"]["routes"][1]
     assert all(Path(p).is_absolute() and Path(p).exists() for p in config["templates"])
+    # without a secrets directory: e-mail only
+    assert all(set(r) <= {"name", "email_configs"} for r in config["receivers"])
+
+
+def test_demo_timings_collect_an_incident_into_one_message():
+    assert DEMO.group_wait == "15s" and DEMO.group_interval == "30s" and DEMO.alert_for == "2s"
 
 
 # --- the e-mail template, rendered by amtool (the running stack sends it for real in test_alerting_stack) ---

@@ -152,8 +152,9 @@ def test_drift_mail_names_the_drifted_features_and_resolves_when_data_is_normal_
 
         started = time.monotonic()
         try:
-            firing = mail.wait_for(lambda m: m.subject.startswith(f"[FIRING:1] DataDriftDetected monitor={MONITOR}"),
-                                   timeout=45)
+            # one incident per monitor: the drift, prediction and quality alerts share one mail
+            firing = mail.wait_for(lambda m: m.subject.startswith("[FIRING:") and "DataDriftDetected" in m.subject
+                                   and f"monitor={MONITOR}" in m.subject, timeout=45)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}{diagnostics()}") from None
         assert firing.subject.endswith("features: acc_rate, conv_rate")
@@ -174,10 +175,12 @@ def test_drift_mail_names_the_drifted_features_and_resolves_when_data_is_normal_
         started = time.monotonic()
         try:
             resolved = mail.wait_for(
-                lambda m: m.subject.startswith(f"[RESOLVED] DataDriftDetected monitor={MONITOR}"), timeout=30)
+                lambda m: m.subject.startswith("[RESOLVED] DataDriftDetected") and f"monitor={MONITOR}" in m.subject,
+                timeout=30)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}{diagnostics()}") from None
-        assert "DataDriftDetected is RESOLVED" in resolved.body
+        assert "is RESOLVED: every alert of this incident has cleared" in resolved.body
+        assert "== RESOLVED: Data drift on monitor" in resolved.body
         assert "Resolved: " in resolved.body
         print(f"\nalerting e2e: stack up → firing mail {firing_after:.1f}s; "
               f"normal data loaded → resolved mail {time.monotonic() - started:.1f}s")

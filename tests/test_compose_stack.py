@@ -30,7 +30,7 @@ from common.store import StoreSettings, connect  # noqa: E402
 from tests.conftest import empty_opensearch  # noqa: E402
 
 LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
-                "prometheus", "alertmanager", "grafana", "mailpit"}
+                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
 
@@ -225,6 +225,71 @@ def test_prometheus_and_alertmanager_find_their_files(compose):
     assert host in compose["services"] and port == "1025"
     mounts = compose["services"]["alertmanager"]["volumes"]
     assert "./prometheus/templates:/etc/alertmanager/templates:ro" in mounts
+    assert "./secrets/alertmanager:/etc/alertmanager/secrets:ro" in mounts
+    assert compose["services"]["alertmanager"]["entrypoint"] == ["/bin/sh", "/etc/alertmanager/check-secret-files.sh"]
+    assert compose["services"]["alertmanager"]["command"][0] == "/bin/alertmanager"
+    sink = compose["services"]["notification-sink"]["command"]
+    assert sink[:3] == ["python", "-m", "demo.notification_sink"] and (REPO / "demo" / "notification_sink.py").is_file()
+    telegram = am["receivers"][0]["telegram_configs"][0]["api_url"]
+    assert telegram.startswith("http://notification-sink:")
+
+
+# --- Alertmanager's secret files: written by `make compose-env`, checked before Alertmanager starts ---
+
+CHECK_SCRIPT = REPO / "prometheus" / "check-secret-files.sh"
+
+
+def _compose_config_with_secrets_in(directory: Path, tmp_path: Path) -> Path:
+    """prometheus/alertmanager.yml with its /etc/alertmanager/secrets paths moved to `directory`."""
+    config = tmp_path / "alertmanager.yml"
+    config.write_text((REPO / "prometheus" / "alertmanager.yml").read_text()
+                      .replace("/etc/alertmanager/secrets", str(directory)))
+    return config
+
+
+def _check(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(CHECK_SCRIPT), "echo", "alertmanager started", f"--config.file={config}"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_compose_env_writes_the_alertmanager_secret_files_and_keeps_existing_ones(tmp_path):
+    secrets = tmp_path / "secrets"
+    assert _compose_env("--output", str(tmp_path / ".env"), "--secrets", str(secrets)).returncode == 0
+    files = {p.name: p for p in (secrets / "alertmanager").iterdir()}
+    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token"}
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"     # other host users cannot reach them
+    assert files["slack_api_url"].read_text().startswith("http://notification-sink:9101/services/")
+    assert files["webhook_url"].read_text().startswith("http://notification-sink:9102/alerts/")
+    assert re.fullmatch(r"\d{10}:[\w-]{30,}\n", files["telegram_bot_token"].read_text())
+    files["slack_api_url"].write_text("https://hooks.slack.com/services/REAL\n")
+    _compose_env("--output", str(tmp_path / "second.env"), "--secrets", str(secrets))
+    assert files["slack_api_url"].read_text() == "https://hooks.slack.com/services/REAL\n"
+    result = _check(_compose_config_with_secrets_in(secrets / "alertmanager", tmp_path))
+    assert result.returncode == 0 and result.stdout.startswith("alertmanager started"), result.stderr
+
+
+@pytest.mark.parametrize("broken, problem", [("missing", "does not exist; `make compose-env` writes it"),
+                                             ("empty", "is empty")])
+def test_alertmanager_entrypoint_refuses_a_missing_or_empty_secret_file_naming_it(tmp_path, broken, problem):
+    secrets = tmp_path / "secrets"
+    _compose_env("--output", str(tmp_path / ".env"), "--secrets", str(secrets))
+    target = secrets / "alertmanager" / "telegram_bot_token"
+    target.unlink() if broken == "missing" else target.write_text(" \n")
+    config = _compose_config_with_secrets_in(secrets / "alertmanager", tmp_path)
+    result = _check(config)
+    assert result.returncode == 2 and "alertmanager started" not in result.stdout
+    assert f"alertmanager: secret file {target} (named in {config}) {problem}" in result.stderr
+
+
+def test_the_entrypoint_checks_the_same_files_as_the_embedded_stack():
+    from demo.alerting_stack import secret_file_fields
+    config_text = (REPO / "prometheus" / "alertmanager.yml").read_text()
+    shell = subprocess.run(["sh", "-c", "sed -n 's/^[[:space:]-]*[a-z_]*_file:[[:space:]]*\\([^[:space:]#]*\\).*$/\\1/p' \"$0\" "
+                            "| sort -u", str(REPO / "prometheus" / "alertmanager.yml")], capture_output=True, text=True)
+    assert CHECK_SCRIPT.read_text().count("sed -n 's/^[[:space:]-]*[a-z_]*_file:[[:space:]]*\\([^[:space:]#]*\\).*$/\\1/p'") == 1
+    python = {str(holder[key]) for _, holder, key in secret_file_fields(yaml.safe_load(config_text))}
+    assert set(shell.stdout.split()) == python == {f"/etc/alertmanager/secrets/{name}" for name in
+                                                   ("slack_api_url", "webhook_url", "telegram_bot_token")}
 
 
 # --- the setup one-shot ---
@@ -441,7 +506,7 @@ def _read_env(path: Path) -> dict[str, str]:
 
 def test_compose_env_writes_strong_unique_secrets_that_setup_and_compose_accept(tmp_path):
     out = tmp_path / ".env"
-    result = _compose_env("--output", str(out))
+    result = _compose_env("--output", str(out), "--secrets", str(tmp_path / "secrets"))
     assert result.returncode == 0, result.stderr
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     env, example = _read_env(out), _read_env(ENV_EXAMPLE)
@@ -455,14 +520,14 @@ def test_compose_env_writes_strong_unique_secrets_that_setup_and_compose_accept(
     es_setup.SetupSettings.from_env(env)  # accepted: no SetupError
     if shutil.which("docker-compose"):
         assert _compose_config(out, "-q").returncode == 0
-    second = _compose_env("--output", str(tmp_path / "other.env"))
+    second = _compose_env("--output", str(tmp_path / "other.env"), "--secrets", str(tmp_path / "secrets"))
     assert _read_env(tmp_path / "other.env")["ELASTIC_PASSWORD"] != env["ELASTIC_PASSWORD"], second.stderr
 
 
 def test_compose_env_refuses_to_overwrite_an_existing_env(tmp_path):
     out = tmp_path / ".env"
     out.write_text("ELASTIC_PASSWORD=mine\n")
-    result = _compose_env("--output", str(out))
+    result = _compose_env("--output", str(out), "--secrets", str(tmp_path / "secrets"))
     assert result.returncode != 0
     assert f"{out} already exists; not overwriting it" in result.stderr
     assert out.read_text() == "ELASTIC_PASSWORD=mine\n"

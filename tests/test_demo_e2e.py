@@ -13,6 +13,7 @@ import pytest
 
 from demo.alerting_stack import missing_binaries
 from demo.mail_sink import MailMessage
+from demo.notification_sink import read_messages
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.slow
 def demo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "SERVING_", "LOGPROC_"))}
     env.update(DEMO_STATE_DIR=str(tmp_path / "state"), DEMO_MAIL_DIR=str(tmp_path / "mail"),
+               DEMO_NOTIFICATIONS_DIR=str(tmp_path / "notifications"),
                DEMO_LOG_DIR=str(tmp_path / "log"), PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -33,15 +35,20 @@ def test_once_runs_the_story_and_exits_0(tmp_path):
     assert result.returncode == 0, output
     assert "story held" in output
     rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
-            if line.startswith(("normal ", "drift "))}
+            if line.startswith(("normal ", "drift ", "recovery "))}
     assert rows["normal"][3] == "no"
     assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
+    assert rows["recovery"][3] == "no"
     missing = missing_binaries()
     if missing:
         assert "Prometheus/Alertmanager not found" in output and "apt-get install" in output
         pytest.skip(f"the alert e-mail condition was not checked: {', '.join(missing)} not installed")
     subjects = [MailMessage.from_file(p).subject for p in (tmp_path / "mail").glob("*.eml")]
     assert any("DataDriftDetected" in s for s in subjects), subjects
+    # one incident: one firing and one resolved message per channel, in the table and on disk
+    assert rows["drift"][-4:] == ["1 (1 firing)"] * 4 and rows["recovery"][-4:] == ["1 (1 resolved)"] * 4
+    for channel in ("slack", "webhook", "telegram"):
+        assert len(read_messages(tmp_path / "notifications", channel)) == 2, channel
     assert {p.name for p in (tmp_path / "log").glob("demo-*.log")} >= {
         "demo-serving.log", "demo-log_processor.log", "demo-runner.log"}
     print(f"--once story took {time.monotonic() - started:.0f}s")

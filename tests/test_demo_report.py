@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from demo.__main__ import _on_interrupt
-from demo.report import PhaseResult, StatusWriter, phase_table, status_line, story_failures
+from demo.report import CHANNELS, PhaseResult, StatusWriter, phase_table, status_line, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, Ports, SettingsError, add_arguments
 from demo.verdicts import Verdict, parse_verdict
@@ -60,9 +60,9 @@ def test_a_monitor_without_verdict_is_not_read_as_no_drift():
     assert parse_verdict("", "driver_ranker") == Verdict("driver_ranker")
 
 
-def result(name, verdict=None, emails=()):
+def result(name, verdict=None, emails=(), notifications=None):
     return PhaseResult(name, {"ok": 10, "sent": 10, "errors": 0, "planned": 10, "feedback_sent": 10},
-                       verdict, emails=list(emails))
+                       verdict, emails=list(emails), notifications=dict(notifications or {}))
 
 
 NO_DRIFT = Verdict("m", available=True, dataset_drift=False, quality={"accuracy": 0.8, "f1": 0.85},
@@ -97,10 +97,50 @@ def test_phase_table_lists_each_phase():
     r.alerts = ["DataDriftDetected", "FeatureDrift", "FeatureDrift"]
     table = phase_table([result("normal", NO_DRIFT), r]).splitlines()
     assert table[0].split(" | ")[0].strip() == "phase" and "drifted features" in table[0]
-    assert [c.strip() for c in table[2].split("|")] == ["normal", "10/10", "300", "no", "-", "0.800", "0.850", "-", "0"]
+    assert [c.strip() for c in table[0].split("|")][-4:] == ["e-mails", "slack", "webhook", "telegram"]
+    assert [c.strip() for c in table[2].split("|")] == ["normal", "10/10", "300", "no", "-", "0.800", "0.850", "-",
+                                                        "0", "0", "0", "0"]
     drift_row = [c.strip() for c in table[3].split("|")]
     assert drift_row[3:5] == ["yes", "acc_rate, conv_rate"]
-    assert drift_row[7:] == ["DataDriftDetected, FeatureDrift", "1"]
+    assert drift_row[7:] == ["DataDriftDetected, FeatureDrift", "1 (1 firing)", "0", "0", "0"]
+
+
+CHATS = ("slack", "webhook", "telegram")
+RESOLVED_MAIL = "[RESOLVED] DataDriftDetected, PredictionDrift monitor=driver_ranker"
+
+
+def incident_run(drift_chat=("firing",), recovery_chat=("resolved",), drift_mails=(MAIL,),
+                 recovery_mails=(RESOLVED_MAIL,)):
+    return [result("normal", NO_DRIFT),
+            result("drift", DRIFT, drift_mails, {c: list(drift_chat) for c in CHATS}),
+            result("recovery", NO_DRIFT, recovery_mails, {c: list(recovery_chat) for c in CHATS})]
+
+
+def test_one_firing_and_one_resolved_message_per_channel_holds_the_incident_rule():
+    assert story_failures(incident_run(), SHIFTED, True, channels=CHANNELS) == []
+    table = phase_table(incident_run()).splitlines()
+    assert [c.strip() for c in table[4].split("|")][-4:] == ["1 (1 resolved)"] * 4
+
+
+@pytest.mark.parametrize("run, expected", [
+    (incident_run(drift_chat=()), "slack: drift phase got 0 firing message(s), the one-message-per-incident rule allows 1"),
+    (incident_run(drift_chat=("firing", "firing")), "webhook: drift phase got 2 firing message(s)"),
+    (incident_run(recovery_chat=()), "telegram: recovery phase got 0 resolved message(s)"),
+    (incident_run(recovery_chat=("firing", "resolved")), "slack: recovery phase got 1 firing message(s), the one-message-per-incident rule allows 0"),
+    (incident_run(recovery_mails=()), "email: recovery phase got 0 resolved message(s)"),
+    (incident_run(drift_mails=(MAIL, "[FIRING:1] FeatureDrift monitor=driver_ranker")), "email: drift phase got 2 firing message(s)"),
+    (incident_run(drift_chat=("firing", "?")), "slack: drift phase got 1 message(s) that say neither firing nor resolved"),
+])
+def test_a_channel_with_nothing_or_too_much_fails_the_story(run, expected):
+    failures = story_failures(run, SHIFTED, True, channels=CHANNELS)
+    assert any(f.startswith(expected) for f in failures), failures
+
+
+def test_a_recovery_that_still_drifts_fails_and_no_channels_means_no_incident_check():
+    run = incident_run()
+    run[2].verdict = DRIFT
+    assert "recovery phase: dataset drift still reported (acc_rate, conv_rate)" in story_failures(run, SHIFTED, True)
+    assert story_failures(incident_run(drift_chat=(), recovery_chat=()), SHIFTED, True) == []
 
 
 def test_status_line_shows_phase_requests_shipping_and_verdict():

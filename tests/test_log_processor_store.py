@@ -80,6 +80,9 @@ def test_normal_window_no_drift_and_a_summary_document(es, store_url, reference_
     assert one(exporter, "mlmon_dataset_drift") == 0
     assert sum(samples(exporter, "mlmon_feature_drift_detected").values()) == 0
     assert one(exporter, "mlmon_window_rows", kind="current") == 1500
+    # the window's time range, for the alert messages' links: the monitor's 15-minute span, ending now
+    start, end = one(exporter, "mlmon_window_start_timestamp_seconds"), one(exporter, "mlmon_window_end_timestamp_seconds")
+    assert end - start == pytest.approx(15 * 60, abs=1) and abs(end - time.time()) < 60
     es.indices.refresh(index="ml-monitoring-*")
     (hit,) = es.search(index="ml-monitoring-*")["hits"]["hits"]
     doc = hit["_source"]
