@@ -188,20 +188,21 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
     labelled = _quality_frame(current)
     if len(labelled) >= monitor.min_labelled_rows and reference.quality is not None:
         metrics = {name: cls() for name, cls in QUALITY_METRICS.items()}
-        target_null = calibration.target if calibration is not None else None
-        target_rule = DriftRule(TARGET_METHOD, target_null.threshold(len(labelled), calibration.alpha)
-                                if target_null is not None else DEFAULT_THRESHOLDS[TARGET_METHOD])
-        target_metric = ValueDrift(column=TARGET, method=target_rule.method, threshold=target_rule.threshold)
-        quality_snapshot = Report([*metrics.values(), target_metric], include_tests=False).run(
+        target_null, target_rule = _target_rule(calibration, len(labelled))
+        target_metric = ValueDrift(column=TARGET, method=TARGET_METHOD, threshold=target_rule.threshold) \
+            if target_rule is not None else None
+        quality_snapshot = Report([*metrics.values(), *([target_metric] if target_metric else [])],
+                                  include_tests=False).run(
             Dataset.from_pandas(labelled, data_definition=_quality_definition()), reference.quality)
         quality_values = _read_snapshot(quality_snapshot)
         quality = {name: _value(quality_values[m.metric_id][0]) for name, m in metrics.items()}
         quality = {name: v for name, v in quality.items() if math.isfinite(v)}
-        # No tests in this report (a quality metric's default test may error on a one-class window);
-        # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
-        score = _value(quality_values[target_metric.metric_id][0])
-        target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
-                               target_null, len(labelled))
+        if target_metric is not None:
+            # No tests in this report (a quality metric's default test may error on a one-class window);
+            # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
+            score = _value(quality_values[target_metric.metric_id][0])
+            target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
+                                   target_null, len(labelled))
         html_quality = quality_snapshot.get_html_str(as_iframe=False)
 
     return Evaluation(
@@ -220,6 +221,18 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
     )
+
+
+def _target_rule(calibration: Calibration | None, labelled: int) -> tuple[Any, DriftRule | None]:
+    """The target's null and rule for this many labelled rows: calibrated when the reference had labels,
+    Evidently's default threshold for an uncalibrated monitor, none below the calibration's smallest size
+    (min_labelled_rows may be smaller than the 50 rows it starts at)."""
+    if calibration is None:
+        return None, DriftRule(TARGET_METHOD, DEFAULT_THRESHOLDS[TARGET_METHOD])
+    null = calibration.target
+    if null is None or labelled < null.sizes[0]:
+        return None, None
+    return null, DriftRule(TARGET_METHOD, null.threshold(labelled, calibration.alpha))
 
 
 def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, null, rows: int) -> ColumnDrift:

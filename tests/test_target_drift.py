@@ -99,3 +99,11 @@ def test_the_target_null_is_cached_with_the_features(tmp_path, reference):
     assert "target:jensenshannon" in calibration_key(MONITOR, reference)
     unlabelled = dataclasses.replace(reference, frame=reference.frame.assign(target=np.nan), sha256="u" * 64)
     assert load_calibration(MONITOR, unlabelled, tmp_path / "other.npz").target is None
+
+
+def test_below_the_calibrations_smallest_size_there_is_quality_but_no_target_verdict(reference, fresh):  # noqa: F811
+    monitor = dataclasses.replace(MONITOR, min_labelled_rows=30)
+    window = labelled(fresh.iloc[:1000])
+    window.loc[:959, "target"] = np.nan                         # 40 labelled: below the 50 the null starts at
+    ev = evaluate(reference, window, monitor)
+    assert ev.quality and ev.target_drift is None
