@@ -39,7 +39,6 @@ from scipy import stats
 from benchmarks import synthetic, target_drift
 from log_processor.calibration import calibrate
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.reference import TARGET_KIND
 from log_processor.validate import SCORE, TARGET
 
 FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips")
@@ -84,10 +83,8 @@ class Deciders:
         self.ref = {name: np.sort(reference[name].to_numpy(dtype=float)) for name in FEATURES}
         self.norm = {name: max(float(np.std(values)), 0.001) for name, values in self.ref.items()}
         started = time.perf_counter()
-        self.calibration = calibrate(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha,
-                                     target=(TARGET, TARGET_KIND))
+        self.calibration = calibrate(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha)
         self.calibration_seconds = time.perf_counter() - started
-        self.target = target_drift.TargetVerdict(reference[TARGET].to_numpy(), self.calibration.target)
 
     def flags(self, window) -> dict[str, set[str]]:
         """Per decider, the features it flags in this window."""
@@ -194,11 +191,8 @@ def main(quick: bool) -> None:
         print(f"-- {len(refs)} references of {ref_rows:,} rows ({time.perf_counter() - started:.0f} s to make them; "
               f"calibration {seconds:.1f} s each)", flush=True)
         fa = false_alarms(refs, pool, quick, rng) if ref_rows == 2_000 else None
-        if ref_rows == 2_000:
-            target_verdicts = [d.target for d in refs]
         results[ref_rows] = (fa, power(refs, pool, quick, rng), seconds, len(refs))
     fa_rows, power_rows, seconds, count = results[2_000]
-    target_rows = target_drift.measure(target_verdicts, pool[TARGET].to_numpy(), alpha, quick, rng)
     print()
     print(f"Unshifted windows over {count} references of 2,000 rows, alpha {alpha} (calibration: {seconds:.1f} s for "
           f"3 features and the score)")
@@ -218,5 +212,4 @@ def main(quick: bool) -> None:
                   f"{100 * others['calibrated'] / (2 * total):.1f} % |")
     plot(fa_rows, power_rows, alpha)
     print("  target drift ...", flush=True)
-    target_drift.report(*target_rows, alpha, len(target_verdicts), fmt)
-    target_drift.plot(target_rows[0], target_rows[1], alpha, wilson)
+    target_drift.run(pool[TARGET].to_numpy(), alpha, quick, rng, fmt, wilson)
