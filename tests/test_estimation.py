@@ -112,12 +112,12 @@ def test_the_score_calibration_is_cached_beside_the_reference_and_refitted_when_
                                   drift=dataclasses.replace(base.drift, alpha=None))
     first = load_reference(monitor, None).score_calibration
     cache = tmp_path / "reference.parquet.score_calibration.npz"
-    assert cache.is_file() and first.method == "isotonic"
+    assert cache.is_file() and first.method == "platt"
     mtime = cache.stat().st_mtime_ns
     again = load_reference(monitor, None).score_calibration
     assert cache.stat().st_mtime_ns == mtime
     assert np.array_equal(again.x, first.x) and again.reference_quality == first.reference_quality
     assert again.calibration_error == first.calibration_error
-    platt = dataclasses.replace(monitor, estimation=dataclasses.replace(monitor.estimation, calibration="platt"))
-    refitted = load_reference(platt, None).score_calibration
-    assert refitted.method == "platt" and cache.stat().st_mtime_ns != mtime
+    isotonic = dataclasses.replace(monitor, estimation=dataclasses.replace(monitor.estimation, calibration="isotonic"))
+    refitted = load_reference(isotonic, None).score_calibration
+    assert refitted.method == "isotonic" and cache.stat().st_mtime_ns != mtime

@@ -39,7 +39,7 @@ def test_shipped_monitors_file_loads_with_the_documented_defaults():
     assert (m.window_seconds, m.window_last, m.interval_seconds) == (900.0, 50000, 60.0)
     assert m.reference.parquet == REPO_ROOT / "var/model/reference.parquet"
     assert m.drift.rule("acc_rate").method == "wasserstein"
-    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("isotonic", 0.95, 0.05)
+    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("platt", 0.95, 0.05)
 
 
 def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_path):
@@ -49,8 +49,8 @@ def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_
     assert [f.type for f in m.features] == ["numerical", "categorical"]
     assert (m.min_rows, m.max_rows, m.drift.drift_share) == (100, 200_000, 0.5)
     assert m.estimation is None
-    (m,) = load_monitors(write(tmp_path, GOOD + "    estimation: {calibration: platt}\n"), base_dir=tmp_path)
-    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("platt", 0.95, 0.05)
+    (m,) = load_monitors(write(tmp_path, GOOD + "    estimation: {alert_margin: 0.1}\n"), base_dir=tmp_path)
+    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("isotonic", 0.95, 0.1)
 
 
 @pytest.mark.parametrize("old, new, expected", [
