@@ -12,6 +12,7 @@ SUITES = {
     "incremental": "benchmarks.incremental",
     "shared_read": "benchmarks.shared_read",
     "drift_calibration": "benchmarks.drift_calibration",
+    "estimation": "benchmarks.estimation",
 }
 
 
