@@ -127,7 +127,7 @@ def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
         errors = summary.get("estimation_error") or {}
         check = (" · estimated − realized on the labelled rows: "
                  + ", ".join(f"{html.escape(m)} {v:+.3f}" for m, v in errors.items())) if errors else \
-            " · no labelled rows to check it against yet"
+            " · too few labelled rows to check it against yet"
         facts += (f"<br>estimated quality (all {rows.get('evaluated')} rows, from the calibrated scores, "
                   f"before labels): {shown}{check}")
     frames = f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
