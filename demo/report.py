@@ -44,7 +44,28 @@ def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, A
     if verdict is not None:
         at = time.strftime("%H:%M:%S", time.localtime(verdict.last_evaluation)) if verdict.last_evaluation else "-"
         parts.append(f"last verdict {at}: {verdict.summary()}")
+        quality = quality_text(verdict)
+        if quality:
+            parts.append(quality)
     return " | ".join(parts)
+
+
+def quality_text(verdict: Verdict) -> str:
+    """Estimated accuracy/F1 (every row, from the scores, before labels) and, once labels landed,
+    the realized ones: `est. acc 0.751 [0.727-0.775] F1 0.170, realized acc 0.284 F1 0.093`."""
+    parts = []
+    est = verdict.estimated
+    if "accuracy" in est:
+        lower, upper = verdict.estimated_band.get("accuracy", (None, None))
+        band = f" [{lower:.3f}-{upper:.3f}]" if lower is not None else ""
+        f1 = f" F1 {est['f1']:.3f}" if "f1" in est else ""
+        parts.append(f"est. acc {est['accuracy']:.3f}{band}{f1}")
+    if "accuracy" in verdict.quality:
+        f1 = f" F1 {verdict.quality['f1']:.3f}" if "f1" in verdict.quality else ""
+        parts.append(f"realized acc {verdict.quality['accuracy']:.3f}{f1}")
+    elif est:
+        parts.append("realized: too few labels yet")
+    return ", ".join(parts)
 
 
 class StatusWriter:
@@ -83,7 +104,7 @@ def _fmt(value: float | None) -> str:
 
 def phase_table(results: list[PhaseResult]) -> str:
     header = ("phase", "requests ok", "rows evaluated", "dataset drift", "drifted features",
-              "accuracy", "F1", "alerts fired", "e-mails", "slack", "webhook", "telegram")
+              "est. accuracy", "est. F1", "accuracy", "F1", "alerts fired", "e-mails", "slack", "webhook", "telegram")
     rows = [header]
     for r in results:
         v = r.verdict
@@ -93,6 +114,8 @@ def phase_table(results: list[PhaseResult]) -> str:
             str(v.rows.get("evaluated", v.rows.get("current", 0))) if v else "-",
             ("yes" if v.dataset_drift else "no") if v and v.available else "no verdict",
             ", ".join(v.drifted_features) if v and v.drifted_features else "-",
+            _fmt(v.estimated.get("accuracy")) if v else "-",
+            _fmt(v.estimated.get("f1")) if v else "-",
             _fmt(v.quality.get("accuracy")) if v else "-",
             _fmt(v.quality.get("f1")) if v else "-",
             ", ".join(sorted(set(r.alerts))) or "-",

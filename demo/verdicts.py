@@ -20,6 +20,8 @@ class Verdict:
     feature_scores: dict[str, float] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)  # accuracy, precision, recall, f1
     rows: dict[str, int] = field(default_factory=dict)       # current, reference, labelled, evaluated
+    estimated: dict[str, float] = field(default_factory=dict)   # from the calibrated scores, all rows
+    estimated_band: dict[str, tuple[float, float]] = field(default_factory=dict)   # (lower, upper)
     evaluations: int = 0                # all outcomes
     last_evaluation: float = 0.0        # unix time
 
@@ -44,6 +46,12 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
         found = values.get(name)
         return found[0][1] if found else 0.0
 
+    def by_metric(name: str) -> dict[str, float]:
+        return {labels["metric"]: value for labels, value in values.get(name, [])}
+
+    estimated = by_metric("mlmon_estimated_classification_quality")
+    lower = by_metric("mlmon_estimated_classification_quality_lower")
+    upper = by_metric("mlmon_estimated_classification_quality_upper")
     drifted = sorted(labels["feature"] for labels, value in values.get("mlmon_feature_drift_detected", [])
                      if value == 1)
     return Verdict(
@@ -55,6 +63,9 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
                         for labels, value in values.get("mlmon_feature_drift_score", [])},
         quality={labels["metric"]: value for labels, value in values.get("mlmon_classification_quality", [])},
         rows={labels["kind"]: int(value) for labels, value in values.get("mlmon_window_rows", [])},
+        estimated=estimated,
+        estimated_band={metric: (lower[metric], upper[metric]) for metric in estimated
+                        if metric in lower and metric in upper},
         evaluations=int(sum(value for _, value in values.get("mlmon_evaluations_total", []))),
         last_evaluation=single("mlmon_last_evaluation_timestamp_seconds"),
     )

@@ -4,7 +4,7 @@ One worker (the monitor threads live in the process, and /metrics must see their
 few threads for concurrent scrapes; the app is built inside the worker, after the fork.
 
 `python -m log_processor prepare`: load every Parquet reference of the monitors file and cache its
-drift calibration beside it, then exit (`make setup` runs it). Computing a calibration takes tens of
+drift and score calibrations beside it, then exit (`make setup` runs it). Computing a calibration takes tens of
 seconds on 2 cores, which the first cycle would otherwise spend before its first verdict.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def prepare(monitors) -> int:
         except ReferenceError as exc:
             print(f"log_processor: monitor {monitor.name}: {exc}", file=sys.stderr)
             return 1
-        print(f"log_processor: monitor {monitor.name}: reference {reference.version} and its drift calibration "
+        print(f"log_processor: monitor {monitor.name}: reference {reference.version} and its calibrations "
               f"ready ({time.perf_counter() - started:.1f} s)", flush=True)
     return 0
 

@@ -120,6 +120,16 @@ def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
     facts = (f"window {html.escape(str(window.get('start')))} → {html.escape(str(window.get('end')))} · "
              f"rows {rows.get('current')} (evaluated {rows.get('evaluated')}, labelled {rows.get('labelled')}) · "
              f"dataset drift: <b>{'YES' if summary.get('dataset_drift') else 'no'}</b> · drifted: {html.escape(drifted)}")
+    estimated = summary.get("estimated_quality")
+    if estimated:
+        shown = " · ".join(f"{html.escape(m)} {e['value']:.3f} [{e['lower']:.3f}–{e['upper']:.3f}]"
+                           for m, e in estimated.items())
+        errors = summary.get("estimation_error") or {}
+        check = (" · estimated − realized on the labelled rows: "
+                 + ", ".join(f"{html.escape(m)} {v:+.3f}" for m, v in errors.items())) if errors else \
+            " · too few labelled rows to check it against yet"
+        facts += (f"<br>estimated quality (all {rows.get('evaluated')} rows, from the calibrated scores, "
+                  f"before labels): {shown}{check}")
     frames = f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
     frames += (f'<h2>Classification quality (labelled rows)</h2><iframe src="?monitor={n}&part=quality"></iframe>'
                if has_quality else "<p>Quality: too few labelled rows in this window.</p>")

@@ -24,6 +24,7 @@ from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision, Recall, ValueDrift
 
 from log_processor.calibration import Calibration
+from log_processor.estimation import Estimation, ScoreCalibration, estimate
 from log_processor.monitors import DEFAULT_THRESHOLDS, DriftRule, Monitor
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.validate import PREDICTION, SCORE, TARGET
@@ -57,6 +58,7 @@ class Evaluation:
     evaluated_rows: int
     evaluated_labelled_rows: int
     stability: Stability
+    estimation: Estimation | None = None            # monitors with `estimation` (estimation.py)
     html_drift: str = field(repr=False, default="")
     html_quality: str | None = field(repr=False, default=None)
 
@@ -73,6 +75,7 @@ class Reference:
     sha256: str
     bounds: Bounds                             # the values the reference had (data stability)
     calibration: Calibration | None = None     # thresholds by window size (monitors with drift.alpha)
+    score_calibration: ScoreCalibration | None = None   # scores -> probabilities (monitors with estimation)
 
     @property
     def rows(self) -> int:
@@ -205,6 +208,14 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
                                    target_null, len(labelled))
         html_quality = quality_snapshot.get_html_str(as_iframe=False)
 
+    estimation = None
+    if monitor.estimation is not None:
+        if reference.score_calibration is None:
+            raise ValueError(f"monitor {monitor.name}: estimation is set but the reference's scores were not calibrated")
+        estimation = estimate(reference.score_calibration, current[SCORE].to_numpy(dtype=float),
+                              current[PREDICTION].to_numpy(dtype=float), current[TARGET].to_numpy(dtype=float),
+                              min_labelled_rows=monitor.min_labelled_rows, confidence=monitor.estimation.confidence)
+
     return Evaluation(
         dataset_drift=bool(dataset_failed),
         drifted_features=tuple(f.column for f in features if f.detected),
@@ -218,6 +229,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         evaluated_rows=len(current),
         evaluated_labelled_rows=len(labelled),
         stability=read_stability(reference.bounds, stability, values, current, [*monitor.feature_names, SCORE]),
+        estimation=estimation,
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
     )

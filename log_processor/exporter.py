@@ -56,6 +56,21 @@ class Exporter:
                                     "Share of unshifted windows with this many labelled rows scoring at least this high "
                                     "(calibrated monitors)", "column", "method")
         self.quality = gauge("mlmon_classification_quality", "Quality on labelled rows", "metric")
+        self.estimated = gauge("mlmon_estimated_classification_quality",
+                               "Quality expected from the calibrated scores, over all rows of the window", "metric")
+        self.estimated_lower = gauge("mlmon_estimated_classification_quality_lower",
+                                     "Lower edge of the estimate's band", "metric")
+        self.estimated_upper = gauge("mlmon_estimated_classification_quality_upper",
+                                     "Upper edge of the estimate's band", "metric")
+        self.estimation_error = gauge("mlmon_estimation_error",
+                                      "Estimated minus realized quality on the window's labelled rows", "metric")
+        self.reference_quality = gauge("mlmon_reference_classification_quality",
+                                       "Quality on the reference's labelled rows", "metric")
+        self.calibration_error = gauge("mlmon_score_calibration_error",
+                                       "Expected calibration error on the reference (calibrated: out of fold)",
+                                       "scores", "method")
+        self.estimation_margin = gauge("mlmon_estimation_alert_margin",
+                                       "EstimatedQualityDrop fires this far below the reference quality")
         self.class_share = gauge("mlmon_class_share", "Share of each class", "source", "class")
         self.confusion = gauge("mlmon_confusion_matrix", "Labelled rows per cell", "actual", "predicted")
         self.label_coverage = gauge("mlmon_label_coverage_ratio", "Labelled rows / current rows")
@@ -112,14 +127,23 @@ class Exporter:
                 self.prediction_threshold, self.prediction_detected, self.prediction_p_value,
                 self.target_score, self.target_threshold, self.target_detected, self.target_p_value,
                 self.quality, self.class_share, self.confusion, self.out_of_range, self.unseen_category,
-                self.constant_columns)
+                self.constant_columns, self.estimated, self.estimated_lower, self.estimated_upper,
+                self.estimation_error)
 
     # --- what the scheduler calls ----------------------------------------------------------------
-    def reference(self, monitor: str, reference: Reference) -> None:
+    def reference(self, monitor: str, reference: Reference, alert_margin: float | None = None) -> None:
         with self._lock:
-            self._clear(monitor, self.info)
+            self._clear(monitor, self.info, self.reference_quality, self.calibration_error, self.estimation_margin)
             self._set(self.info, monitor, (reference.model_name, reference.model_version, reference.version,
                                            reference.sha256), 1)
+            sc = reference.score_calibration
+            if sc is not None:
+                for metric, value in sc.reference_quality.items():
+                    self._set(self.reference_quality, monitor, (metric,), value)
+                self._set(self.calibration_error, monitor, ("calibrated", sc.method), sc.calibration_error)
+                self._set(self.calibration_error, monitor, ("raw", sc.method), sc.raw_calibration_error)
+            if alert_margin is not None:
+                self._set(self.estimation_margin, monitor, (), alert_margin)
 
     def window(self, monitor: str, window: Window, reference_rows: int, evaluation: Evaluation | None) -> None:
         """Export one evaluated window; `evaluation` None means too few rows for a verdict."""
@@ -169,6 +193,13 @@ class Exporter:
             self._set(self.unseen_category, monitor, (feature,), share)
         self._set(self.constant_columns, monitor, ("constant",), len(st.constant_columns))
         self._set(self.constant_columns, monitor, ("almost_constant",), len(st.almost_constant_columns))
+        if ev.estimation is not None:
+            for metric, e in ev.estimation.estimates.items():
+                self._set(self.estimated, monitor, (metric,), e.value)
+                self._set(self.estimated_lower, monitor, (metric,), e.lower)
+                self._set(self.estimated_upper, monitor, (metric,), e.upper)
+            for metric, error in ev.estimation.error.items():
+                self._set(self.estimation_error, monitor, (metric,), error)
 
     def _column_drift(self, monitor: str, d: ColumnDrift, score: Gauge, threshold: Gauge, detected: Gauge,
                       p_value: Gauge) -> None:

@@ -62,6 +62,14 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class EstimationConfig:
+    """Quality estimated from calibrated scores before labels land (estimation.py)."""
+    calibration: str = "isotonic"      # isotonic | platt: how scores map to probabilities on the reference
+    confidence: float = 0.95           # coverage of the band around each estimate
+    alert_margin: float = 0.05         # EstimatedQualityDrop: band's upper edge this far below the reference
+
+
+@dataclass(frozen=True)
 class ReferenceConfig:
     """Either a Parquet file written by training (+ its manifest) or a time range in the store."""
     parquet: Path | None = None
@@ -92,6 +100,7 @@ class Monitor:
     reference: ReferenceConfig
     drift: DriftConfig
     sample_seed: int | None = None
+    estimation: EstimationConfig | None = None   # None: no estimated quality
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -225,7 +234,7 @@ def _resolve(path_value: str, base: Path) -> Path:
 _TOP = ("monitors",)
 _MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
             "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
-            "reference", "drift", "sample_seed")
+            "reference", "drift", "sample_seed", "estimation")
 
 
 def load_monitors(path: Path | str, *, base_dir: Path = REPO_ROOT,
@@ -293,6 +302,21 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         reference=_reference(s.section("reference", ("parquet", "manifest", "store")), base_dir),
         drift=_drift(s, features, min_rows),
         sample_seed=s.number("sample_seed", None, integer=True),
+        estimation=_estimation(s),
+    )
+
+
+def _estimation(monitor: _Section) -> EstimationConfig | None:
+    from log_processor.estimation import CALIBRATION_METHODS
+
+    if not monitor.has("estimation"):
+        return None
+    s = monitor.section("estimation", ("calibration", "confidence", "alert_margin"))
+    default = EstimationConfig()
+    return EstimationConfig(
+        calibration=s.choice("calibration", CALIBRATION_METHODS, default.calibration),
+        confidence=s.number("confidence", default.confidence, check=lambda v: 0.5 <= v < 1, expect=" in [0.5, 1)"),
+        alert_margin=s.number("alert_margin", default.alert_margin, check=lambda v: 0 <= v < 1, expect=" in [0, 1)"),
     )
 
 

@@ -1,6 +1,7 @@
 """Load a monitor's reference once: the Parquet written by training (checked against its manifest)
 or a time range of events in the store (parsed and joined exactly like a current window); and, for
-monitors with `drift.alpha`, its drift calibration, cached beside a Parquet reference."""
+monitors with `drift.alpha`, its drift calibration, and for monitors with `estimation`, its score
+calibration, both cached beside a Parquet reference."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from log_processor import calibration as cal
+from log_processor import estimation as est
 from log_processor.evaluate import Reference, prepare_reference
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
-from log_processor.validate import SCORE, TARGET, combine, parse_page, source_fields
+from log_processor.validate import PREDICTION, SCORE, TARGET, combine, parse_page, source_fields
 from log_processor.window import assemble
 
 log = logging.getLogger("log_processor")
@@ -46,10 +48,46 @@ def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
         raise ReferenceError(f"monitor {monitor.name}: its reference is a range of the store, and no store was given")
     else:
         reference = _from_store(monitor, store)
+    if monitor.estimation is not None:
+        cache = config.parquet.with_name(config.parquet.name + ".score_calibration.npz") if config.parquet else None
+        reference = dataclasses.replace(reference, score_calibration=load_score_calibration(monitor, reference, cache))
     if monitor.drift.alpha is None:
         return reference
     cache = config.parquet.with_name(config.parquet.name + ".calibration.npz") if config.parquet else None
     return dataclasses.replace(reference, calibration=load_calibration(monitor, reference, cache))
+
+
+def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> est.ScoreCalibration:
+    """The score calibration (estimation.py) from `cache` when its key matches, else fitted on the
+    reference's labelled rows and cached, like the drift calibration."""
+    method = monitor.estimation.calibration
+    key = (f"v1|{reference.sha256}|{method}|bins:{est.CALIBRATION_BINS}|folds:{est.CALIBRATION_FOLDS}|seed:0")
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                if str(data["key"]) == key:
+                    return est.ScoreCalibration(method, data["x"], data["y"], float(data["calibration_error"]),
+                                                float(data["raw_calibration_error"]),
+                                                json.loads(str(data["reference_quality"])))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("monitor %s: score calibration cache %s unreadable (%s); refitting", monitor.name, cache, exc)
+    labelled = reference.frame[reference.frame[TARGET].notna()]
+    try:
+        result = est.fit_calibration(labelled[SCORE].to_numpy(dtype=float), labelled[TARGET].to_numpy(dtype=int),
+                                     labelled[PREDICTION].to_numpy(dtype=int), method)
+    except ValueError as exc:
+        raise ReferenceError(f"monitor {monitor.name}: reference cannot calibrate the scores: {exc}") from None
+    if cache is not None:
+        try:
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, key=np.array(key), x=result.x, y=result.y,
+                     calibration_error=np.array(result.calibration_error),
+                     raw_calibration_error=np.array(result.raw_calibration_error),
+                     reference_quality=np.array(json.dumps(result.reference_quality)))
+            tmp.replace(cache)
+        except OSError as exc:
+            log.warning("monitor %s: score calibration not cached at %s: %s", monitor.name, cache, exc)
+    return result
 
 
 def calibration_key(monitor: Monitor, reference: Reference) -> str:

@@ -131,7 +131,8 @@ class MonitorRunner:
     def reference(self) -> Reference:
         if self._reference is None:
             self._reference = load_reference(self.monitor, self.store)
-            self.exporter.reference(self.monitor.name, self._reference)
+            self.exporter.reference(self.monitor.name, self._reference,
+                                    self.monitor.estimation.alert_margin if self.monitor.estimation else None)
             log.info("monitor %s: reference %s (%d rows, sha256 %s)", self.monitor.name,
                      self._reference.version, self._reference.rows, self._reference.sha256[:12])
         return self._reference
@@ -316,6 +317,10 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
                           "constant_columns": list(ev.stability.constant_columns),
                           "almost_constant_columns": list(ev.stability.almost_constant_columns)},
         })
+        if ev.estimation is not None:
+            doc["estimated_quality"] = {m: {"value": e.value, "lower": e.lower, "upper": e.upper}
+                                        for m, e in ev.estimation.estimates.items()}
+            doc["estimation_error"] = ev.estimation.error
     return doc
 
 

@@ -25,7 +25,7 @@ RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 ISSUE_ALERTS = {
     "DataDriftDetected", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "LabelCoverageLow",
     "MonitoringStale", "LogProcessorDown", "ServingDown", "ServingHighErrorRate", "ServingHighLatency",
-    "EventsDropped",
+    "EventsDropped", "EstimatedQualityDrop",
 }
 
 promtool = shutil.which("promtool")

@@ -157,6 +157,7 @@ def test_the_name_check_catches_what_it_should():
     ("mlmon_prediction_drift_score", "drift.json"),
     ("mlmon_classification_quality", "model_quality.json"), ("mlmon_label_coverage_ratio", "model_quality.json"),
     ("mlmon_class_share", "model_quality.json"), ("mlmon_confusion_matrix", "model_quality.json"),
+    ("mlmon_estimated_classification_quality", "model_quality.json"), ("mlmon_estimation_error", "model_quality.json"),
     ("serving_requests_total", "service_health.json"), ("serving_request_duration_seconds_bucket", "service_health.json"),
     ("serving_events_dropped_total", "service_health.json"),
     ("mlmon_evaluation_duration_seconds_bucket", "service_health.json"),

@@ -32,6 +32,14 @@ mlmon_feature_drift_score{feature="conv_rate",method="ks",monitor="driver_ranker
 # TYPE mlmon_classification_quality gauge
 mlmon_classification_quality{metric="accuracy",monitor="driver_ranker"} 0.31
 mlmon_classification_quality{metric="f1",monitor="driver_ranker"} 0.12
+# TYPE mlmon_estimated_classification_quality gauge
+mlmon_estimated_classification_quality{metric="accuracy",monitor="driver_ranker"} 0.75
+mlmon_estimated_classification_quality{metric="f1",monitor="driver_ranker"} 0.17
+mlmon_estimated_classification_quality{metric="accuracy",monitor="other"} 0.9
+# TYPE mlmon_estimated_classification_quality_lower gauge
+mlmon_estimated_classification_quality_lower{metric="accuracy",monitor="driver_ranker"} 0.72
+# TYPE mlmon_estimated_classification_quality_upper gauge
+mlmon_estimated_classification_quality_upper{metric="accuracy",monitor="driver_ranker"} 0.78
 # TYPE mlmon_window_rows gauge
 mlmon_window_rows{kind="current",monitor="driver_ranker"} 300.0
 mlmon_window_rows{kind="evaluated",monitor="driver_ranker"} 300.0
@@ -49,6 +57,7 @@ def test_parse_verdict_reads_one_monitor_from_the_metric_contract():
     assert v.drifted_features == ("acc_rate", "conv_rate")
     assert v.quality == {"accuracy": 0.31, "f1": 0.12}
     assert v.rows == {"current": 300, "evaluated": 300}
+    assert v.estimated == {"accuracy": 0.75, "f1": 0.17} and v.estimated_band == {"accuracy": (0.72, 0.78)}
     assert v.evaluations == 10 and v.last_evaluation == 1.7e9
     assert v.summary() == "DRIFT on acc_rate, conv_rate"
 
@@ -66,7 +75,7 @@ def result(name, verdict=None, emails=(), notifications=None):
 
 
 NO_DRIFT = Verdict("m", available=True, dataset_drift=False, quality={"accuracy": 0.8, "f1": 0.85},
-                   rows={"evaluated": 300})
+                   rows={"evaluated": 300}, estimated={"accuracy": 0.79, "f1": 0.88})
 DRIFT = Verdict("m", available=True, dataset_drift=True, drifted_features=("acc_rate", "conv_rate"))
 SHIFTED = {"conv_rate", "acc_rate"}
 MAIL = "[FIRING:1] DataDriftDetected driver_ranker"
@@ -98,11 +107,13 @@ def test_phase_table_lists_each_phase():
     table = phase_table([result("normal", NO_DRIFT), r]).splitlines()
     assert table[0].split(" | ")[0].strip() == "phase" and "drifted features" in table[0]
     assert [c.strip() for c in table[0].split("|")][-4:] == ["e-mails", "slack", "webhook", "telegram"]
-    assert [c.strip() for c in table[2].split("|")] == ["normal", "10/10", "300", "no", "-", "0.800", "0.850", "-",
-                                                        "0", "0", "0", "0"]
+    assert "est. accuracy" in table[0] and "est. F1" in table[0]
+    assert [c.strip() for c in table[2].split("|")] == ["normal", "10/10", "300", "no", "-", "0.790", "0.880",
+                                                        "0.800", "0.850", "-", "0", "0", "0", "0"]
     drift_row = [c.strip() for c in table[3].split("|")]
     assert drift_row[3:5] == ["yes", "acc_rate, conv_rate"]
-    assert drift_row[7:] == ["DataDriftDetected, FeatureDrift", "1 (1 firing)", "0", "0", "0"]
+    assert drift_row[5:9] == ["-", "-", "-", "-"]
+    assert drift_row[9:] == ["DataDriftDetected, FeatureDrift", "1 (1 firing)", "0", "0", "0"]
 
 
 CHATS = ("slack", "webhook", "telegram")
@@ -148,6 +159,17 @@ def test_status_line_shows_phase_requests_shipping_and_verdict():
                        {"shipped": 8, "lag_bytes": 0, "store_available": False}, DRIFT)
     assert line.startswith("[drift] | requests 5/10")
     assert "shipped 8 (lag 0 B STORE DOWN, retrying)" in line and "DRIFT on acc_rate, conv_rate" in line
+    assert "est." not in line and "realized" not in line          # no estimate exported: nothing claimed
+
+
+def test_status_line_shows_the_estimate_before_labels_and_the_realized_quality_after():
+    shipper = {"shipped": 8, "lag_bytes": 0}
+    before = Verdict("m", available=True, estimated={"accuracy": 0.751, "f1": 0.17},
+                     estimated_band={"accuracy": (0.727, 0.775)})
+    line = status_line("drift", None, shipper, before)
+    assert line.endswith("est. acc 0.751 [0.727-0.775] F1 0.170, realized: too few labels yet")
+    after = Verdict("m", available=True, estimated={"accuracy": 0.751}, quality={"accuracy": 0.284, "f1": 0.093})
+    assert status_line("drift", None, shipper, after).endswith("est. acc 0.751, realized acc 0.284 F1 0.093")
 
 
 def test_status_writer_prints_whole_lines_when_not_on_a_terminal():

@@ -24,7 +24,7 @@ from log_processor.validate import SCORE
 from tests.conftest import REPO_ROOT
 
 MONITOR = dataclasses.replace(load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0], window_last=None,
-                              min_labelled_rows=50)
+                              min_labelled_rows=50, estimation=None)     # drift alone (estimation: test_estimation.py)
 FEATURES = list(MONITOR.feature_names)
 ALPHA = MONITOR.drift.alpha
 

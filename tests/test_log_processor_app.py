@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from elasticsearch import helpers
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import synthetic
 from log_processor.app import create_app
@@ -50,6 +51,21 @@ def test_endpoints_serve_the_scheduler_results(processor):
     text = metrics.get_data(as_text=True)
     assert 'mlmon_dataset_drift{monitor="driver_ranker"} 1.0' in text
     assert 'mlmon_feature_drift_detected{feature="avg_daily_trips",method="wasserstein",monitor="shadow"} 0.0' in text
+    series = {(s.name, s.labels.get("metric"), s.labels.get("scores")): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples
+              if s.labels.get("monitor") == "driver_ranker"}
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        low, value, high = (series[(f"mlmon_estimated_classification_quality{edge}", metric, None)]
+                            for edge in ("_lower", "", "_upper"))
+        assert 0 <= low <= value <= high <= 1 and high - low > 0
+        assert 0 < series[("mlmon_reference_classification_quality", metric, None)] <= 1
+    # the drifted traffic's labels follow another relation (concept drift): the scores cannot see it,
+    # the labelled rows can
+    realized = series[("mlmon_classification_quality", "accuracy", None)]
+    assert series[("mlmon_estimation_error", "accuracy", None)] > 0.2
+    assert series[("mlmon_estimated_classification_quality_upper", "accuracy", None)] > realized
+    assert 0 <= series[("mlmon_score_calibration_error", None, "calibrated")] < 0.1
+    assert series[("mlmon_estimation_alert_margin", None, None)] == 0.05
 
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json["status"] == "ok"
@@ -63,9 +79,13 @@ def test_endpoints_serve_the_scheduler_results(processor):
     drift = client.get("/report?monitor=driver_ranker&part=drift")
     assert drift.status_code == 200 and drift.mimetype == "text/html" and len(drift.data) > 100_000
     assert client.get("/report?monitor=driver_ranker&part=quality").status_code == 200
+    assert b"estimated quality (all 600 rows" in page.data and b"estimated \xe2\x88\x92 realized" in page.data
 
     summary = client.get("/report.json?monitor=driver_ranker").json
     assert summary["status"] == "ok" and summary["latest"]["drifted_features"] == ["conv_rate", "acc_rate"]
+    estimated = summary["latest"]["estimated_quality"]["accuracy"]
+    assert estimated["lower"] <= estimated["value"] <= estimated["upper"]
+    assert summary["latest"]["estimation_error"]["accuracy"] > 0.2
     assert set(client.get("/report.json").json) == {"driver_ranker", "shadow"}
 
 

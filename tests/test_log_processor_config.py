@@ -39,6 +39,7 @@ def test_shipped_monitors_file_loads_with_the_documented_defaults():
     assert (m.window_seconds, m.window_last, m.interval_seconds) == (900.0, 50000, 60.0)
     assert m.reference.parquet == REPO_ROOT / "var/model/reference.parquet"
     assert m.drift.rule("acc_rate").method == "wasserstein"
+    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("platt", 0.95, 0.05)
 
 
 def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_path):
@@ -47,6 +48,9 @@ def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_
     assert m.reference.parquet == tmp_path / "ref.parquet"
     assert [f.type for f in m.features] == ["numerical", "categorical"]
     assert (m.min_rows, m.max_rows, m.drift.drift_share) == (100, 200_000, 0.5)
+    assert m.estimation is None
+    (m,) = load_monitors(write(tmp_path, GOOD + "    estimation: {alert_margin: 0.1}\n"), base_dir=tmp_path)
+    assert (m.estimation.calibration, m.estimation.confidence, m.estimation.alert_margin) == ("isotonic", 0.95, 0.1)
 
 
 @pytest.mark.parametrize("old, new, expected", [
@@ -67,6 +71,14 @@ def test_minimal_file_gets_defaults_and_relative_paths_resolve_against_base(tmp_
     ("{parquet: ref.parquet}", "{store: {start: '2026-01-02T00:00:00Z', end: '2026-01-01T00:00:00Z'}}",
      r"monitors.yaml:9: monitors\[0\]\.reference\.store\.end: must be after start"),
     ("  - name: m1", "  - name: 'm 1'", r"monitors.yaml:2: monitors\[0\]\.name: must match"),
+    ("    window:", "    estimation: {calibration: bayes}\n    window:",
+     r"monitors.yaml:8: monitors\[0\]\.estimation\.calibration: must be one of isotonic, platt, got 'bayes'"),
+    ("    window:", "    estimation:\n      confidence: 1.5\n    window:",
+     r"monitors.yaml:9: monitors\[0\]\.estimation\.confidence: must be a number in \[0.5, 1\), got 1.5"),
+    ("    window:", "    estimation: {margin: 0.1}\n    window:",
+     r"monitors.yaml:8: monitors\[0\]\.estimation\.margin: unknown key \(allowed: calibration, confidence, alert_margin\)"),
+    ("    window:", "    estimation: platt\n    window:",
+     r"monitors.yaml:8: monitors\[0\]\.estimation: must be a mapping"),
     ("    features:", "    prediction: {label: x, score: y}\n    features:",
      r"monitors.yaml:\d+: monitors\[0\]\.prediction: duplicate key"),
 ])
@@ -162,8 +174,9 @@ def test_prepare_caches_the_drift_calibration_beside_the_reference(tmp_path):
                         .replace("manifest: var/model/manifest.json", f"manifest: {REPO_ROOT / 'var/model/manifest.json'}"))
     result = _prepare(monitors)
     assert result.returncode == 0, result.stderr
-    assert "drift calibration ready" in result.stdout
+    assert "calibrations ready" in result.stdout
     assert (tmp_path / "reference.parquet.calibration.npz").is_file()
+    assert (tmp_path / "reference.parquet.score_calibration.npz").is_file()
 
 
 def test_prepare_names_a_missing_reference_and_exits_1(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from common.schema import feedback_event, format_timestamp, prediction_event
 from benchmarks import synthetic
 from log_processor.calibration import calibrate
+from log_processor.estimation import fit_calibration
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
 from log_processor.validate import (KEY_HASH, RANK, SCORE, _timestamps, combine, key_hashes, numbers, parse_page,
@@ -153,12 +154,16 @@ def test_sampling_caps_rows_uniformly_and_depends_on_the_rows_alone():
 
 @pytest.fixture(scope="module")
 def reference():
-    """The shipped monitor's drift is calibrated on its reference (drift.alpha), as the loader does."""
+    """The shipped monitor's drift is calibrated on its reference (drift.alpha), and its scores
+    (estimation), as the loader does."""
     frame = synthetic.reference_frame(2000, seed=101)
     prepared = prepare_reference(frame, MONITOR, model_name="driver_ranker", model_version="1", version="1",
                                  sha256="x")
     kinds = {f.name: f.type for f in MONITOR.features}
-    return dataclasses.replace(prepared, calibration=calibrate(frame, kinds, SCORE, MONITOR.drift.alpha))
+    scores = fit_calibration(frame[SCORE].to_numpy(), frame["target"].to_numpy(), frame["prediction"].to_numpy(),
+                             MONITOR.estimation.calibration)
+    return dataclasses.replace(prepared, calibration=calibrate(frame, kinds, SCORE, MONITOR.drift.alpha),
+                               score_calibration=scores)
 
 
 def current(variant, n=3000, seed=7):
@@ -173,6 +178,19 @@ def test_normal_window_has_no_drift(reference):
     assert not ev.prediction_drift.detected
     assert all(0 <= f.score < f.threshold for f in ev.feature_drift)
     assert all(f.p_value is not None and f.p_value > MONITOR.drift.alpha / 3 for f in ev.feature_drift)
+
+
+def test_the_evaluation_estimates_quality_from_every_row_and_checks_it_on_the_labelled_ones(reference):
+    cur = current("normal")
+    cur.loc[:1999, "target"] = np.nan                                  # a third of the labels landed
+    ev = evaluate(reference, cur, MONITOR)
+    accuracy = ev.estimation.estimates["accuracy"]
+    assert ev.estimation.rows == 3000 and accuracy.lower < accuracy.value < accuracy.upper
+    assert set(ev.estimation.error) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert abs(ev.estimation.error["accuracy"]) < 0.05                 # the oracle's scores are calibrated
+    assert ev.estimation.realized["accuracy"] == pytest.approx(ev.quality["accuracy"])   # Evidently agrees
+    unmonitored = evaluate(reference, cur, dataclasses.replace(MONITOR, estimation=None))
+    assert unmonitored.estimation is None
 
 
 def test_drift_window_flags_exactly_the_shifted_features(reference):
