@@ -23,7 +23,7 @@ import numpy as np
 from scipy.spatial import distance
 
 from benchmarks import synthetic
-from log_processor.calibration import NullDistribution, null_distribution
+from log_processor.calibration import null_distribution
 from log_processor.monitors import REPO_ROOT, load_monitors
 
 LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
@@ -38,17 +38,10 @@ PLOT = REPO_ROOT / "docs" / "target_drift.png"
 class TargetVerdict:
     """One reference's calibrated target-drift test: its positive share and its target null."""
 
-    def __init__(self, reference_targets: np.ndarray, null: NullDistribution | None = None):
+    def __init__(self, reference_targets: np.ndarray):
         targets = np.asarray(reference_targets, dtype=int)
         self.share = float(targets.mean())
-        self.null = null if null is not None else null_distribution(targets, "categorical")
-
-
-def references(quick: bool) -> list[TargetVerdict]:
-    """Fresh references from seeds the drift suite's pool (987 000..) and references never use."""
-    count = REFERENCES // 5 if quick else REFERENCES
-    return [TargetVerdict(synthetic.chosen_rows("normal", REFERENCE_ROWS, 600_000 + r)["target"].to_numpy())
-            for r in range(count)]
+        self.null = null_distribution(targets, "categorical")
 
     def flags(self, positives: np.ndarray, n: int, alpha: float) -> np.ndarray:
         shares = positives / n
@@ -56,6 +49,13 @@ def references(quick: bool) -> list[TargetVerdict]:
         scores = distance.jensenshannon(np.repeat(ref[None, :], len(shares), 0),
                                         np.stack([1 - shares, shares], axis=1), axis=1)
         return scores >= self.null.threshold(n, alpha)
+
+
+def references(quick: bool) -> list[TargetVerdict]:
+    """Fresh references from seeds the drift suite's pool (987 000..) and references never use."""
+    count = REFERENCES // 5 if quick else REFERENCES
+    return [TargetVerdict(synthetic.chosen_rows("normal", REFERENCE_ROWS, 600_000 + r)["target"].to_numpy())
+            for r in range(count)]
 
 
 def _positives_from_pool(pool_targets: np.ndarray, n: int, k: int, rng) -> np.ndarray:

@@ -20,9 +20,10 @@ from log_processor.exporter import Exporter
 from log_processor.monitors import DriftRule, Feature
 from log_processor.stability import ALMOST_CONSTANT_SHARE
 from log_processor.validate import SCORE
-from tests.test_log_processor_window import MONITOR, current, pred, window_of
+from tests.test_log_processor_window import MONITOR as WINDOW_MONITOR, current, pred, window_of
 
 TIERS = ("low", "mid", "high")
+MONITOR = dataclasses.replace(WINDOW_MONITOR, estimation=None)     # stability only: no score calibration
 
 
 @pytest.fixture(scope="module")
