@@ -62,32 +62,49 @@ def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path |
     reference's labelled rows and cached, like the drift calibration."""
     method = monitor.estimation.calibration
     key = (f"v1|{reference.sha256}|{method}|bins:{est.CALIBRATION_BINS}|folds:{est.CALIBRATION_FOLDS}|seed:0")
-    if cache is not None and cache.exists():
+    data = _read_cache(cache, key, monitor, "score calibration")
+    if data is not None:
         try:
-            with np.load(cache, allow_pickle=False) as data:
-                if str(data["key"]) == key:
-                    return est.ScoreCalibration(method, data["x"], data["y"], float(data["calibration_error"]),
-                                                float(data["raw_calibration_error"]),
-                                                json.loads(str(data["reference_quality"])))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("monitor %s: score calibration cache %s unreadable (%s); refitting", monitor.name, cache, exc)
+            return est.ScoreCalibration(method, data["x"], data["y"], float(data["calibration_error"]),
+                                        float(data["raw_calibration_error"]),
+                                        json.loads(str(data["reference_quality"])))
+        except (ValueError, KeyError) as exc:
+            log.warning("monitor %s: score calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     labelled = reference.frame[reference.frame[TARGET].notna()]
     try:
         result = est.fit_calibration(labelled[SCORE].to_numpy(dtype=float), labelled[TARGET].to_numpy(dtype=int),
                                      labelled[PREDICTION].to_numpy(dtype=int), method)
     except ValueError as exc:
         raise ReferenceError(f"monitor {monitor.name}: reference cannot calibrate the scores: {exc}") from None
-    if cache is not None:
-        try:
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, key=np.array(key), x=result.x, y=result.y,
-                     calibration_error=np.array(result.calibration_error),
-                     raw_calibration_error=np.array(result.raw_calibration_error),
-                     reference_quality=np.array(json.dumps(result.reference_quality)))
-            tmp.replace(cache)
-        except OSError as exc:
-            log.warning("monitor %s: score calibration not cached at %s: %s", monitor.name, cache, exc)
+    _write_cache(cache, key, monitor, "score calibration",
+                 x=result.x, y=result.y, calibration_error=np.array(result.calibration_error),
+                 raw_calibration_error=np.array(result.raw_calibration_error),
+                 reference_quality=np.array(json.dumps(result.reference_quality)))
     return result
+
+
+def _read_cache(cache: Path | None, key: str, monitor: Monitor, what: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file whose key matches `key`; None when there is none, it is stale or unreadable."""
+    if cache is None or not cache.exists():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files} if str(data["key"]) == key else None
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("monitor %s: %s cache %s unreadable (%s); recomputing", monitor.name, what, cache, exc)
+        return None
+
+
+def _write_cache(cache: Path | None, key: str, monitor: Monitor, what: str, **arrays: np.ndarray) -> None:
+    """Written to a temporary file, then renamed: a crash never leaves half a cache."""
+    if cache is None:
+        return
+    try:
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, key=np.array(key), **arrays)
+        tmp.replace(cache)
+    except OSError as exc:
+        log.warning("monitor %s: %s not cached at %s: %s", monitor.name, what, cache, exc)
 
 
 def calibration_key(monitor: Monitor, reference: Reference) -> str:
@@ -102,29 +119,22 @@ def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None)
     """The calibration from `cache` when its key matches, else computed (seconds) and cached."""
     key = calibration_key(monitor, reference)
     names = [*monitor.feature_names, "__score__"]
-    if cache is not None and cache.exists():
+    data = _read_cache(cache, key, monitor, "calibration")
+    if data is not None:
         try:
-            with np.load(cache, allow_pickle=False) as data:
-                if str(data["key"]) == key:
-                    nulls = {n: cal.NullDistribution(cal.SIZES, data[n]) for n in names}
-                    target = cal.NullDistribution(cal.SIZES, data["__target__"]) if "__target__" in data else None
-                    return cal.Calibration(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
-                                           nulls["__score__"], target)
-        except (OSError, ValueError, KeyError) as exc:
+            nulls = {n: cal.NullDistribution(cal.SIZES, data[n]) for n in names}
+            target = cal.NullDistribution(cal.SIZES, data["__target__"]) if "__target__" in data else None
+            return cal.Calibration(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
+                                   nulls["__score__"], target)
+        except KeyError as exc:
             log.warning("monitor %s: calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     started = time.perf_counter()
     result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, SCORE, monitor.drift.alpha,
                            target=(TARGET, TARGET_KIND))
     log.info("monitor %s: drift calibration computed in %.1f s", monitor.name, time.perf_counter() - started)
-    if cache is not None:
-        arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws,
-                  **({"__target__": result.target.draws} if result.target is not None else {})}
-        try:
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, key=np.array(key), **arrays)
-            tmp.replace(cache)
-        except OSError as exc:
-            log.warning("monitor %s: calibration not cached at %s: %s", monitor.name, cache, exc)
+    arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws,
+              **({"__target__": result.target.draws} if result.target is not None else {})}
+    _write_cache(cache, key, monitor, "calibration", **arrays)
     return result
 
 

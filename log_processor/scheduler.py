@@ -10,9 +10,9 @@ age visible in mlmon_last_success_timestamp_seconds and /healthz) until the stor
 """
 from __future__ import annotations
 
-import dataclasses
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import threading
@@ -312,10 +312,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             "prediction_drift": dataclasses.asdict(ev.prediction_drift),
             "target_drift": dataclasses.asdict(ev.target_drift) if ev.target_drift is not None else None,
             "quality": ev.quality,
-            "stability": {"out_of_range_share": ev.stability.out_of_range_share,
-                          "unseen_category_share": ev.stability.unseen_category_share,
-                          "constant_columns": list(ev.stability.constant_columns),
-                          "almost_constant_columns": list(ev.stability.almost_constant_columns)},
+            "stability": dataclasses.asdict(ev.stability),
         })
         if ev.estimation is not None:
             doc["estimated_quality"] = {m: {"value": e.value, "lower": e.lower, "upper": e.upper}
