@@ -15,8 +15,9 @@ understate the null distance. The threshold at size n is the (1 - alpha_column) 
 distribution, interpolated in log n between the calibrated sizes; a score's p-value is the share
 of null draws at or above it.
 
-Both statistics are computed from counts over the reference's sorted values (or categories), which
-makes one draw O(m) whatever n is: the whole calibration of a monitor takes a few seconds.
+Both statistics are computed from counts over the reference's distinct sorted values (or
+categories), which makes one draw O(distinct values) whatever n is: the whole calibration of a
+monitor takes a few seconds.
 
 Pure: arrays in, arrays out. The cache file lives in reference.py.
 """
@@ -92,16 +93,20 @@ def null_distribution(values: np.ndarray, kind: str, *, sizes=SIZES, replicates:
 class _Column:
     rows: int                            # m, the reference's rows
     cells: int                           # distinct sorted values (numerical) or categories
-    probabilities: np.ndarray | None     # category shares; None: every sorted value once (1/m)
-    x: np.ndarray | None = None          # sorted values (numerical)
+    probabilities: np.ndarray | None     # each cell's share of the rows; None: every cell 1/cells
+    x: np.ndarray | None = None          # sorted distinct values (numerical)
     gaps: np.ndarray | None = None
 
 
 def _prepare(values: np.ndarray, kind: str) -> _Column:
     if kind == "numerical":
-        x = np.sort(np.asarray(values, dtype=float))
-        x = x[np.isfinite(x)]
-        return _Column(rows=len(x), cells=len(x), probabilities=None, x=x, gaps=np.diff(x))
+        x = np.asarray(values, dtype=float)
+        x, counts = np.unique(x[np.isfinite(x)], return_counts=True)
+        # Tied rows are one cell weighted by their count: the same bootstrap (a sum of Poisson counts is
+        # a Poisson count) and the same W1 (ties add no gap), at the cost of the distinct values, not the
+        # rows. Served features repeat (one value per driver and hour), so 20 000 rows are ~450 cells.
+        return _Column(rows=int(counts.sum()), cells=len(x), probabilities=counts / counts.sum(), x=x,
+                       gaps=np.diff(x))
     _, counts = np.unique(np.asarray([str(v) for v in values if v is not None]), return_counts=True)
     return _Column(rows=int(counts.sum()), cells=len(counts), probabilities=counts / counts.sum())
 

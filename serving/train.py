@@ -4,10 +4,14 @@
   model-<version>.pkl   the fitted scikit-learn pipeline (pickle)
   manifest.json         model_name, model_version, features, created, artifact, reference, holdout
                         metrics, training-set statistics
-  reference.parquet     the holdout rows serving would have logged: for each holdout request the
-                        candidate the model picks, with conv_rate, acc_rate, avg_daily_trips,
-                        prediction, prediction_score and target. The log processor compares live
-                        events with it, so it is built exactly the way serving chooses a driver.
+  reference.parquet     the rows serving would have logged for REFERENCE_REQUESTS fresh normal requests
+                        (a seed of their own, never trained on): for each request the candidate the
+                        model picks, with conv_rate, acc_rate, avg_daily_trips, prediction,
+                        prediction_score and target. The log processor compares live events with it,
+                        so it is built exactly the way serving chooses a driver. It is large (20 000
+                        labelled rows) because what the processor derives from it is only as sure as
+                        its size: the score calibration behind estimated quality carries a bias of
+                        about sqrt(p (1 - p) / rows) into every window (docs/benchmarks.md#estimated-quality).
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ from serving.settings import ServingSettings
 
 TRAINING_REQUESTS = 5000
 TRAINING_SEED = 11
+REFERENCE_REQUESTS = 20_000
+REFERENCE_SEED_OFFSET = 1_000     # the reference's seed: the training seed plus this
 HOLDOUT_SHARE = 0.4
 REFERENCE_FILE = "reference.parquet"
 
@@ -112,7 +118,8 @@ def _write_atomic(path: Path, write) -> None:
 
 
 def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAINING_REQUESTS,
-          seed: int = TRAINING_SEED, threshold: float = 0.5, log=print) -> dict[str, Any]:
+          seed: int = TRAINING_SEED, reference_requests: int = REFERENCE_REQUESTS, threshold: float = 0.5,
+          log=print) -> dict[str, Any]:
     """Fit, evaluate, write artifact + reference + manifest; returns the manifest."""
     model_dir.mkdir(parents=True, exist_ok=True)
     log(f"train: generating {n_requests} normal requests (seed {seed})")
@@ -121,7 +128,11 @@ def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAI
     log(f"train: fitting on {len(train_rows)} candidate rows, holdout {len(holdout_rows)}")
     estimator = fit(train_rows)
     holdout_score = estimator.predict_proba(feature_matrix(holdout_rows))[:, 1]
-    reference = chosen_rows(holdout_rows, holdout_score, threshold)
+    holdout_chosen = chosen_rows(holdout_rows, holdout_score, threshold)
+    reference_seed = seed + REFERENCE_SEED_OFFSET
+    log(f"train: building the reference from {reference_requests} fresh normal requests (seed {reference_seed})")
+    fresh = data.generate_training_frame(reference_requests, reference_seed, driver_stats=driver_stats)
+    reference = chosen_rows(fresh, estimator.predict_proba(feature_matrix(fresh))[:, 1], threshold)
 
     blob = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     created = datetime.now(timezone.utc)
@@ -139,9 +150,12 @@ def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAI
         "decision_threshold": threshold,
         "artifact": {"path": artifact.name, "sha256": sha256_file(artifact)},
         "reference": {"path": REFERENCE_FILE, "rows": len(reference), "sha256": sha256_file(reference_path),
-                      "built_from": "chosen candidate of each holdout request (as serving logs it)"},
+                      "requests": reference_requests, "seed": reference_seed,
+                      "built_from": "chosen candidate of each fresh normal request (as serving logs it)"},
         "holdout": {"candidates": quality(holdout_rows["trip_completed"], holdout_score, threshold),
-                    "chosen": quality(reference["target"], reference["prediction_score"].to_numpy(), threshold)},
+                    "chosen": quality(holdout_chosen["target"], holdout_chosen["prediction_score"].to_numpy(),
+                                      threshold)},
+        "reference_quality": quality(reference["target"], reference["prediction_score"].to_numpy(), threshold),
         "training": {"requests": n_requests, "seed": seed, "rows": len(train_rows),
                      "holdout_share": HOLDOUT_SHARE, "statistics": feature_statistics(train_rows)},
         "reference_statistics": feature_statistics(reference),
@@ -162,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.train", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=TRAINING_REQUESTS, help="normal requests to simulate")
     parser.add_argument("--seed", type=int, default=TRAINING_SEED)
+    parser.add_argument("--reference-requests", type=int, default=REFERENCE_REQUESTS,
+                        help="fresh normal requests whose chosen rows make reference.parquet")
     args = parser.parse_args(argv)
     settings = ServingSettings.from_env()
     stats_path = settings.driver_stats_path
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {stats_path} missing, generating driver stats (seed {settings.seed})")
         stats = data.generate_driver_stats(settings.seed)
     manifest = train(settings.path("model"), stats, n_requests=args.requests, seed=args.seed,
-                     threshold=settings.decision_threshold)
+                     reference_requests=args.reference_requests, threshold=settings.decision_threshold)
     print(format_quality(manifest))
     print(f"train: wrote {settings.path('model')}")
     return 0

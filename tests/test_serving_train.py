@@ -63,7 +63,9 @@ def test_holdout_quality_is_reported_and_useful(trained):
     _, manifest = trained
     candidates = manifest["holdout"]["candidates"]
     assert candidates["roc_auc"] > 0.72 and candidates["accuracy"] > 0.65
-    assert manifest["holdout"]["chosen"]["rows"] == manifest["reference"]["rows"]
+    assert manifest["reference"]["rows"] == manifest["reference"]["requests"] == train.REFERENCE_REQUESTS
+    assert manifest["reference"]["seed"] != manifest["training"]["seed"]    # never rows it was fitted on
+    assert abs(manifest["reference_quality"]["accuracy"] - manifest["holdout"]["chosen"]["accuracy"]) < 0.03
     assert "holdout" in train.format_quality(manifest)
 
 
@@ -102,7 +104,7 @@ def test_model_quality_drops_under_drift(trained, stats):
 
 
 def test_load_model_refuses_a_tampered_artifact(tmp_path, stats):
-    manifest = train.train(tmp_path, stats, n_requests=300, log=lambda line: None)
+    manifest = train.train(tmp_path, stats, n_requests=300, reference_requests=300, log=lambda line: None)
     with open(tmp_path / manifest["artifact"]["path"], "ab") as handle:
         handle.write(b"x")
     with pytest.raises(ModelNotFound, match="sha256"):
