@@ -61,13 +61,14 @@ def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path |
     """The score calibration (estimation.py) from `cache` when its key matches, else fitted on the
     reference's labelled rows and cached, like the drift calibration."""
     method = monitor.estimation.calibration
-    key = (f"v1|{reference.sha256}|{method}|bins:{est.CALIBRATION_BINS}|folds:{est.CALIBRATION_FOLDS}|seed:0")
+    key = (f"v2|{reference.sha256}|{method}|bins:{est.CALIBRATION_BINS}|folds:{est.CALIBRATION_FOLDS}"
+           f"|replicates:{est.CALIBRATION_REPLICATES}|seed:0")
     data = _read_cache(cache, key, monitor, "score calibration")
     if data is not None:
         try:
             return est.ScoreCalibration(method, data["x"], data["y"], float(data["calibration_error"]),
                                         float(data["raw_calibration_error"]),
-                                        json.loads(str(data["reference_quality"])))
+                                        json.loads(str(data["reference_quality"])), data["replicates"])
         except (ValueError, KeyError) as exc:
             log.warning("monitor %s: score calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     labelled = reference.frame[reference.frame[TARGET].notna()]
@@ -79,7 +80,7 @@ def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path |
     _write_cache(cache, key, monitor, "score calibration",
                  x=result.x, y=result.y, calibration_error=np.array(result.calibration_error),
                  raw_calibration_error=np.array(result.raw_calibration_error),
-                 reference_quality=np.array(json.dumps(result.reference_quality)))
+                 reference_quality=np.array(json.dumps(result.reference_quality)), replicates=result.replicates)
     return result
 
 

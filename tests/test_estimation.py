@@ -70,6 +70,29 @@ def test_the_band_covers_the_realized_quality_at_its_confidence_and_narrows_with
     assert all(0.2 < wide / narrow < 0.45 for narrow, wide in zip(widths[100], widths[1000]))
 
 
+def test_the_band_carries_the_calibrations_own_error_from_a_small_reference():
+    """Over fresh references of 1 000 rows, a window of 20 000 rows: the labels alone would give a
+    band a fifth as wide as the calibration's own error, which then decides coverage. With the
+    bootstrap refits' spread the band covers the realized accuracy at its confidence; without, far
+    less often. A reference twenty times larger leaves a spread about a fifth as large."""
+    covered = {"with": 0, "without": 0}
+    references = 40
+    for i in range(references):
+        _, y, score, yhat = world(1000, 500 + i, squashed)
+        calibration = est.fit_calibration(score, y, yhat, "platt", seed=i)
+        _, y, score, yhat = world(20000, 900 + i, squashed)
+        realized = est.realized_quality(y, yhat, score)["accuracy"]
+        for case, c in (("with", calibration), ("without", dataclasses.replace(calibration, replicates=np.empty((0, 2))))):
+            e = est.estimate(c, score, yhat, draws=200, seed=i).estimates["accuracy"]
+            covered[case] += e.lower <= realized <= e.upper
+    assert covered["with"] / references >= 0.85, covered
+    assert covered["without"] / references <= 0.6, covered
+    _, y, score, yhat = world(20000, 7, squashed)
+    small = est.calibration_spread(est.fit_calibration(score[:1000], y[:1000], yhat[:1000], "platt"), score, yhat)
+    large = est.calibration_spread(est.fit_calibration(score, y, yhat, "platt"), score, yhat)
+    assert 0.1 < large["accuracy"] / small["accuracy"] < 0.4, (small, large)
+
+
 def test_drawn_labels_and_the_normal_approximation_of_their_sums_agree():
     p, _, score, yhat = world(2000, 4, squashed)
     exact = est.estimate_quality(p, yhat, score, label_draw_cells=10**9)
@@ -118,6 +141,8 @@ def test_the_score_calibration_is_cached_beside_the_reference_and_refitted_when_
     assert cache.stat().st_mtime_ns == mtime
     assert np.array_equal(again.x, first.x) and again.reference_quality == first.reference_quality
     assert again.calibration_error == first.calibration_error
+    assert again.replicates.shape == (est.CALIBRATION_REPLICATES, 2)
+    assert np.array_equal(again.replicates, first.replicates)
     isotonic = dataclasses.replace(monitor, estimation=dataclasses.replace(monitor.estimation, calibration="isotonic"))
     refitted = load_reference(isotonic, None).score_calibration
     assert refitted.method == "isotonic" and cache.stat().st_mtime_ns != mtime
