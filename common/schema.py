@@ -71,9 +71,16 @@ def _base(dataset: str, model_name: str, model_version: str, request_id: str,
 def prediction_event(*, model_name: str, model_version: str, request_id: str,
                      features: Mapping[str, Any], driver_id: int, score: float, label: int,
                      latency_ms: float, timestamp: datetime | None = None) -> dict[str, Any]:
+    return _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
+                       {"driver_id": int(driver_id), "score": float(score), "label": int(label)})
+
+
+def _prediction(model_name: str, model_version: str, request_id: str, features: Mapping[str, Any],
+                latency_ms: float, timestamp: datetime | None, prediction: dict[str, Any]) -> dict[str, Any]:
+    """An ml.prediction of any task: the features as typed in FEATURES, the task's `prediction` object."""
     event = _base(DATASET_PREDICTION, model_name, model_version, request_id, timestamp)
     event["features"] = {name: FEATURES[name](features[name]) for name in FEATURE_NAMES}
-    event["prediction"] = {"driver_id": int(driver_id), "score": float(score), "label": int(label)}
+    event["prediction"] = prediction
     event["latency_ms"] = round(float(latency_ms), 3)
     return event
 
@@ -89,11 +96,8 @@ def regression_prediction_event(*, model_name: str, model_version: str, request_
                                 features: Mapping[str, Any], driver_id: int, value: float,
                                 latency_ms: float, timestamp: datetime | None = None) -> dict[str, Any]:
     """ml.prediction of a regression model: `prediction.value` (trip_duration: minutes), no score/label."""
-    event = _base(DATASET_PREDICTION, model_name, model_version, request_id, timestamp)
-    event["features"] = {name: FEATURES[name](features[name]) for name in FEATURE_NAMES}
-    event["prediction"] = {"driver_id": int(driver_id), "value": float(value)}
-    event["latency_ms"] = round(float(latency_ms), 3)
-    return event
+    return _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
+                       {"driver_id": int(driver_id), "value": float(value)})
 
 
 def regression_feedback_event(*, model_name: str, model_version: str, request_id: str, duration_minutes: float,

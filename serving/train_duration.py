@@ -33,7 +33,7 @@ from common.schema import FEATURE_NAMES
 from serving import data
 from serving.model import DURATION_MODEL_NAME, MANIFEST, RegressionModel, sha256_file
 from serving.settings import ServingSettings
-from serving.train import REFERENCE_FILE, _write_atomic, feature_statistics
+from serving.train import REFERENCE_FILE, _write_atomic, feature_statistics, format_quality
 
 TRAINING_REQUESTS = 5000
 TRAINING_SEED = 13
@@ -119,11 +119,6 @@ def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAI
     }
     _write_atomic(model_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
-
-
-def format_quality(manifest: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k}={v}" for k, v in manifest["holdout"]["requests"].items())
-    return f"model {manifest['model_name']} {manifest['model_version']}\n  holdout requests   {shown}"
 
 
 def main(argv: list[str] | None = None) -> int:

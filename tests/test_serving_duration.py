@@ -241,3 +241,24 @@ def test_feedback_duration_unknown_field(client, events_file):
 def test_the_rankers_feedback_still_refuses_nan_as_malformed_json(client, events_file):
     response = post_raw(client, "/feedback", '{"request_id": "r1", "trip_completed": NaN}')
     assert response.status_code == 400 and response.get_json()["error"]["field"] == "body"
+
+
+# ---------------------------------------------------------------- settings and start-up
+
+def test_the_duration_model_dir_follows_the_model_dir_unless_set():
+    from pathlib import Path
+
+    from serving.settings import ServingSettings
+
+    assert ServingSettings(var_dir=Path("/v")).path("duration_model") == Path("/v/model/trip_duration")
+    assert ServingSettings.from_env({"SERVING_MODEL_DIR": "/m"}).path("duration_model") == Path("/m/trip_duration")
+    assert ServingSettings.from_env({"SERVING_DURATION_MODEL_DIR": "/d"}).path("duration_model") == Path("/d")
+
+
+def test_serving_does_not_start_without_the_duration_model(serving_world, model, online, tmp_path):
+    """A missing second model is a start-up error that says what to run, not a 500 per request."""
+    from serving.model import ModelNotFound
+
+    settings = serving_world.settings.with_(duration_model_dir=tmp_path / "nothing")
+    with pytest.raises(ModelNotFound, match="serving.bootstrap"):
+        create_app(settings, model=model, features=online)
