@@ -3,9 +3,10 @@
 Each request offers its candidate drivers to `POST /predict`; the answer names the chosen driver,
 and that driver's ground-truth outcome goes to `POST /feedback` after `feedback_delay` seconds
 (a delay queue, so late labels cost no thread each). Each request also asks the second model,
-`POST /predict/duration`, for one driver of the same population (serving.data.generate_duration_traffic)
-and sends that trip's realized duration to `POST /feedback/duration` just as late. Requests are paced at `rate` per second by
-send time, not by answer time, so a slow answer does not slow the offered load.
+`POST /predict/duration`, for one driver of the same population
+(serving.data.generate_duration_traffic) and sends that trip's realized duration to
+`POST /feedback/duration` just as late. Requests are paced at `rate` per second by send time, not
+by answer time, so a slow answer does not slow the offered load.
 
     python -m demo.traffic --normal 300 --drift 300 --rate 30
 """
