@@ -262,3 +262,43 @@ def test_serving_does_not_start_without_the_duration_model(serving_world, model,
     settings = serving_world.settings.with_(duration_model_dir=tmp_path / "nothing")
     with pytest.raises(ModelNotFound, match="serving.bootstrap"):
         create_app(settings, model=model, features=online)
+
+
+# ---------------------------------------------------------------- the events in the store (osmem and OpenSearch)
+
+def test_trip_duration_events_are_mapped_by_the_template_and_a_string_target_is_rejected(es):
+    """The index template maps the regression fields as floats, so the log processor reads numbers."""
+    from elasticsearch import helpers
+
+    features = {"conv_rate": 0.5, "acc_rate": 0.7, "avg_daily_trips": 300}
+    prediction = schema.regression_prediction_event(model_name="trip_duration", model_version="1", request_id="d1",
+                                                    features=features, driver_id=1001, value=21.5, latency_ms=1.0)
+    feedback = schema.regression_feedback_event(model_name="trip_duration", model_version="1", request_id="d1",
+                                                duration_minutes=19)
+    bad = schema.regression_feedback_event(model_name="trip_duration", model_version="1", request_id="d2",
+                                           duration_minutes=0)
+    bad["target"]["duration_minutes"] = "twenty"
+    index = schema.daily_index(schema.EVENTS_INDEX_PREFIX, prediction["@timestamp"])
+    actions = [{"_op_type": "create", "_index": index, "_id": e["event"]["id"], "_source": e}
+               for e in (prediction, feedback, bad)]
+    ok, errors = helpers.bulk(es, actions, raise_on_error=False, refresh=True)
+    assert ok == 2 and [e["create"]["_id"] for e in errors] == [bad["event"]["id"]]
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["prediction"]["properties"]["value"]["type"] == "float"
+    assert mapping["target"]["properties"]["duration_minutes"]["type"] == "float"
+    assert "score" in mapping["prediction"]["properties"]     # the ranker's fields stay as they were
+    hits = es.search(index=schema.EVENTS_INDEX_PATTERN, query={"term": {"model.name": "trip_duration"}})["hits"]
+    assert hits["total"]["value"] == 2
+    assert es.search(index=schema.EVENTS_INDEX_PATTERN,
+                     query={"range": {"target.duration_minutes": {"gte": 18, "lte": 20}}})["hits"]["total"]["value"] == 1
+    # the multi-class fields of the contract (tests and benchmarks emit them): keyword classes, float scores
+    multiclass = schema.prediction_event(model_name="trip_type", model_version="1", request_id="m1", features=features,
+                                         driver_id=1001, score=0.5, label=1, latency_ms=1.0)
+    multiclass["prediction"] = {"driver_id": 1001, "class": "long", "class_scores": [0.1, 0.2, 0.7]}
+    helpers.bulk(es, [{"_op_type": "create", "_index": index, "_id": multiclass["event"]["id"], "_source": multiclass}],
+                 refresh=True)
+    properties = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert properties["prediction"]["properties"]["class"]["type"] == "keyword"
+    assert properties["prediction"]["properties"]["class_scores"]["type"] == "float"
+    assert properties["target"]["properties"]["class"]["type"] == "keyword"
+    assert schema.get_path(multiclass, schema.MULTICLASS_SCORES_FIELD) == [0.1, 0.2, 0.7]
