@@ -22,6 +22,16 @@ MONITORING_INDEX_PREFIX = "ml-monitoring-"
 MONITORING_INDEX_PATTERN = "ml-monitoring-*"
 LOGS_INDEX_PREFIX = "logs-serving-"
 
+# Per-task prediction and target fields (monitors.yaml names them; docs/events.md lists them).
+# Regression (trip_duration): ml.prediction carries prediction.value, ml.feedback target.duration_minutes.
+REGRESSION_PREDICTION_FIELD = "prediction.value"
+REGRESSION_TARGET_FIELD = "target.duration_minutes"
+# Multi-class (no model in serving; tests and benchmarks): the class, optional per-class scores in the
+# monitor's `classes` order, the realized class.
+MULTICLASS_PREDICTION_FIELD = "prediction.class"
+MULTICLASS_SCORES_FIELD = "prediction.class_scores"
+MULTICLASS_TARGET_FIELD = "target.class"
+
 # Feature name -> python type, in model input order.
 FEATURES: dict[str, type] = {"conv_rate": float, "acc_rate": float, "avg_daily_trips": int}
 FEATURE_NAMES = tuple(FEATURES)
@@ -61,9 +71,16 @@ def _base(dataset: str, model_name: str, model_version: str, request_id: str,
 def prediction_event(*, model_name: str, model_version: str, request_id: str,
                      features: Mapping[str, Any], driver_id: int, score: float, label: int,
                      latency_ms: float, timestamp: datetime | None = None) -> dict[str, Any]:
+    return _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
+                       {"driver_id": int(driver_id), "score": float(score), "label": int(label)})
+
+
+def _prediction(model_name: str, model_version: str, request_id: str, features: Mapping[str, Any],
+                latency_ms: float, timestamp: datetime | None, prediction: dict[str, Any]) -> dict[str, Any]:
+    """An ml.prediction of any task: the features as typed in FEATURES, the task's `prediction` object."""
     event = _base(DATASET_PREDICTION, model_name, model_version, request_id, timestamp)
     event["features"] = {name: FEATURES[name](features[name]) for name in FEATURE_NAMES}
-    event["prediction"] = {"driver_id": int(driver_id), "score": float(score), "label": int(label)}
+    event["prediction"] = prediction
     event["latency_ms"] = round(float(latency_ms), 3)
     return event
 
@@ -72,6 +89,22 @@ def feedback_event(*, model_name: str, model_version: str, request_id: str, trip
                    timestamp: datetime | None = None) -> dict[str, Any]:
     event = _base(DATASET_FEEDBACK, model_name, model_version, request_id, timestamp)
     event["target"] = {"trip_completed": int(trip_completed)}
+    return event
+
+
+def regression_prediction_event(*, model_name: str, model_version: str, request_id: str,
+                                features: Mapping[str, Any], driver_id: int, value: float,
+                                latency_ms: float, timestamp: datetime | None = None) -> dict[str, Any]:
+    """ml.prediction of a regression model: `prediction.value` (trip_duration: minutes), no score/label."""
+    return _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
+                       {"driver_id": int(driver_id), "value": float(value)})
+
+
+def regression_feedback_event(*, model_name: str, model_version: str, request_id: str, duration_minutes: float,
+                              timestamp: datetime | None = None) -> dict[str, Any]:
+    """ml.feedback of trip_duration: the realized `target.duration_minutes`."""
+    event = _base(DATASET_FEEDBACK, model_name, model_version, request_id, timestamp)
+    event["target"] = {"duration_minutes": float(duration_minutes)}
     return event
 
 

@@ -1,6 +1,7 @@
 """What the demo prints: the live status line, the final table per phase, the story's checks (pure)."""
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,12 +19,18 @@ class PhaseResult:
     emails: list[str] = field(default_factory=list)   # subjects received during the phase
     # chat channel (slack, webhook, telegram) → status ("firing"/"resolved") of each message received during the phase
     notifications: dict[str, list[str]] = field(default_factory=dict)
+    # the other monitors' verdicts at the phase's end (trip_duration: regression_table)
+    monitors: dict[str, Verdict] = field(default_factory=dict)
+    # every message of the phase as (channel, monitor it is about or "", status): the incident rule per monitor
+    messages: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def statuses(self, channel: str) -> list[str]:
-        """Status of each message `channel` received in the phase (e-mail: from the subject's tag)."""
+    def statuses(self, channel: str, monitor: str | None = None) -> list[str]:
+        """Status of each message `channel` received in the phase (e-mail: from the subject's tag);
+        with `monitor`, only the messages about it (from `messages`)."""
+        if monitor is not None:
+            return [status for ch, about, status in self.messages if ch == channel and about == monitor]
         if channel == "email":
-            return ["resolved" if s.startswith("[RESOLVED") else "firing" if s.startswith("[FIRING") else "?"
-                    for s in self.emails]
+            return [email_status(s) for s in self.emails]
         return list(self.notifications.get(channel, []))
 
 
@@ -31,6 +38,22 @@ CHANNELS = ("email", "slack", "webhook", "telegram")
 # The incident rule of docs/alerts.md#one-incident-one-message: per channel and monitor, the drift
 # phase brings one firing message and the recovery phase one resolved message; the normal phase none.
 INCIDENT_RULE = {"normal": {}, "drift": {"firing": 1}, "recovery": {"resolved": 1}}
+
+
+# "monitor=trip_duration" (e-mail subject), "monitor trip_duration:" (Slack, Telegram)
+_MONITOR_IN_MESSAGE = re.compile(r"\bmonitor[= ]([A-Za-z0-9_.-]*[A-Za-z0-9_])")
+
+
+def message_monitor(text: str, labels: dict[str, Any] | None = None) -> str:
+    """The monitor a message is about: the webhook's commonLabels, else its text; "" for none."""
+    if labels and labels.get("monitor"):
+        return str(labels["monitor"])
+    found = _MONITOR_IN_MESSAGE.search(text)
+    return found[1] if found else ""
+
+
+def email_status(subject: str) -> str:
+    return "resolved" if subject.startswith("[RESOLVED") else "firing" if subject.startswith("[FIRING") else "?"
 
 
 def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, Any],
@@ -121,7 +144,43 @@ def phase_table(results: list[PhaseResult]) -> str:
             ", ".join(sorted(set(r.alerts))) or "-",
             *(channel_cell(r.statuses(channel)) for channel in CHANNELS),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _render(rows)
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return "-" if value is None or not reference else f"{value / reference:.2f}x"
+
+
+def regression_table(results: list[PhaseResult], monitor: str) -> str:
+    """The regression monitor's story per phase (MAE/RMSE normal vs drift, target and dataset drift).
+
+    Reads only the gauges of docs/metrics.md (mlmon_regression_quality, mlmon_target_drift_*,
+    mlmon_dataset_drift); a gauge the log processor does not export shows "-"."""
+    header = ("phase", f"{monitor} requests ok", "MAE", "RMSE", "MAE / reference", "target drift",
+              "dataset drift", "drifted features")
+    rows = [header]
+    for r in results:
+        v = r.monitors.get(monitor)
+        q = v.regression_quality if v else {}
+        ref = v.reference_regression_quality if v else {}
+        if v is None or v.target_drift is None:
+            target = "-"
+        else:
+            score = f" ({v.target_drift_score:.3g})" if v.target_drift_score is not None else ""
+            target = ("yes" if v.target_drift else "no") + score
+        rows.append((
+            r.name,
+            f"{r.traffic.get('duration_ok', 0)}/{r.traffic.get('duration_sent', 0)}",
+            _fmt(q.get("mae")), _fmt(q.get("rmse")), _ratio(q.get("mae"), ref.get("mae")),
+            target,
+            ("yes" if v.dataset_drift else "no") if v and v.available else "-",
+            ", ".join(v.drifted_features) if v and v.drifted_features else "-",
+        ))
+    return _render(rows)
+
+
+def _render(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -135,30 +194,67 @@ def channel_cell(statuses: list[str]) -> str:
     return f"{len(statuses)} ({kinds})"
 
 
-def incident_rule_failures(results: list[PhaseResult], channels: tuple[str, ...] = CHANNELS) -> list[str]:
-    """Each channel got exactly what INCIDENT_RULE allows in each phase: not nothing, not more."""
+def incident_rule_failures(results: list[PhaseResult], channels: tuple[str, ...] = CHANNELS,
+                           monitors: tuple[str, ...] = ()) -> list[str]:
+    """Each channel got exactly what INCIDENT_RULE allows in each phase: not nothing, not more.
+
+    With `monitors` the rule holds per monitor (one incident each, Alertmanager groups by monitor);
+    a message about no monitor counts for the first one."""
     failures = []
     for r in results:
         allowed = INCIDENT_RULE.get(r.name)
         if allowed is None:
             continue
         for channel in channels:
-            statuses = r.statuses(channel)
-            for kind in ("firing", "resolved"):
-                got, want = statuses.count(kind), allowed.get(kind, 0)
-                if got != want:
-                    failures.append(f"{channel}: {r.name} phase got {got} {kind} message(s), "
-                                    f"the one-message-per-incident rule allows {want}")
-            unknown = len(statuses) - statuses.count("firing") - statuses.count("resolved")
-            if unknown:
-                failures.append(f"{channel}: {r.name} phase got {unknown} message(s) that say neither firing nor resolved")
+            for monitor in monitors or (None,):
+                if monitor is None:
+                    statuses, where = r.statuses(channel), channel
+                else:
+                    statuses, where = r.statuses(channel, monitor), f"{channel} ({monitor})"
+                    if monitor == monitors[0]:
+                        statuses += r.statuses(channel, "")
+                failures += _rule_failures(statuses, allowed, where, r.name)
+    return failures
+
+
+def _rule_failures(statuses: list[str], allowed: dict[str, int], where: str, phase: str) -> list[str]:
+    failures = []
+    for kind in ("firing", "resolved"):
+        got, want = statuses.count(kind), allowed.get(kind, 0)
+        if got != want:
+            failures.append(f"{where}: {phase} phase got {got} {kind} message(s), "
+                            f"the one-message-per-incident rule allows {want}")
+    unknown = len(statuses) - statuses.count("firing") - statuses.count("resolved")
+    if unknown:
+        failures.append(f"{where}: {phase} phase got {unknown} message(s) that say neither firing nor resolved")
+    return failures
+
+
+def regression_failures(results: list[PhaseResult], monitor: str, alert_ratio: float = 1.5) -> list[str]:
+    """The regression monitor's story (only what its gauges show; none exported, nothing claimed):
+    the drift phase's MAE above `alert_ratio` x the normal phase's, its target drift found, and
+    no target drift in the normal phase."""
+    by_name = {r.name: r.monitors.get(monitor) for r in results}
+    normal, drift = by_name.get("normal"), by_name.get("drift")
+    failures = []
+    normal_mae = normal.regression_quality.get("mae") if normal else None
+    drift_mae = drift.regression_quality.get("mae") if drift else None
+    if normal_mae is not None and drift_mae is not None and not drift_mae > alert_ratio * normal_mae:
+        failures.append(f"{monitor}: drift phase MAE {drift_mae:.3f} is not above {alert_ratio:g} x the "
+                        f"normal phase's {normal_mae:.3f}")
+    if drift is not None and drift.target_drift is False:
+        failures.append(f"{monitor}: drift phase: no target drift reported")
+    if normal is not None and normal.target_drift:
+        failures.append(f"{monitor}: normal phase: target drift reported")
     return failures
 
 
 def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: bool,
-                   channels: tuple[str, ...] = ()) -> list[str]:
+                   channels: tuple[str, ...] = (), monitors: tuple[str, ...] = (),
+                   regression_monitors: tuple[str, ...] = ()) -> list[str]:
     """Why the story did not hold (empty when it did): the exit condition of `--once`. `channels`: the
-    channels Alertmanager delivers to, checked against the incident rule (none without alerting)."""
+    channels Alertmanager delivers to, checked against the incident rule (none without alerting),
+    per monitor of `monitors` when given; `regression_monitors`: see regression_failures."""
     by_name = {r.name: r for r in results}
     failures = []
     normal, drift = by_name.get("normal"), by_name.get("drift")
@@ -182,5 +278,7 @@ def story_failures(results: list[PhaseResult], shifted: set[str], expect_email: 
     if recovery is not None and recovery.verdict is not None and recovery.verdict.dataset_drift:
         failures.append(f"recovery phase: dataset drift still reported ({', '.join(recovery.verdict.drifted_features)})")
     if channels:
-        failures += incident_rule_failures(results, channels)
+        failures += incident_rule_failures(results, channels, monitors)
+    for monitor in regression_monitors:
+        failures += regression_failures(results, monitor)
     return failures

@@ -5,6 +5,10 @@ the log processor evaluated them twice (so the verdict describes this phase), re
 from /metrics; in the drift phase also wait for the DataDriftDetected e-mail and a firing message
 on every channel, in the recovery phase (normal traffic again, so the incident clears) for a
 resolved message on every channel. All waits poll with deadlines and keep the status line moving.
+
+The first monitor (driver_ranker) drives the waits and the main table; the others (trip_duration)
+are read from the same /metrics at each phase's end for their own table, and waited for only once
+the log processor exports them (a processor without their task support leaves their cells "-").
 """
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ import urllib.error
 from typing import Callable
 
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS
-from demo.report import PhaseResult, StatusWriter, status_line
+from demo.report import PhaseResult, StatusWriter, email_status, message_monitor, status_line
 from demo.stack import EmbeddedStack
 from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
-from demo.verdicts import Verdict, fetch_verdict
+from demo.verdicts import Verdict, fetch_verdicts
 
 PHASES = ("normal", "drift", "recovery")
 VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serving.data traffic per phase
@@ -25,7 +29,8 @@ VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serv
 
 class Story:
     def __init__(self, stack: EmbeddedStack, monitor: str, status: StatusWriter,
-                 say: Callable[[str], None] = print, interrupted: threading.Event | None = None) -> None:
+                 say: Callable[[str], None] = print, interrupted: threading.Event | None = None,
+                 others: tuple[str, ...] = ()) -> None:
         self.stack = stack
         self.interrupted = interrupted or threading.Event()     # set by the Ctrl-C handler (__main__)
         self.settings = stack.settings
@@ -36,6 +41,8 @@ class Story:
         self.phase = "starting"
         self.counts: PhaseCounts | None = None
         self.verdict: Verdict | None = None
+        self.others = tuple(others)                 # further monitors (trip_duration)
+        self.other_verdicts: dict[str, Verdict] = {}
 
     def run(self) -> list[PhaseResult]:
         s = self.settings
@@ -66,11 +73,17 @@ class Story:
         if self.interrupted.is_set():
             raise KeyboardInterrupt
         try:
-            self.verdict = fetch_verdict(self.stack.urls.log_processor + "/metrics", self.monitor)
+            verdicts = fetch_verdicts(self.stack.urls.log_processor + "/metrics", (self.monitor, *self.others))
+            self.verdict = verdicts.pop(self.monitor)
+            self.other_verdicts = verdicts
         except (urllib.error.URLError, OSError, ValueError):
             pass
         traffic = self.counts.snapshot() if self.counts else None
-        self.status.update(status_line(self.phase, traffic, self.stack.shipper.stats.snapshot(), self.verdict))
+        line = status_line(self.phase, traffic, self.stack.shipper.stats.snapshot(), self.verdict)
+        for name, verdict in self.other_verdicts.items():
+            if "mae" in verdict.regression_quality:
+                line += f" | {name} MAE {verdict.regression_quality['mae']:.2f}"
+        self.status.update(line)
 
     # --- one phase ----------------------------------------------------------------------------
     def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int) -> PhaseResult:
@@ -92,10 +105,13 @@ class Story:
                    f"{name}: ground truth sent", f"{name}: waiting for delayed feedback")
         self._wait(self._shipped_everything, 60, f"{name}: events shipped", f"{name}: shipping")
         baseline = self._evaluations()
-        self._wait(lambda: self._evaluations() >= baseline + 2, 30 + 4 * self.settings.eval_interval,
+        others = {m: v.evaluations for m, v in self.other_verdicts.items() if v.evaluations}
+        self._wait(lambda: self._evaluations() >= baseline + 2 and all(
+                       self._evaluations(m) >= n + 2 for m, n in others.items()),
+                   30 + 4 * self.settings.eval_interval,
                    f"{name}: two evaluations after shipping", f"{name}: waiting for the log processor")
         verdict = self.verdict
-        result = PhaseResult(name, counts.snapshot(), verdict)
+        result = PhaseResult(name, counts.snapshot(), verdict, monitors=dict(self.other_verdicts))
         if name == "drift" and self.stack.prometheus is not None:
             self._wait(lambda: any("DataDriftDetected" in m.subject for m in self.stack.mail.messages()),
                        self.settings.alert_timeout, "drift: DataDriftDetected e-mail",
@@ -108,6 +124,7 @@ class Story:
         result.alerts = self._firing_alerts()
         result.emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
         result.notifications = self._notifications_since(started)
+        result.messages = self._messages_since(started)
         self.status.done(f"{name:>6} phase: {counts.ok}/{counts.sent} requests ok, "
                          f"verdict: {verdict.summary() if verdict else 'none'}")
         return result
@@ -116,6 +133,16 @@ class Story:
         sink = self.stack.notifications
         return {channel: [m.status for m in sink.messages(channel) if m.received_at >= started]
                 for channel in CHAT_CHANNELS} if sink else {}
+
+    def _messages_since(self, started: float) -> list[tuple[str, str, str]]:
+        """(channel, monitor, status) of every message of the phase, for the incident rule per monitor."""
+        messages = [("email", message_monitor(m.subject), email_status(m.subject))
+                    for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
+        sink = self.stack.notifications
+        for channel in (CHAT_CHANNELS if sink else ()):
+            messages += [(channel, message_monitor(m.text, m.body.get("commonLabels")), m.status)
+                         for m in sink.messages(channel) if m.received_at >= started]
+        return messages
 
     def _every_channel_has(self, status: str, started: float) -> bool:
         emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
@@ -127,8 +154,9 @@ class Story:
         stats = self.stack.shipper.stats
         return stats.lag_bytes == 0 and stats.store_available and self.stack.events_file.exists()
 
-    def _evaluations(self) -> int:
-        return self.verdict.evaluations if self.verdict else 0
+    def _evaluations(self, monitor: str | None = None) -> int:
+        verdict = self.verdict if monitor is None else self.other_verdicts.get(monitor)
+        return verdict.evaluations if verdict else 0
 
     def _firing_alerts(self) -> list[str]:
         if self.stack.prometheus is None:

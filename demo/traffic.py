@@ -2,8 +2,11 @@
 
 Each request offers its candidate drivers to `POST /predict`; the answer names the chosen driver,
 and that driver's ground-truth outcome goes to `POST /feedback` after `feedback_delay` seconds
-(a delay queue, so late labels cost no thread each). Requests are paced at `rate` per second by
-send time, not by answer time, so a slow answer does not slow the offered load.
+(a delay queue, so late labels cost no thread each). Each request also asks the second model,
+`POST /predict/duration`, for one driver of the same population
+(serving.data.generate_duration_traffic) and sends that trip's realized duration to
+`POST /feedback/duration` just as late. Requests are paced at `rate` per second by send time, not
+by answer time, so a slow answer does not slow the offered load.
 
     python -m demo.traffic --normal 300 --drift 300 --rate 30
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from demo.delay_queue import DelayQueue
-from common.env import SettingsError, env_number
+from common.env import SettingsError, env_number, flag, setting
 
 log = logging.getLogger("demo.traffic")
 
@@ -62,6 +65,7 @@ class TrafficSettings:
     concurrency: int = 4         # requests in flight at most
     timeout: float = 5.0
     seed: int = 42
+    duration: bool = True        # also replay trip_duration's requests (/predict/duration, /feedback/duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TrafficSettings":
@@ -79,6 +83,7 @@ class TrafficSettings:
             concurrency=get("CONCURRENCY", cls.concurrency, int, 1),
             timeout=get("TIMEOUT", cls.timeout, float, 0.1),
             seed=get("SEED", cls.seed, int, 0),
+            duration=setting(env, "TRAFFIC_DURATION", cls.duration, flag),
         )
 
 
@@ -94,6 +99,13 @@ class PhaseCounts:
     feedback_sent: int = 0
     feedback_ok: int = 0
     feedback_errors: int = 0
+    # the second model, trip_duration: its requests and its late realized durations
+    duration_sent: int = 0
+    duration_ok: int = 0
+    duration_errors: int = 0
+    duration_feedback_sent: int = 0
+    duration_feedback_ok: int = 0
+    duration_feedback_errors: int = 0
     started_at: float = 0.0    # unix time
     finished_at: float = 0.0   # unix time the last request of the phase was answered
     last_error: str = ""
@@ -129,15 +141,22 @@ class TrafficGenerator:
         self.phases: list[PhaseCounts] = []
 
     def run_phase(self, phase: str, variant: str, n_requests: int, stop: threading.Event | None = None,
-                  traffic: Any = None) -> PhaseCounts:
+                  traffic: Any = None, durations: Any = None) -> PhaseCounts:
         """Send `n_requests` of the variant's traffic at the configured rate; returns when all are answered.
 
-        `traffic` (a frame with driver_ids/outcomes) defaults to serving.data.generate_traffic.
+        `traffic` (a frame with driver_ids/outcomes) defaults to serving.data.generate_traffic and, when
+        settings.duration, `durations` (driver_id/duration_minutes) to generate_duration_traffic of the
+        same seed. Given `traffic` without `durations`, only the ranker is asked.
         """
         stop = stop or threading.Event()
         if traffic is None:
-            from serving.data import generate_traffic  # heavy (pandas); only when really replaying
-            traffic = generate_traffic(variant, n_requests, self.settings.seed + len(self.phases))
+            from serving.data import generate_duration_traffic, generate_traffic  # heavy (pandas)
+            seed = self.settings.seed + len(self.phases)
+            traffic = generate_traffic(variant, n_requests, seed)
+            if self.settings.duration and durations is None:
+                durations = generate_duration_traffic(variant, n_requests, seed)
+        duration_rows = list(zip(durations["driver_id"], durations["duration_minutes"])) if durations is not None \
+            else []
         counts = PhaseCounts(phase, variant, n_requests, started_at=time.time())
         self.phases.append(counts)
         log.info("phase %s: %d %s requests at %.1f/s", phase, n_requests, variant, self.settings.rate)
@@ -151,8 +170,9 @@ class TrafficGenerator:
             if stop.wait(max(0.0, due - time.monotonic())):
                 break
             self._in_flight.acquire()
-            futures.append(self._pool.submit(self._predict, counts, list(map(int, driver_ids)),
-                                             list(map(int, outcomes))))
+            duration = duration_rows[i] if i < len(duration_rows) else None
+            futures.append(self._pool.submit(self._request, counts, list(map(int, driver_ids)),
+                                             list(map(int, outcomes)), duration))
         for future in futures:
             future.result()
         counts.finished_at = time.time()
@@ -171,35 +191,59 @@ class TrafficGenerator:
         self._feedback.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int]) -> None:
+    def _request(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int],
+                 duration: tuple[int, float] | None) -> None:
+        """One request of the phase: the ranker, then (if given) trip_duration; one in-flight slot."""
         try:
-            request_id = uuid.uuid4().hex
-            status, body = self._post(f"{self.settings.base_url}/predict",
-                                      {"request_id": request_id, "driver_ids": driver_ids},
-                                      self.settings.timeout)
-            chosen = body.get("best_driver_id") if isinstance(body, dict) else None
-            outcome = feedback_outcome(driver_ids, outcomes, chosen) if status == 200 else None
-            if outcome is None:
-                counts.add(sent=1, errors=1)
-                counts.last_error = f"/predict answered {status}: {str(body)[:200]}"
-                return
-            counts.add(sent=1, ok=1)
-            feedback = {"request_id": body.get("request_id", request_id), "trip_completed": outcome}
-            with self._outstanding_cond:
-                self._outstanding += 1
-            self._feedback.call_later(self.settings.feedback_delay,
-                                      lambda: self._pool.submit(self._send_feedback, counts, feedback))
+            self._predict(counts, driver_ids, outcomes)
+            if duration is not None:
+                self._predict_duration(counts, int(duration[0]), float(duration[1]))
         finally:
             self._in_flight.release()
 
-    def _send_feedback(self, counts: PhaseCounts, feedback: dict[str, Any]) -> None:
+    def _schedule_feedback(self, counts: PhaseCounts, path: str, body: dict[str, Any], kind: str) -> None:
+        with self._outstanding_cond:
+            self._outstanding += 1
+        self._feedback.call_later(self.settings.feedback_delay,
+                                  lambda: self._pool.submit(self._send_feedback, counts, body, path, kind))
+
+    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int]) -> None:
+        request_id = uuid.uuid4().hex
+        status, body = self._post(f"{self.settings.base_url}/predict",
+                                  {"request_id": request_id, "driver_ids": driver_ids},
+                                  self.settings.timeout)
+        chosen = body.get("best_driver_id") if isinstance(body, dict) else None
+        outcome = feedback_outcome(driver_ids, outcomes, chosen) if status == 200 else None
+        if outcome is None:
+            counts.add(sent=1, errors=1)
+            counts.last_error = f"/predict answered {status}: {str(body)[:200]}"
+            return
+        counts.add(sent=1, ok=1)
+        self._schedule_feedback(counts, "/feedback", {"request_id": body.get("request_id", request_id),
+                                                      "trip_completed": outcome}, "feedback")
+
+    def _predict_duration(self, counts: PhaseCounts, driver_id: int, minutes: float) -> None:
+        request_id = uuid.uuid4().hex
+        status, body = self._post(f"{self.settings.base_url}/predict/duration",
+                                  {"request_id": request_id, "driver_id": driver_id}, self.settings.timeout)
+        if status != 200 or not isinstance(body, dict):
+            counts.add(duration_sent=1, duration_errors=1)
+            counts.last_error = f"/predict/duration answered {status}: {str(body)[:200]}"
+            return
+        counts.add(duration_sent=1, duration_ok=1)
+        self._schedule_feedback(counts, "/feedback/duration", {"request_id": body.get("request_id", request_id),
+                                                               "duration_minutes": minutes}, "duration_feedback")
+
+    def _send_feedback(self, counts: PhaseCounts, feedback: dict[str, Any], path: str = "/feedback",
+                       kind: str = "feedback") -> None:
+        """POST one late label; `kind` names the counters (feedback_*, duration_feedback_*)."""
         try:
-            status, body = self._post(f"{self.settings.base_url}/feedback", feedback, self.settings.timeout)
+            status, body = self._post(f"{self.settings.base_url}{path}", feedback, self.settings.timeout)
             if 200 <= status < 300:
-                counts.add(feedback_sent=1, feedback_ok=1)
+                counts.add(**{f"{kind}_sent": 1, f"{kind}_ok": 1})
             else:
-                counts.add(feedback_sent=1, feedback_errors=1)
-                counts.last_error = f"/feedback answered {status}: {str(body)[:200]}"
+                counts.add(**{f"{kind}_sent": 1, f"{kind}_errors": 1})
+                counts.last_error = f"{path} answered {status}: {str(body)[:200]}"
         finally:
             with self._outstanding_cond:
                 self._outstanding -= 1
@@ -218,11 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", type=int, default=defaults.drift_requests, help="drift-phase requests")
     parser.add_argument("--rate", type=float, default=defaults.rate, help="requests per second")
     parser.add_argument("--feedback-delay", type=float, default=defaults.feedback_delay)
+    parser.add_argument("--no-duration", dest="duration", action="store_false", default=defaults.duration,
+                        help="do not ask the second model (/predict/duration)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = TrafficSettings(base_url=args.url.rstrip("/"), rate=args.rate, normal_requests=args.normal,
                                drift_requests=args.drift, feedback_delay=args.feedback_delay,
-                               concurrency=defaults.concurrency, timeout=defaults.timeout, seed=defaults.seed)
+                               concurrency=defaults.concurrency, timeout=defaults.timeout, seed=defaults.seed,
+                               duration=args.duration)
     generator = TrafficGenerator(settings)
     try:
         for name, n in (("normal", settings.normal_requests), ("drift", settings.drift_requests)):
@@ -235,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         generator.close()
-    return 0 if all(c.errors == 0 and c.feedback_errors == 0 for c in generator.phases) else 1
+    return 0 if all(c.errors == 0 and c.feedback_errors == 0 and c.duration_errors == 0
+                    and c.duration_feedback_errors == 0 for c in generator.phases) else 1
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ class Verdict:
     rows: dict[str, int] = field(default_factory=dict)       # current, reference, labelled, evaluated
     estimated: dict[str, float] = field(default_factory=dict)   # from the calibrated scores, all rows
     estimated_band: dict[str, tuple[float, float]] = field(default_factory=dict)   # (lower, upper)
+    # regression monitors (trip_duration): mae, rmse, ... of the window's labelled rows, and the reference's
+    regression_quality: dict[str, float] = field(default_factory=dict)
+    reference_regression_quality: dict[str, float] = field(default_factory=dict)
+    target_drift: bool | None = None    # mlmon_target_drift_detected; None while the gauge is absent
+    target_drift_score: float | None = None
     evaluations: int = 0                # all outcomes
     last_evaluation: float = 0.0        # unix time
 
@@ -52,6 +57,8 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
     estimated = by_metric("mlmon_estimated_classification_quality")
     lower = by_metric("mlmon_estimated_classification_quality_lower")
     upper = by_metric("mlmon_estimated_classification_quality_upper")
+    target_drift = values.get("mlmon_target_drift_detected")
+    target_score = values.get("mlmon_target_drift_score")
     drifted = sorted(labels["feature"] for labels, value in values.get("mlmon_feature_drift_detected", [])
                      if value == 1)
     return Verdict(
@@ -66,11 +73,21 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
         estimated=estimated,
         estimated_band={metric: (lower[metric], upper[metric]) for metric in estimated
                         if metric in lower and metric in upper},
+        regression_quality=by_metric("mlmon_regression_quality"),
+        reference_regression_quality=by_metric("mlmon_reference_regression_quality"),
+        target_drift=(target_drift[0][1] == 1) if target_drift else None,
+        target_drift_score=target_score[0][1] if target_score else None,
         evaluations=int(sum(value for _, value in values.get("mlmon_evaluations_total", []))),
         last_evaluation=single("mlmon_last_evaluation_timestamp_seconds"),
     )
 
 
 def fetch_verdict(metrics_url: str, monitor: str, timeout: float = 5.0) -> Verdict:
+    return fetch_verdicts(metrics_url, (monitor,), timeout)[monitor]
+
+
+def fetch_verdicts(metrics_url: str, monitors: tuple[str, ...], timeout: float = 5.0) -> dict[str, Verdict]:
+    """Every named monitor's verdict from one scrape."""
     with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
-        return parse_verdict(response.read().decode(), monitor)
+        text = response.read().decode()
+    return {monitor: parse_verdict(text, monitor) for monitor in monitors}

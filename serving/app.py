@@ -1,4 +1,5 @@
-"""The serving API (Flask application factory): /predict, /feedback, /healthz, /metrics.
+"""The serving API (Flask application factory): /predict, /feedback, /healthz, /metrics, and the
+second model's /predict/duration and /feedback/duration (trip_duration, a regressor on the same features).
 
 Every request is counted and timed; every rejected one gets a 4xx JSON body naming the field and
 emits an ml.request_error event. Event sinks never block or fail a request (event_sinks.py).
@@ -18,9 +19,10 @@ from common import schema
 from serving.event_sinks import EventLog, Sink, build_sinks
 from serving.features import OnlineFeatures
 from serving.metrics import ServingMetrics, endpoint_label
-from serving.model import Model, load_model
+from serving.model import Model, RegressionModel, load_model, load_regression_model
 from serving.settings import ServingSettings
-from serving.validation import RequestError, parse_feedback, parse_json_object, parse_predict
+from serving.validation import (RequestError, parse_feedback, parse_feedback_duration, parse_json_object,
+                                parse_predict, parse_predict_duration)
 
 log = logging.getLogger("serving")
 access_log = logging.getLogger("serving.access")
@@ -40,6 +42,7 @@ class Services:
     features: OnlineFeatures
     metrics: ServingMetrics
     events: EventLog
+    duration_model: RegressionModel
 
 
 def services() -> Services:
@@ -49,19 +52,23 @@ def services() -> Services:
 
 
 def create_app(settings: ServingSettings | None = None, *, model: Model | None = None,
-               features: OnlineFeatures | None = None, sinks: Sequence[Sink] | None = None) -> Flask:
-    """Build the app; model, features and sinks default to what `settings` names (var/ by default)."""
+               features: OnlineFeatures | None = None, sinks: Sequence[Sink] | None = None,
+               duration_model: RegressionModel | None = None) -> Flask:
+    """Build the app; models, features and sinks default to what `settings` names (var/ by default)."""
     settings = settings or ServingSettings.from_env()
     model = model or load_model(settings.path("model"), settings.decision_threshold)
+    duration_model = duration_model or load_regression_model(settings.path("duration_model"))
     features = features or OnlineFeatures.open(settings.path("feast"))
     metrics = ServingMetrics(multiprocess_dir=settings.metrics_dir)
     metrics.model_info.labels(model.name, model.version).set(1)
+    metrics.model_info.labels(duration_model.name, duration_model.version).set(1)
     model.score([{name: 1.0 for name in model.features}])  # warm-up, off the request path
+    duration_model.predict([{name: 1.0 for name in duration_model.features}])
     events = EventLog(build_sinks(settings) if sinks is None else sinks, metrics)
 
     app = Flask("serving")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["serving"] = Services(settings, model, features, metrics, events)
+    app.extensions["serving"] = Services(settings, model, features, metrics, events, duration_model)
 
     app.before_request(_start_timer)
     app.after_request(_observe)
@@ -71,10 +78,13 @@ def create_app(settings: ServingSettings | None = None, *, model: Model | None =
 
     app.add_url_rule("/predict", "predict", predict, methods=["POST"])
     app.add_url_rule("/feedback", "feedback", feedback, methods=["POST"])
+    app.add_url_rule("/predict/duration", "predict_duration", predict_duration, methods=["POST"])
+    app.add_url_rule("/feedback/duration", "feedback_duration", feedback_duration, methods=["POST"])
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
     log.info("serving ready", extra={"fields": {
         "model": {"name": model.name, "version": model.version},
+        "models": [{"name": m.name, "version": m.version} for m in (model, duration_model)],
         "event_sinks": [sink.name for sink in events.sinks]}})
     return app
 
@@ -99,8 +109,10 @@ def _observe(response: Response) -> Response:
 
 
 def _emit_error(svc: Services, error_type: str, message: str, request_id: str | None) -> None:
+    """An ml.request_error event, attributed to the model of the endpoint (the ranker for any other path)."""
+    model = svc.duration_model if request.endpoint in ("predict_duration", "feedback_duration") else svc.model
     svc.events.emit(schema.request_error_event(
-        model_name=svc.model.name, model_version=svc.model.version, request_id=request_id,
+        model_name=model.name, model_version=model.version, request_id=request_id,
         error_type=error_type, message=message))
 
 
@@ -132,8 +144,23 @@ def _internal_error(error: Exception):
                               "message": "internal error; see the service log"}}), 500
 
 
-def _json_body() -> dict[str, Any]:
-    return parse_json_object(request.content_type, request.get_data(cache=False))
+def _json_body(constants: bool = False) -> dict[str, Any]:
+    return parse_json_object(request.content_type, request.get_data(cache=False), constants=constants)
+
+
+def _online_features(svc: Services, driver_ids: list[int], field: str, request_id: str):
+    """Feast rows for the ids; 503 when the store fails, 422 naming the ids it does not know."""
+    try:
+        found = svc.features.get(driver_ids)
+    except Exception as exc:
+        log.exception("online feature store failed")
+        raise RequestError(503, "feature_store_unavailable", field,
+                           f"online feature store failed: {type(exc).__name__}", request_id) from exc
+    if found.missing:
+        raise RequestError(422, "unknown_driver", field,
+                           f"no online features for driver id(s) {found.missing}", request_id,
+                           unknown_driver_ids=found.missing)
+    return found
 
 
 def predict():
@@ -143,16 +170,7 @@ def predict():
     parsed = parse_predict(body, svc.settings.max_candidates)
     request_id = parsed.request_id or uuid.uuid4().hex
     g.request_id = request_id
-    try:
-        found = svc.features.get(parsed.driver_ids)
-    except Exception as exc:
-        log.exception("online feature store failed")
-        raise RequestError(503, "feature_store_unavailable", "driver_ids",
-                           f"online feature store failed: {type(exc).__name__}", request_id) from exc
-    if found.missing:
-        raise RequestError(422, "unknown_driver", "driver_ids",
-                           f"no online features for driver id(s) {found.missing}", request_id,
-                           unknown_driver_ids=found.missing)
+    found = _online_features(svc, parsed.driver_ids, "driver_ids", request_id)
     scores = svc.model.score(found.rows)
     best = int(scores.argmax())
     score = float(scores[best])
@@ -163,6 +181,7 @@ def predict():
         features=found.rows[best], driver_id=found.driver_ids[best], score=score, label=label,
         latency_ms=latency_ms))
     svc.metrics.predictions.labels(svc.model.version, str(label)).inc()
+    svc.metrics.model_predictions.labels(svc.model.name, svc.model.version).inc()
     return jsonify({"request_id": request_id, "best_driver_id": found.driver_ids[best],
                     "score": round(score, 6), "model_version": svc.model.version})
 
@@ -177,9 +196,42 @@ def feedback():
     return jsonify({"request_id": parsed.request_id, "status": "accepted"}), 202
 
 
+def predict_duration():
+    """trip_duration: the predicted duration in minutes of a trip by one driver, from its Feast features."""
+    svc = services()
+    started = g.started
+    parsed = parse_predict_duration(_json_body())
+    request_id = parsed.request_id or uuid.uuid4().hex
+    g.request_id = request_id
+    found = _online_features(svc, [parsed.driver_id], "driver_id", request_id)
+    model = svc.duration_model
+    minutes = float(model.predict(found.rows)[0])
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    svc.events.emit(schema.regression_prediction_event(
+        model_name=model.name, model_version=model.version, request_id=request_id,
+        features=found.rows[0], driver_id=parsed.driver_id, value=minutes, latency_ms=latency_ms))
+    svc.metrics.model_predictions.labels(model.name, model.version).inc()
+    svc.metrics.predicted_minutes.labels(model.version).observe(minutes)
+    return jsonify({"request_id": request_id, "driver_id": parsed.driver_id,
+                    "duration_minutes": round(minutes, 4), "model_version": model.version})
+
+
+def feedback_duration():
+    """The realized duration of a predicted trip, late; NaN/Infinity reach the field check (named 400)."""
+    svc = services()
+    parsed = parse_feedback_duration(_json_body(constants=True))
+    g.request_id = parsed.request_id
+    model = svc.duration_model
+    svc.events.emit(schema.regression_feedback_event(
+        model_name=model.name, model_version=model.version, request_id=parsed.request_id,
+        duration_minutes=parsed.duration_minutes))
+    return jsonify({"request_id": parsed.request_id, "status": "accepted"}), 202
+
+
 def healthz():
     svc = services()
     return jsonify({"status": "ok", "model": {"name": svc.model.name, "version": svc.model.version},
+                    "models": [{"name": m.name, "version": m.version} for m in (svc.model, svc.duration_model)],
                     "event_sinks": [sink.name for sink in svc.events.sinks]})
 
 

@@ -1,4 +1,7 @@
-"""`python -m serving.bootstrap`: data -> model -> Feast apply + materialize, each step only when stale.
+"""`python -m serving.bootstrap`: data -> models -> Feast apply + materialize, each step only when stale.
+
+The models are the ranker (var/model/, serving/train.py) and trip_duration (var/model/trip_duration/,
+serving/train_duration.py), two steps with keys of their own so retraining one leaves the other alone.
 
 A step is redone when its inputs changed: the stamp file (var/bootstrap.json) records a key per step
 made of the seed, the code that produces the step's output and the hash of its input file. A second
@@ -18,7 +21,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from serving import data
-from serving.model import ModelNotFound, load_model, sha256_file
+from serving.model import ModelNotFound, load_model, load_regression_model, sha256_file
 from serving.settings import ServingSettings
 
 STAMP = "bootstrap.json"
@@ -55,9 +58,9 @@ def publish_features(feast_dir: Path, stats_path: Path) -> int:
     return int(stats["driver_id"].nunique())
 
 
-def _model_ok(model_dir: Path) -> bool:
+def _model_ok(model_dir: Path, load: Callable[[Path], Any] = load_model) -> bool:
     try:
-        load_model(model_dir)
+        load(model_dir)
         return True
     except (ModelNotFound, OSError, KeyError, ValueError):
         return False
@@ -97,6 +100,17 @@ def bootstrap(settings: ServingSettings, *, force: bool = False,
 
     step("model", _key(stats_sha, Path(data.__file__), _HERE / "train.py", str(settings.decision_threshold)),
          _model_ok(model_dir), run_train)
+    duration_dir = settings.path("duration_model")
+
+    def run_train_duration() -> str:
+        from serving.train_duration import format_quality, train
+
+        manifest = train(duration_dir, pd.read_parquet(stats_path), log=log)
+        log(format_quality(manifest))
+        return manifest["model_version"]
+
+    step("duration", _key(stats_sha, Path(data.__file__), _HERE / "train_duration.py", _HERE / "train.py"),
+         _model_ok(duration_dir, load_regression_model), run_train_duration)
     step("features", _key(stats_sha, str(stats_path.resolve()), str(feast_dir.resolve()),
                           *sorted((_HERE / "feature_repo").glob("*.py"))),
          (feast_dir / "online_store.db").exists() and (feast_dir / "registry.db").exists(),

@@ -26,6 +26,20 @@ The label relation also changes in drift (concept drift, DRIFT_SPEC["label_relat
 trained on normal data loses quality: measured on 300 chosen rows, accuracy ~0.80 -> ~0.28 and recall
 ~0.98 -> ~0.05; a KS test at 0.05 on 300 chosen rows vs 2000 reference rows flags both shifted
 features every time and avg_daily_trips about as often as chance (5 %), like normal traffic.
+
+Trip duration (the second model, trip_duration; see DURATION_SPEC)
+-------------------------------------------------------------------
+A duration request names ONE driver, drawn uniformly from the variant's population
+(`generate_duration_traffic`), and carries the realized duration in minutes of that driver's trip:
+a linear function of the driver's latest features plus Normal(0, 3) noise, clipped to
+[DURATION_MIN, DURATION_MAX] (normal traffic: mean ~22 min, sd ~5, about 9-37 min). Busy drivers
+(many daily trips) do short urban trips; a high conversion rate goes with longer accepted trips.
+In the drift world the drift drivers' features move as above (DRIFT_SPEC) AND the relation itself
+changes (concept drift, DURATION_SPEC["drift"]): every trip takes ~6 minutes longer (congestion),
+conv_rate stops mattering and avg_daily_trips matters half as much. The model trained on normal
+traffic then under-predicts by ~8 minutes: MAE and RMSE rise several-fold and the realized
+durations' distribution moves (target drift) by about 1.5 of its normal sd (~22 -> ~29 min), while
+the prediction moves only by ~1.8 minutes (the features' shift). Figures measured: docs/serving.md#trip-duration.
 """
 from __future__ import annotations
 
@@ -74,6 +88,15 @@ DRIFT_SPEC: dict[str, dict[str, object]] = {
                 "than the normal model predicts from their lower rates, so accuracy and recall drop",
     },
 }
+
+# Trip duration in minutes: intercept + sum(weight * (feature - normal mean)) + Normal(0, noise_sd).
+DURATION_SPEC: dict[str, dict[str, float]] = {
+    "normal": {"intercept": 22.0, "conv_rate": 12.0, "acc_rate": -10.0, "avg_daily_trips": -0.04,
+               "noise_sd": 3.0},
+    "drift": {"intercept": 28.0, "conv_rate": 0.0, "acc_rate": -10.0, "avg_daily_trips": -0.02,
+              "noise_sd": 3.0},
+}
+DURATION_MIN, DURATION_MAX = 3.0, 90.0  # minutes; realized durations are clipped to this range
 
 # True logit of trip completion. Features are centred on the normal population so the weights read
 # as "per unit away from a typical driver".
@@ -195,3 +218,42 @@ def generate_training_frame(n_requests: int = 4000, seed: int = 11, *,
     stats = generate_driver_stats() if driver_stats is None else driver_stats
     traffic = generate_traffic("normal", n_requests, seed, driver_stats=stats)
     return explode_traffic(traffic, stats)
+
+
+def expected_duration(features: pd.DataFrame | dict, variant: Variant) -> np.ndarray:
+    """E[trip duration in minutes | features] in the given world (before noise and clipping)."""
+    _check_variant(variant)
+    weights = DURATION_SPEC[variant]
+    return weights["intercept"] + sum(
+        weights[name] * (np.asarray(features[name], dtype=float) - NORMAL_POPULATION[name]["mean"])
+        for name in FEATURE_COLUMNS
+    )
+
+
+def generate_duration_traffic(variant: Variant, n_requests: int, seed: int, *,
+                              driver_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`n_requests` duration requests: `driver_id` (uniform over the variant's population) and the
+    realized `duration_minutes`, from the driver's latest statistics (what serving sees).
+
+    Its own random stream ([seed, variant, 1]), so the ranker's traffic of the same seed is unchanged.
+    """
+    _check_variant(variant)
+    if n_requests < 0:
+        raise ValueError("n_requests must be >= 0")
+    stats = generate_driver_stats() if driver_stats is None else driver_stats
+    latest = latest_features(stats)
+    rng = np.random.default_rng([seed, VARIANTS.index(variant), 1])
+    ids = rng.choice(driver_ids(variant), size=n_requests, replace=True)
+    mean = expected_duration(latest.loc[ids], variant)
+    noise = rng.normal(0.0, DURATION_SPEC[variant]["noise_sd"], size=n_requests)
+    minutes = np.clip(mean + noise, DURATION_MIN, DURATION_MAX)
+    return pd.DataFrame({"driver_id": ids.astype(np.int64), "duration_minutes": minutes.astype(float)})
+
+
+def generate_duration_frame(n_requests: int, seed: int, variant: Variant = "normal", *,
+                            driver_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Duration requests with the features serving looks up: driver_id, the three features, duration_minutes."""
+    stats = generate_driver_stats() if driver_stats is None else driver_stats
+    traffic = generate_duration_traffic(variant, n_requests, seed, driver_stats=stats)
+    features = latest_features(stats).loc[traffic["driver_id"]].reset_index(drop=True)
+    return pd.concat([traffic[["driver_id"]], features, traffic[["duration_minutes"]]], axis=1)

@@ -11,8 +11,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-ENDPOINTS = ("predict", "feedback", "healthz", "metrics")
+ENDPOINTS = ("predict", "feedback", "predict_duration", "feedback_duration", "healthz", "metrics")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+DURATION_BUCKETS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0, 60.0, 90.0)  # minutes
 
 
 def endpoint_label(endpoint: str | None) -> str:
@@ -30,6 +31,12 @@ class ServingMetrics:
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         self.predictions = Counter("serving_predictions_total", "Predictions served",
                                    ["model_version", "label"], registry=self.registry)
+        # Every model's predictions (the ranker's also stay in serving_predictions_total, by label).
+        self.model_predictions = Counter("serving_model_predictions_total", "Predictions served per model",
+                                         ["model_name", "model_version"], registry=self.registry)
+        self.predicted_minutes = Histogram("serving_predicted_duration_minutes",
+                                           "trip_duration's predicted trip duration (minutes)", ["model_version"],
+                                           buckets=DURATION_BUCKETS, registry=self.registry)
         self.events_emitted = Counter("serving_events_emitted_total", "Events handed to a sink", ["sink"],
                                       registry=self.registry)
         self.events_dropped = Counter("serving_events_dropped_total",

@@ -1,4 +1,4 @@
-"""The model artifact: what train.py writes to the model directory and what serving loads back."""
+"""The model artifacts: what train.py / train_duration.py write to a model directory and what serving loads back."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 MODEL_NAME = "driver_ranker"
+DURATION_MODEL_NAME = "trip_duration"
 MANIFEST = "manifest.json"
 
 
@@ -21,6 +22,14 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def feature_matrix(rows: pd.DataFrame | Sequence[Mapping[str, float]], features: Sequence[str]) -> np.ndarray:
+    """Rows as a float array in the manifest's feature order: the estimators were fitted on such an
+    array, so scoring skips pandas and feature-name checks (they cost more than the model)."""
+    if isinstance(rows, pd.DataFrame):
+        return rows[list(features)].to_numpy(dtype=float)
+    return np.array([[row[name] for name in features] for row in rows], dtype=float)
 
 
 class ModelNotFound(RuntimeError):
@@ -39,11 +48,7 @@ class Model:
 
     def score(self, rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
         """Scores for a frame, or for a list of feature dicts (the fast path serving uses)."""
-        if isinstance(rows, pd.DataFrame):
-            matrix = rows[list(self.features)].to_numpy(dtype=float)
-        else:
-            matrix = np.array([[row[name] for name in self.features] for row in rows], dtype=float)
-        return self.estimator.predict_proba(matrix)[:, 1]
+        return self.estimator.predict_proba(feature_matrix(rows, self.features))[:, 1]
 
     def label(self, scores: np.ndarray) -> np.ndarray:
         return (np.asarray(scores) >= self.threshold).astype(int)
@@ -56,8 +61,22 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_model(model_dir: Path, threshold: float = 0.5) -> Model:
-    """Load the artifact named by manifest.json, refusing one whose sha256 does not match."""
+@dataclass(frozen=True)
+class RegressionModel:
+    """A fitted regressor plus its identity; `predict` returns the trip's duration in minutes per row."""
+
+    name: str
+    version: str
+    features: tuple[str, ...]
+    estimator: Any
+
+    def predict(self, rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Predictions for a frame, or for a list of feature dicts (the fast path serving uses)."""
+        return np.asarray(self.estimator.predict(feature_matrix(rows, self.features)), dtype=float)
+
+
+def _load_estimator(model_dir: Path) -> tuple[dict[str, Any], Any]:
+    """manifest.json and the artifact it names, refusing one whose sha256 does not match."""
     manifest = read_manifest(model_dir)
     artifact = Path(model_dir) / manifest["artifact"]["path"]
     if not artifact.exists():
@@ -65,6 +84,20 @@ def load_model(model_dir: Path, threshold: float = 0.5) -> Model:
     if sha256_file(artifact) != manifest["artifact"]["sha256"]:
         raise ModelNotFound(f"{artifact}: sha256 differs from {MANIFEST}; retrain")
     with open(artifact, "rb") as handle:
-        estimator = pickle.load(handle)
+        return manifest, pickle.load(handle)
+
+
+def load_model(model_dir: Path, threshold: float = 0.5) -> Model:
+    """The ranker (classifier) of `model_dir`."""
+    manifest, estimator = _load_estimator(model_dir)
     return Model(name=manifest["model_name"], version=manifest["model_version"],
                  features=tuple(manifest["features"]), estimator=estimator, threshold=threshold)
+
+
+def load_regression_model(model_dir: Path) -> RegressionModel:
+    """The regressor of `model_dir` (var/model/trip_duration/); refuses a manifest of another task."""
+    manifest, estimator = _load_estimator(model_dir)
+    if manifest.get("task") != "regression":
+        raise ModelNotFound(f"{Path(model_dir) / MANIFEST}: task is {manifest.get('task')!r}, not 'regression'")
+    return RegressionModel(name=manifest["model_name"], version=manifest["model_version"],
+                           features=tuple(manifest["features"]), estimator=estimator)

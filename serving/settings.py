@@ -34,6 +34,7 @@ class ServingSettings:
     # Paths below default to var_dir/...; see `path()`.
     data_dir: Path | None = None
     model_dir: Path | None = None
+    duration_model_dir: Path | None = None   # the trip_duration regressor; default: <model dir>/trip_duration
     feast_dir: Path | None = None
     events_file: Path | None = None
     event_sinks: tuple[str, ...] = ("file",)
@@ -52,13 +53,16 @@ class ServingSettings:
     seed: int = 7
 
     def path(self, name: str) -> Path:
-        """Resolved runtime path: "data", "model", "feast" dirs or the "events" file."""
+        """Resolved runtime path: "data", "model", "duration_model", "feast" dirs or the "events" file."""
         defaults = {
             "data": self.var_dir / "data",
             "model": self.var_dir / "model",
             "feast": self.var_dir / "feast",
             "events": self.var_dir / "events" / "ml-events.jsonl",
         }
+        if name == "duration_model":
+            return Path(self.duration_model_dir) if self.duration_model_dir is not None \
+                else self.path("model") / "trip_duration"
         explicit = {"data": self.data_dir, "model": self.model_dir, "feast": self.feast_dir,
                     "events": self.events_file}[name]
         return Path(explicit) if explicit is not None else defaults[name]
@@ -93,6 +97,7 @@ class ServingSettings:
             var_dir=get("VAR_DIR", cls.var_dir, Path),
             data_dir=opt_path("DATA_DIR"),
             model_dir=opt_path("MODEL_DIR"),
+            duration_model_dir=opt_path("DURATION_MODEL_DIR"),
             feast_dir=opt_path("FEAST_DIR"),
             events_file=opt_path("EVENTS_FILE"),
             event_sinks=get("EVENT_SINKS", cls.event_sinks, parse_sinks),

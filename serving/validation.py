@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -42,14 +43,29 @@ class FeedbackRequest:
     trip_completed: int
 
 
-def parse_json_object(content_type: str | None, raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; 415 for another media type, 400 for bad JSON or a non-object."""
+@dataclass(frozen=True)
+class DurationRequest:
+    request_id: str | None
+    driver_id: int
+
+
+@dataclass(frozen=True)
+class DurationFeedback:
+    request_id: str
+    duration_minutes: float
+
+
+def parse_json_object(content_type: str | None, raw: bytes, *, constants: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; 415 for another media type, 400 for bad JSON or a non-object.
+
+    NaN/Infinity are not JSON and are refused as malformed, unless `constants`: then they parse as
+    floats so that the field check can refuse them by name (a measured value's endpoint does this)."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise RequestError(415, "unsupported_media_type", "Content-Type",
                            f"Content-Type must be application/json, got {content_type or 'nothing'!r}")
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(raw.decode("utf-8"), parse_constant=float if constants else _reject_constant)
     except UnicodeDecodeError as exc:
         raise RequestError(400, "malformed_json", "body", f"body is not UTF-8: {exc.reason}") from None
     except ValueError as exc:
@@ -95,6 +111,17 @@ def _request_id(body: dict[str, Any], required: bool) -> str | None:
     return value
 
 
+def _driver_id(value: Any, field: str, request_id: str | None) -> int:
+    """A Feast entity key: an integer (not a bool, not 1.0) in the signed 64-bit range."""
+    if not _is_int(value):
+        raise RequestError(400, "invalid_type", field, f"{field} must be an integer, got {_kind(value)}", request_id)
+    if not DRIVER_ID_MIN <= value <= DRIVER_ID_MAX:
+        raise RequestError(400, "out_of_range", field,
+                           f"{field} is out of range: driver ids are 64-bit integers "
+                           f"({DRIVER_ID_MIN}..{DRIVER_ID_MAX})", request_id)
+    return value
+
+
 def parse_predict(body: dict[str, Any], max_candidates: int) -> PredictRequest:
     request_id = _request_id(body, required=False)
     _check_fields(body, ("request_id", "driver_ids"), request_id)
@@ -110,13 +137,7 @@ def parse_predict(body: dict[str, Any], max_candidates: int) -> PredictRequest:
         raise RequestError(400, "too_many_items", "driver_ids",
                            f"driver_ids has {len(ids)} items; at most {max_candidates} allowed", request_id)
     for index, value in enumerate(ids):
-        if not _is_int(value):
-            raise RequestError(400, "invalid_type", f"driver_ids[{index}]",
-                               f"driver_ids[{index}] must be an integer, got {_kind(value)}", request_id)
-        if not DRIVER_ID_MIN <= value <= DRIVER_ID_MAX:
-            raise RequestError(400, "out_of_range", f"driver_ids[{index}]",
-                               f"driver_ids[{index}] is out of range: driver ids are 64-bit integers "
-                               f"({DRIVER_ID_MIN}..{DRIVER_ID_MAX})", request_id)
+        _driver_id(value, f"driver_ids[{index}]", request_id)
     if len(set(ids)) != len(ids):
         raise RequestError(400, "duplicate_items", "driver_ids", "driver_ids contains duplicates", request_id)
     return PredictRequest(request_id, list(ids))
@@ -135,3 +156,38 @@ def parse_feedback(body: dict[str, Any]) -> FeedbackRequest:
         raise RequestError(400, "invalid_value", "trip_completed",
                            f"trip_completed must be 0 or 1, got {value}", request_id)
     return FeedbackRequest(request_id, value)
+
+
+def parse_predict_duration(body: dict[str, Any]) -> DurationRequest:
+    """POST /predict/duration: `driver_id` (required integer), `request_id` (optional)."""
+    request_id = _request_id(body, required=False)
+    _check_fields(body, ("request_id", "driver_id"), request_id)
+    if "driver_id" not in body:
+        raise RequestError(400, "missing_field", "driver_id", "driver_id is required", request_id)
+    return DurationRequest(request_id, _driver_id(body["driver_id"], "driver_id", request_id))
+
+
+def parse_feedback_duration(body: dict[str, Any]) -> DurationFeedback:
+    """POST /feedback/duration: `request_id` and the realized `duration_minutes`, a finite number >= 0.
+
+    The body is parsed with NaN/Infinity allowed (parse_json_object(constants=True)) so that they,
+    and 1e400 (which Python reads as inf), are refused here by the field's name."""
+    request_id = _request_id(body, required=True)
+    _check_fields(body, ("request_id", "duration_minutes"), request_id)
+    if "duration_minutes" not in body:
+        raise RequestError(400, "missing_field", "duration_minutes", "duration_minutes is required", request_id)
+    value = body["duration_minutes"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(400, "invalid_type", "duration_minutes",
+                           f"duration_minutes must be a number of minutes, got {_kind(value)}", request_id)
+    try:
+        minutes = float(value)
+    except OverflowError:  # an integer literal beyond any float
+        minutes = math.inf
+    if not math.isfinite(minutes):
+        raise RequestError(400, "invalid_value", "duration_minutes",
+                           f"duration_minutes must be a finite number, got {value!r:.40}", request_id)
+    if minutes < 0:
+        raise RequestError(400, "invalid_value", "duration_minutes",
+                           f"duration_minutes must be >= 0, got {minutes:g}", request_id)
+    return DurationFeedback(request_id, minutes)

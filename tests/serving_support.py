@@ -1,6 +1,6 @@
 """Helpers for the serving tests: one built world (data + model + Feast) per session, a forward receiver.
 
-The fixtures `serving_world`, `model` and `online` live here (test modules import them); the world
+The fixtures `serving_world`, `model`, `duration_model` and `online` live here (test modules import them); the world
 is cached so the slow part (training, Feast apply + materialize) runs once per session.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 from serving.features import OnlineFeatures
-from serving.model import load_model
+from serving.model import load_model, load_regression_model
 from serving.settings import ServingSettings
 
 _WORLD: dict[str, "World"] = {}
@@ -54,6 +54,11 @@ def serving_world():
 @pytest.fixture(scope="module")
 def model(serving_world):
     return load_model(serving_world.settings.path("model"))
+
+
+@pytest.fixture(scope="module")
+def duration_model(serving_world):
+    return load_regression_model(serving_world.settings.path("duration_model"))
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,10 @@ def test_serving_ships_events_to_fluentd_and_settings_accept_the_env(compose):
     assert settings.event_sinks == ("fluentd",)
     assert (settings.fluentd_host, settings.fluentd_port) == ("fluentd", 24224)
     assert settings.host == "0.0.0.0" and settings.port == 8000
+    # the second model: where the image's bootstrap writes it (/app is the image's repo root)
+    assert settings.path("duration_model") == Path("/app/var/model/trip_duration")
+    assert settings.path("duration_model").relative_to("/app") == \
+        ServingSettings(var_dir=Path("var")).path("duration_model")
 
 
 def test_log_processor_settings_accept_the_env(compose):
@@ -209,6 +213,40 @@ def test_log_processor_settings_accept_the_env(compose):
     assert settings.store.url == "http://elasticsearch:9200"
     assert settings.store.username == "log_processor"
     assert settings.monitors_file.is_file()
+    assert settings.monitors_file == REPO / "log_processor" / "monitors.yaml"
+
+
+def test_the_stack_carries_both_monitors_and_their_references_are_built_into_the_image(compose):
+    """Read as YAML: the regression monitor's keys are the contract's; the parser that accepts them is
+    the log processor's task support (another branch of issue 20)."""
+    monitors = {m["name"]: m for m in yaml.safe_load((REPO / "log_processor" / "monitors.yaml").read_text())["monitors"]}
+    assert list(monitors) == ["driver_ranker", "trip_duration"]
+    duration = monitors["trip_duration"]
+    assert (duration["task"], duration["model_name"]) == ("regression", "trip_duration")
+    assert duration["prediction"] == {"value": "prediction.value"}
+    assert duration["target"] == "target.duration_minutes" and duration["quality"] == {"alert_ratio": 1.5}
+    assert "estimation" not in duration
+    for key in ("index", "datasets", "features", "join_key", "window", "drift", "min_rows", "label_horizon"):
+        assert duration[key] == monitors["driver_ranker"][key], key
+    from serving.settings import ServingSettings
+    image_var = ServingSettings(var_dir=Path("var"))   # the image runs from /app; bootstrap writes var/
+    assert duration["reference"] == {"parquet": str(image_var.path("duration_model") / "reference.parquet"),
+                                     "manifest": str(image_var.path("duration_model") / "manifest.json")}
+    assert monitors["driver_ranker"]["reference"]["parquet"] == str(image_var.path("model") / "reference.parquet")
+    # the traffic profile replays both models' requests
+    assert "--no-duration" not in compose["services"]["traffic"]["command"]
+
+
+def test_dashboards_list_monitors_from_prometheus_not_by_name():
+    """A second monitor needs no dashboard edit: every `monitor` variable is a label_values query."""
+    for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        variables = [v for v in board["templating"]["list"] if v["name"] == "monitor"]
+        assert variables, path.name
+        for variable in variables:
+            assert variable["type"] == "query" and variable["includeAll"], path.name
+            assert variable["definition"].startswith("label_values("), path.name
+        assert "driver_ranker" not in path.read_text() and "trip_duration" not in path.read_text(), path.name
 
 
 def test_prometheus_and_alertmanager_find_their_files(compose):

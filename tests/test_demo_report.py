@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from demo.__main__ import _on_interrupt
-from demo.report import CHANNELS, PhaseResult, StatusWriter, phase_table, status_line, story_failures
+from demo.report import (CHANNELS, PhaseResult, StatusWriter, incident_rule_failures, message_monitor, phase_table,
+                         regression_failures, regression_table, status_line, story_failures)
 from demo.runner import Story
 from demo.settings import DemoSettings, Ports, SettingsError, add_arguments
 from demo.verdicts import Verdict, parse_verdict
@@ -229,3 +230,125 @@ def test_a_ctrl_c_whose_keyboardinterrupt_was_lost_still_stops_the_story():
     story = Story(SimpleNamespace(settings=DemoSettings()), "m", StatusWriter(io.StringIO()), interrupted=interrupted)
     with pytest.raises(KeyboardInterrupt):
         story.refresh()
+
+
+# ---------------------------------------------------------------- the second monitor (trip_duration, regression)
+
+REGRESSION_METRICS = """\
+# TYPE mlmon_verdict_available gauge
+mlmon_verdict_available{monitor="trip_duration"} 1.0
+mlmon_verdict_available{monitor="driver_ranker"} 1.0
+# TYPE mlmon_dataset_drift gauge
+mlmon_dataset_drift{monitor="trip_duration"} 1.0
+# TYPE mlmon_feature_drift_detected gauge
+mlmon_feature_drift_detected{feature="conv_rate",method="ks",monitor="trip_duration"} 1.0
+# TYPE mlmon_regression_quality gauge
+mlmon_regression_quality{metric="mae",monitor="trip_duration"} 8.79
+mlmon_regression_quality{metric="rmse",monitor="trip_duration"} 9.53
+mlmon_regression_quality{metric="mae",monitor="other"} 1.0
+# TYPE mlmon_reference_regression_quality gauge
+mlmon_reference_regression_quality{metric="mae",monitor="trip_duration"} 2.38
+# TYPE mlmon_target_drift_detected gauge
+mlmon_target_drift_detected{monitor="trip_duration"} 1.0
+mlmon_target_drift_detected{monitor="driver_ranker"} 0.0
+# TYPE mlmon_target_drift_score gauge
+mlmon_target_drift_score{monitor="trip_duration"} 0.41
+"""
+
+
+def test_parse_verdict_reads_the_regression_gauges_of_its_monitor_only():
+    v = parse_verdict(REGRESSION_METRICS, "trip_duration")
+    assert v.regression_quality == {"mae": 8.79, "rmse": 9.53}
+    assert v.reference_regression_quality == {"mae": 2.38}
+    assert (v.target_drift, v.target_drift_score) == (True, 0.41)
+    assert v.dataset_drift and v.drifted_features == ("conv_rate",)
+    ranker = parse_verdict(REGRESSION_METRICS, "driver_ranker")
+    assert ranker.regression_quality == {} and (ranker.target_drift, ranker.target_drift_score) == (False, None)
+    # a processor without the gauges: nothing claimed, not "no target drift"
+    assert parse_verdict(METRICS, "driver_ranker").target_drift is None
+
+
+def regression_result(name, verdict=None, ok=10):
+    r = result(name)
+    r.traffic.update(duration_ok=ok, duration_sent=10)
+    if verdict is not None:
+        r.monitors["trip_duration"] = verdict
+    return r
+
+
+REG_NORMAL = Verdict("trip_duration", available=True, regression_quality={"mae": 2.41, "rmse": 3.02},
+                     reference_regression_quality={"mae": 2.38}, target_drift=False, target_drift_score=0.05)
+REG_DRIFT = parse_verdict(REGRESSION_METRICS, "trip_duration")
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("|")]
+
+
+def test_regression_table_shows_mae_and_rmse_normal_vs_drift_and_both_drifts():
+    table = regression_table([regression_result("normal", REG_NORMAL), regression_result("drift", REG_DRIFT, 9)],
+                             "trip_duration").splitlines()
+    assert cells(table[0]) == ["phase", "trip_duration requests ok", "MAE", "RMSE", "MAE / reference",
+                               "target drift", "dataset drift", "drifted features"]
+    assert cells(table[2]) == ["normal", "10/10", "2.410", "3.020", "1.01x", "no (0.05)", "no", "-"]
+    assert cells(table[3]) == ["drift", "9/10", "8.790", "9.530", "3.69x", "yes (0.41)", "yes", "conv_rate"]
+
+
+def test_regression_table_without_the_gauges_shows_dashes():
+    table = regression_table([regression_result("normal"), regression_result("drift", Verdict("trip_duration"))],
+                             "trip_duration").splitlines()
+    assert cells(table[2])[2:] == ["-"] * 6
+    assert cells(table[3])[2:] == ["-"] * 6
+    assert regression_failures([regression_result("normal"), regression_result("drift")], "trip_duration") == []
+
+
+@pytest.mark.parametrize("normal, drift, expected", [
+    (REG_NORMAL, Verdict("trip_duration", True, regression_quality={"mae": 3.0}, target_drift=True),
+     "trip_duration: drift phase MAE 3.000 is not above 1.5 x the normal phase's 2.410"),
+    (REG_NORMAL, Verdict("trip_duration", True, regression_quality={"mae": 9.0}, target_drift=False),
+     "trip_duration: drift phase: no target drift reported"),
+    (Verdict("trip_duration", True, regression_quality={"mae": 2.4}, target_drift=True), REG_DRIFT,
+     "trip_duration: normal phase: target drift reported"),
+])
+def test_regression_story_fails_for_each_broken_promise(normal, drift, expected):
+    results = [regression_result("normal", normal), regression_result("drift", drift)]
+    assert regression_failures(results, "trip_duration") == [expected]
+    results[0].verdict, results[1].verdict = NO_DRIFT, DRIFT          # the ranker's story holds
+    assert story_failures(results, SHIFTED, False, regression_monitors=("trip_duration",)) == [expected]
+
+
+def test_regression_story_holds():
+    results = [regression_result("normal", REG_NORMAL), regression_result("drift", REG_DRIFT)]
+    assert regression_failures(results, "trip_duration") == []
+
+
+@pytest.mark.parametrize("text, labels, monitor", [
+    ("[FIRING:2] DataDriftDetected monitor=trip_duration features: conv_rate", None, "trip_duration"),
+    ("[RESOLVED] monitor driver_ranker: DataDriftDetected, PredictionDrift", None, "driver_ranker"),
+    ("[FIRING] RegressionQualityDegraded: MAE up", {"monitor": "trip_duration"}, "trip_duration"),
+    ("[FIRING:1] ServingDown instance=serving:8000", None, ""),
+])
+def test_the_monitor_a_message_is_about(text, labels, monitor):
+    assert message_monitor(text, labels) == monitor
+
+
+def two_monitor_run(drift_messages, recovery_messages=None):
+    monitors = ("driver_ranker", "trip_duration")
+    recovery_messages = recovery_messages if recovery_messages is not None else \
+        [(c, m, "resolved") for c in CHANNELS for m in monitors]
+    runs = [result("normal", NO_DRIFT), result("drift", DRIFT), result("recovery", NO_DRIFT)]
+    runs[1].messages, runs[2].messages = list(drift_messages), list(recovery_messages)
+    return runs, monitors
+
+
+def test_the_incident_rule_holds_per_monitor_with_two_monitors():
+    both = [(c, m, "firing") for c in CHANNELS for m in ("driver_ranker", "trip_duration")]
+    runs, monitors = two_monitor_run(both)
+    assert incident_rule_failures(runs, CHANNELS, monitors) == []
+    # a message about no monitor counts for the first one: a second ranker incident
+    runs, monitors = two_monitor_run(both + [("slack", "", "firing")])
+    assert incident_rule_failures(runs, CHANNELS, monitors) == [
+        "slack (driver_ranker): drift phase got 2 firing message(s), the one-message-per-incident rule allows 1"]
+    runs, monitors = two_monitor_run([m for m in both if m[:2] != ("telegram", "trip_duration")])
+    assert incident_rule_failures(runs, CHANNELS, monitors) == [
+        "telegram (trip_duration): drift phase got 0 firing message(s), the one-message-per-incident rule allows 1"]

@@ -98,3 +98,48 @@ def test_training_frame_holds_labelled_candidate_rows(stats):
     assert frame["driver_id"].isin(data.driver_ids("normal")).all()
     latest = data.latest_features(stats)
     np.testing.assert_allclose(frame["conv_rate"], latest.loc[frame["driver_id"], "conv_rate"])
+
+
+# ---------------------------------------------------------------- trip duration (the second model)
+
+def test_duration_traffic_layout_and_determinism(stats):
+    first = data.generate_duration_traffic("normal", 300, seed=5, driver_stats=stats)
+    assert list(first.columns) == ["driver_id", "duration_minutes"] and len(first) == 300
+    assert first["driver_id"].dtype == np.int64 and first["duration_minutes"].dtype == np.float64
+    pd.testing.assert_frame_equal(first, data.generate_duration_traffic("normal", 300, seed=5, driver_stats=stats))
+    assert not first.equals(data.generate_duration_traffic("normal", 300, seed=6, driver_stats=stats))
+    for variant in data.VARIANTS:
+        traffic = data.generate_duration_traffic(variant, 300, seed=5, driver_stats=stats)
+        assert traffic["driver_id"].isin(data.driver_ids(variant)).all()
+        assert traffic["duration_minutes"].between(data.DURATION_MIN, data.DURATION_MAX).all()
+    with pytest.raises(ValueError, match="variant"):
+        data.generate_duration_traffic("sideways", 1, seed=1)
+
+
+def test_the_rankers_traffic_does_not_move_with_the_duration_stream(stats):
+    """Durations draw from a stream of their own: the ranker's replay of a seed stays what it was."""
+    before = data.generate_traffic("drift", 20, seed=8, driver_stats=stats)
+    data.generate_duration_traffic("drift", 20, seed=8, driver_stats=stats)
+    pd.testing.assert_frame_equal(before, data.generate_traffic("drift", 20, seed=8, driver_stats=stats))
+
+
+def test_durations_follow_the_documented_relation(stats):
+    frame = data.generate_duration_frame(4000, seed=9, driver_stats=stats)
+    assert list(frame.columns) == ["driver_id", "conv_rate", "acc_rate", "avg_daily_trips", "duration_minutes"]
+    residual = frame["duration_minutes"] - data.expected_duration(frame, "normal")
+    assert residual.mean() == pytest.approx(0.0, abs=0.2)
+    assert residual.std() == pytest.approx(data.DURATION_SPEC["normal"]["noise_sd"], rel=0.05)
+    assert 20 < frame["duration_minutes"].mean() < 24
+    # busy drivers do shorter trips: the documented negative avg_daily_trips weight is visible
+    assert np.corrcoef(frame["avg_daily_trips"], frame["duration_minutes"])[0, 1] < -0.4
+
+
+def test_duration_relation_changes_in_drift_and_the_target_moves(stats):
+    latest = data.latest_features(stats).loc[data.driver_ids("drift")]
+    # concept drift: drift drivers' trips take far longer than the normal relation says for their features
+    gap = data.expected_duration(latest, "drift") - data.expected_duration(latest, "normal")
+    assert 6 < gap.mean() < 11
+    normal = data.generate_duration_traffic("normal", 1000, seed=2, driver_stats=stats)["duration_minutes"]
+    drift = data.generate_duration_traffic("drift", 1000, seed=2, driver_stats=stats)["duration_minutes"]
+    assert (drift.mean() - normal.mean()) / normal.std() > 1.0      # target drift: > 1 normal sd
+    assert ks_2samp(normal, drift).pvalue < 1e-12

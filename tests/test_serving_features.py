@@ -59,7 +59,7 @@ def test_bootstrap_second_run_is_a_no_op(serving_world):
     lines: list[str] = []
     stamp_before = (serving_world.var_dir / "bootstrap.json").read_text()
     bootstrap(serving_world.settings, log=lines.append)
-    assert lines == [f"bootstrap: {step:<8} up to date" for step in ("data", "model", "features")]
+    assert lines == [f"bootstrap: {step:<8} up to date" for step in ("data", "model", "duration", "features")]
     assert (serving_world.var_dir / "bootstrap.json").read_text() == stamp_before
 
 

@@ -213,3 +213,37 @@ def test_a_rejected_request_is_an_error_not_a_crash(serving):
         generator.close()
     assert (counts.errors, counts.feedback_sent) == (1, 0)
     assert "422" in counts.last_error and "driver_ids" in counts.last_error
+
+
+def test_a_phase_also_asks_trip_duration_and_sends_the_realized_minutes_later(serving):
+    """The second model: /predict/duration for each request's driver, /feedback/duration with its realized duration."""
+    from serving.data import generate_duration_traffic, generate_traffic
+
+    url, events_file = serving
+    durations = generate_duration_traffic("drift", 20, seed=4)
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=200, feedback_delay=0.3, concurrency=4))
+    try:
+        counts = generator.run_phase("drift", "drift", 20, traffic=generate_traffic("drift", 20, seed=4),
+                                     durations=durations)
+        assert generator.wait_for_feedback(timeout=10)
+    finally:
+        generator.close()
+    snap = counts.snapshot()
+    assert (snap["duration_sent"], snap["duration_ok"], snap["duration_errors"]) == (20, 20, 0)
+    assert (snap["duration_feedback_sent"], snap["duration_feedback_ok"], snap["ok"]) == (20, 20, 20)
+    events = [e for e in read_events(events_file) if e["model"]["name"] == "trip_duration"]
+    predictions = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.prediction"}
+    feedback = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.feedback"}
+    assert len(predictions) == 20 and set(feedback) == set(predictions)
+    sent = sorted(zip(durations["driver_id"], durations["duration_minutes"]))
+    got = sorted((predictions[r]["prediction"]["driver_id"], feedback[r]["target"]["duration_minutes"])
+                 for r in predictions)
+    assert got == [(int(d), float(m)) for d, m in sent]
+    for request_id, prediction in predictions.items():
+        assert (datetime_of(feedback[request_id]) - datetime_of(prediction)).total_seconds() >= 0.25
+
+
+def test_duration_can_be_switched_off_and_the_flag_is_checked():
+    assert TrafficSettings.from_env({"TRAFFIC_DURATION": "no"}).duration is False
+    with pytest.raises(SettingsError, match="TRAFFIC_DURATION='maybe'"):
+        TrafficSettings.from_env({"TRAFFIC_DURATION": "maybe"})
