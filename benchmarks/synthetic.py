@@ -106,19 +106,28 @@ def class_probabilities(log_median: np.ndarray) -> np.ndarray:
     return np.column_stack([cdf[:, 0], cdf[:, 1] - cdf[:, 0], 1.0 - cdf[:, 1]])
 
 
+def realized_durations(log_median: np.ndarray, variant: str, rng: np.random.Generator) -> np.ndarray:
+    """Realized trip durations (minutes) around the features' log-median; the drift world's are longer."""
+    noise = rng.normal(0.0, DURATION_SIGMA, size=len(log_median))
+    return np.exp(log_median + noise) * (DRIFT_DURATION_FACTOR if variant == "drift" else 1.0)
+
+
+def predicted_duration(log_median: np.ndarray) -> np.ndarray:
+    """The regression oracle: the expected duration, the log-normal's mean."""
+    return np.exp(np.asarray(log_median) + DURATION_SIGMA ** 2 / 2)
+
+
 def _trips(variant: str, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The chosen drivers' rows, the oracle's log-median per row and the realized durations."""
     rows = chosen_rows(variant, n, seed)[["driver_id", *data.FEATURE_COLUMNS]].copy()
     log_median = duration_log_median(rows)
-    noise = np.random.default_rng([seed, 20]).normal(0.0, DURATION_SIGMA, size=len(rows))
-    realized = np.exp(log_median + noise) * (DRIFT_DURATION_FACTOR if variant == "drift" else 1.0)
-    return rows, log_median, realized
+    return rows, log_median, realized_durations(log_median, variant, np.random.default_rng([seed, 20]))
 
 
 def regression_rows(variant: str, n: int, seed: int) -> pd.DataFrame:
     """n logged trip_duration rows: driver, features, prediction (expected minutes), target (realized)."""
     rows, log_median, realized = _trips(variant, n, seed)
-    rows["prediction"] = np.exp(log_median + DURATION_SIGMA ** 2 / 2)     # the log-normal's mean
+    rows["prediction"] = predicted_duration(log_median)
     rows["target"] = realized
     return rows
 
