@@ -74,8 +74,10 @@ def test_promtool_rule_unit_tests_pass():
 @pytest.mark.parametrize("before, after, alert", [
     ("< 0.70", "< 0.60", "ModelQualityDegraded"),                       # a loosened threshold
     ('metric=~"f1|f1_macro"', 'metric="f1"', "ModelQualityDegraded"),   # multi-class macro F1 forgotten
-    ('{metric="mae"} * 1.5)', '{metric="mae"} * 1.4)', "RegressionQualityDegraded"),   # the ratio, tighter ...
-    ('{metric="mae"} * 1.5)', '{metric="mae"} * 1.9)', "RegressionQualityDegraded"),   # ... and looser
+    ('{metric="mae"} * 1.5\n', '{metric="mae"} * 1.4\n', "RegressionQualityDegraded"),   # the default ratio, tighter ...
+    ('{metric="mae"} * 1.5\n', '{metric="mae"} * 1.9\n', "RegressionQualityDegraded"),   # ... and looser
+    ("* on (monitor, job, instance) mlmon_regression_quality_alert_ratio", "* 1.5",     # the monitor's own ratio ignored
+     "RegressionQualityDegraded"),
     ('(mlmon_window_rows{kind="labelled"} >= 200)\n        for: 15m\n        labels:\n          severity: critical\n          metric: mae',
      '(mlmon_window_rows{kind="labelled"} >= 100)\n        for: 15m\n        labels:\n          severity: critical\n          metric: mae',
      "RegressionQualityDegraded"),                                     # too few labelled rows let through
