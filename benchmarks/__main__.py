@@ -13,6 +13,7 @@ SUITES = {
     "shared_read": "benchmarks.shared_read",
     "drift_calibration": "benchmarks.drift_calibration",
     "target_drift": "benchmarks.target_drift",       # also part of drift_calibration
+    "regression_target_drift": "benchmarks.regression_target_drift",
     "estimation": "benchmarks.estimation",
 }
 

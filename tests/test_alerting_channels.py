@@ -133,6 +133,38 @@ def test_an_incident_is_one_firing_and_one_resolved_message_per_channel(stack, h
     assert resolved.body["attachments"][0]["color"] == "good"
 
 
+def test_a_regression_monitor_s_incident_is_its_own_message_and_processor_down_silences_it(stack, healthy, mail):
+    """trip_duration's drift, target drift and MAE alert make one message per channel beside another
+    model's incident, never merged with it; while LogProcessorDown fires for the processor they came
+    from, RegressionQualityDegraded is inhibited like the other verdicts."""
+    sink = healthy
+    regression = [ml_alert("reg_incident", "DataDriftDetected", "warning"),
+                  ml_alert("reg_incident", "TargetDrift", "warning", column="target.duration_minutes",
+                           method="wasserstein"),
+                  ml_alert("reg_incident", "RegressionQualityDegraded", "critical", metric="mae")]
+    stack.alertmanager.post_alerts(regression + incident("beside_reg"))
+    for monitor in ("reg_incident", "beside_reg"):
+        sink.wait_for("webhook", about(monitor), timeout=20)
+    time.sleep(5)
+    (message,) = chat_messages(sink, "webhook", "reg_incident")
+    assert sorted(a["labels"]["alertname"] for a in message.body["alerts"]) == [
+        "DataDriftDetected", "RegressionQualityDegraded", "TargetDrift"]
+    assert message.body["groupLabels"] == {"monitor": "reg_incident"} and message.body["receiver"] == "ml-oncall"
+    assert len(chat_messages(sink, "webhook", "beside_reg")) == 1
+
+    down = {"labels": {"alertname": "LogProcessorDown", "severity": "critical", "team": "ml",
+                       "job": "log_processor", "instance": "lp:8309", **LINKS},
+            "annotations": {"summary": "Log processor lp:8309 is down", "dashboard": "ml-service-health"}}
+    quality = ml_alert("reg_silenced", "RegressionQualityDegraded", "critical", metric="mae")
+    stack.alertmanager.post_alerts([down])
+    sink.wait_for("webhook", lambda m: any(a["labels"]["alertname"] == "LogProcessorDown"
+                                           for a in m.body.get("alerts", [])), timeout=20)
+    stack.alertmanager.post_alerts([down, quality])
+    time.sleep(5)
+    assert not chat_messages(sink, "webhook", "reg_silenced")
+    stack.alertmanager.post_alerts([{**down, "endsAt": (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()}])
+
+
 def test_a_lone_feature_drift_reaches_chat_on_its_own(stack, healthy, mail):
     sink = healthy
     stack.alertmanager.post_alerts([ml_alert("lone_feature", "FeatureDrift", "info", feature="conv_rate", method="ks")])

@@ -25,7 +25,7 @@ RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 ISSUE_ALERTS = {
     "DataDriftDetected", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "LabelCoverageLow",
     "MonitoringStale", "LogProcessorDown", "ServingDown", "ServingHighErrorRate", "ServingHighLatency",
-    "EventsDropped", "EstimatedQualityDrop",
+    "EventsDropped", "EstimatedQualityDrop", "RegressionQualityDegraded",
 }
 
 promtool = shutil.which("promtool")
@@ -71,17 +71,28 @@ def test_promtool_rule_unit_tests_pass():
 
 
 @needs_promtool
-def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path):
-    """The unit tests are not vacuous: loosening one threshold makes them fail."""
+@pytest.mark.parametrize("before, after, alert", [
+    ("< 0.70", "< 0.60", "ModelQualityDegraded"),                       # a loosened threshold
+    ('metric=~"f1|f1_macro"', 'metric="f1"', "ModelQualityDegraded"),   # multi-class macro F1 forgotten
+    ('{metric="mae"} * 1.5\n', '{metric="mae"} * 1.4\n', "RegressionQualityDegraded"),   # the default ratio, tighter ...
+    ('{metric="mae"} * 1.5\n', '{metric="mae"} * 1.9\n', "RegressionQualityDegraded"),   # ... and looser
+    ("* on (monitor, job, instance) mlmon_regression_quality_alert_ratio", "* 1.5",     # the monitor's own ratio ignored
+     "RegressionQualityDegraded"),
+    ('(mlmon_window_rows{kind="labelled"} >= 200)\n        for: 15m\n        labels:\n          severity: critical\n          metric: mae',
+     '(mlmon_window_rows{kind="labelled"} >= 100)\n        for: 15m\n        labels:\n          severity: critical\n          metric: mae',
+     "RegressionQualityDegraded"),                                     # too few labelled rows let through
+])
+def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path, before, after, alert):
+    """The unit tests are not vacuous: moving one threshold of an alert makes them fail on that alert."""
     (tmp_path / "rules").mkdir()
     source = (PROM / "rules" / "ml_monitoring.yml").read_text()
-    assert "< 0.70" in source
-    (tmp_path / "rules" / "ml_monitoring.yml").write_text(source.replace("< 0.70", "< 0.60"))
+    assert source.count(before) == 1, before
+    (tmp_path / "rules" / "ml_monitoring.yml").write_text(source.replace(before, after))
     (tmp_path / "tests").mkdir()
     shutil.copy(PROM / "tests" / "ml_monitoring_test.yml", tmp_path / "tests")
     result = run(promtool, "test", "rules", tmp_path / "tests" / "ml_monitoring_test.yml")
     assert result.returncode != 0
-    assert "ModelQualityDegraded" in result.stdout + result.stderr
+    assert f"alertname: {alert}" in result.stdout + result.stderr
 
 
 SECRET_NAMES = ("slack_api_url", "webhook_url", "telegram_bot_token")
@@ -174,6 +185,10 @@ def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets,
 @pytest.mark.parametrize("labels, receiver", [
     ({"alertname": "DataDriftDetected", "team": "ml", "monitor": "m", "severity": "warning"}, "ml-oncall"),
     ({"alertname": "ModelQualityDegraded", "team": "ml", "monitor": "m", "severity": "critical"}, "ml-oncall"),
+    ({"alertname": "RegressionQualityDegraded", "team": "ml", "monitor": "trip_duration", "severity": "critical",
+      "metric": "mae"}, "ml-oncall"),
+    ({"alertname": "TargetDrift", "team": "ml", "monitor": "trip_duration", "severity": "warning",
+      "column": "target.duration_minutes", "method": "wasserstein"}, "ml-oncall"),
     ({"alertname": "FeatureDrift", "team": "ml", "monitor": "m", "severity": "info"}, "ml-chat"),
     ({"alertname": "LogProcessorDown", "team": "ml", "severity": "critical"}, "ml-oncall"),
     ({"alertname": "ServingDown", "team": "platform", "severity": "critical"}, "platform-oncall"),
@@ -193,6 +208,20 @@ def test_ml_alerts_group_per_monitor_and_the_others_per_alert_and_instance():
     ml = route["routes"][0]
     assert ml["matchers"] == ['team="ml"', 'monitor=~".+"'] and ml["group_by"] == ["monitor"]
     assert ml["routes"][0]["matchers"] == ['severity="info"'] and "group_by" not in ml["routes"][0]
+
+
+def test_log_processor_down_inhibits_every_alert_on_the_processor_s_verdicts():
+    """Each alert computed from mlmon_* series (so frozen while the processor cannot be scraped) is in the
+    inhibition's target regex: a new verdict alert left out of it would page beside LogProcessorDown."""
+    rules = yaml.safe_load((PROM / "alertmanager.yml").read_text())["inhibit_rules"]
+    (down,) = [r for r in rules if r["source_matchers"] == ['alertname="LogProcessorDown"']]
+    assert down["equal"] == ["job", "instance"]
+    (matcher,) = down["target_matchers"]
+    pattern = re.fullmatch(r'alertname=~"(.+)"', matcher)[1]
+    verdicts = {rule["alert"] for rule in all_rules() if "alert" in rule and "mlmon_" in rule["expr"]}
+    assert {"RegressionQualityDegraded", "ModelQualityDegraded", "TargetDrift"} <= verdicts
+    assert {name for name in verdicts if not re.fullmatch(pattern, name)} == set()
+    assert not re.fullmatch(pattern, "LogProcessorDown") and not re.fullmatch(pattern, "ServingDown")
 
 
 def test_data_drift_inhibits_feature_drift_of_the_same_monitor_only():

@@ -158,6 +158,10 @@ def test_the_name_check_catches_what_it_should():
     ("mlmon_classification_quality", "model_quality.json"), ("mlmon_label_coverage_ratio", "model_quality.json"),
     ("mlmon_class_share", "model_quality.json"), ("mlmon_confusion_matrix", "model_quality.json"),
     ("mlmon_estimated_classification_quality", "model_quality.json"), ("mlmon_estimation_error", "model_quality.json"),
+    ("mlmon_regression_quality", "model_quality.json"), ("mlmon_reference_regression_quality", "model_quality.json"),
+    ("mlmon_class_quality", "model_quality.json"), ("mlmon_probabilistic_quality", "model_quality.json"),
+    ("mlmon_reference_probabilistic_quality", "model_quality.json"), ("mlmon_calibration_curve", "model_quality.json"),
+    ("mlmon_target_drift_score", "drift.json"), ("mlmon_target_drift_threshold", "drift.json"),
     ("serving_requests_total", "service_health.json"), ("serving_request_duration_seconds_bucket", "service_health.json"),
     ("serving_events_dropped_total", "service_health.json"),
     ("mlmon_evaluation_duration_seconds_bucket", "service_health.json"),
@@ -166,6 +170,55 @@ def test_the_name_check_catches_what_it_should():
 def test_each_dashboard_shows_what_it_is_for(needle, dashboard):
     used = {name for file, _, expr in prometheus_queries() if file == dashboard for name in metric_names(substitute(expr))}
     assert needle in used
+
+
+def rows_of(board: dict) -> dict[str, list[dict]]:
+    """Row title -> the panels under it (a row's panels follow it in `panels` until the next row)."""
+    rows: dict[str, list[dict]] = {}
+    current = None
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], [])
+        elif current is not None:
+            current.append(panel)
+    return rows
+
+
+@pytest.mark.parametrize("row, series, metrics", [
+    ("Regression", {"mlmon_regression_quality", "mlmon_reference_regression_quality"},
+     {"mae", "rmse", "mape", "r2", "mean_error", "abs_error_p50", "abs_error_p90"}),
+    ("Multi-class", {"mlmon_classification_quality", "mlmon_reference_classification_quality", "mlmon_class_quality"},
+     {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1"}),
+    ("Probabilistic", {"mlmon_probabilistic_quality", "mlmon_reference_probabilistic_quality", "mlmon_calibration_curve"},
+     {"roc_auc", "log_loss", "brier", "calibration_error"}),
+])
+def test_model_quality_has_a_row_per_new_kind_showing_each_metric_against_its_reference(row, series, metrics):
+    """Each metric of the contract's set is on a panel of its row, and every panel there but the
+    per-class ones and the calibration curve sets the window beside the reference."""
+    rows = rows_of(json.loads((REPO / "grafana" / "dashboards" / "model_quality.json").read_text()))
+    (title,) = [t for t in rows if t.startswith(row)]
+    exprs = [[t["expr"] for t in panel["targets"]] for panel in rows[title]]
+    assert series <= {name for panel in exprs for expr in panel for name in metric_names(substitute(expr))}
+    shown = {m for panel in exprs for expr in panel
+             for group in re.findall(r'metric=~?"([^"]+)"', expr) for m in group.split("|")}
+    assert metrics <= shown, sorted(metrics - shown)
+    for panel, targets in zip(rows[title], exprs):
+        names = {name for expr in targets for name in metric_names(substitute(expr))}
+        if names & {"mlmon_class_quality", "mlmon_calibration_curve"}:
+            continue
+        assert any(n.startswith("mlmon_reference_") for n in names), f"{panel['title']}: no reference beside it"
+
+
+def test_target_drift_panels_show_every_task_s_target():
+    """No method or column matcher on the target-drift queries: a regression monitor's wasserstein series
+    (target.duration_minutes) shows beside a classifier's jensenshannon one."""
+    rows = rows_of(json.loads((REPO / "grafana" / "dashboards" / "drift.json").read_text()))
+    (title,) = [t for t in rows if t.startswith("Target")]
+    exprs = [t["expr"] for panel in rows[title] for t in panel["targets"]]
+    assert {"mlmon_target_drift_score", "mlmon_target_drift_threshold", "mlmon_target_drift_detected"} <= {
+        name for expr in exprs for name in metric_names(substitute(expr))}
+    assert not [e for e in exprs if re.search(r"\b(method|column)\s*=", e)], exprs
+    assert all("{{method}}" in t["legendFormat"] for panel in rows[title] for t in panel["targets"])
 
 
 # --- real Prometheus ---

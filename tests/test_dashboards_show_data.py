@@ -7,10 +7,17 @@ On top of the normal and drifted traffic the run gets what an operator's searche
 requests (4xx, ml.request_error events) and one prediction made slow by a client that sends its
 body late. Serving's JSON log lines are indexed into logs-serving-* as Filebeat would.
 
+A multi-class monitor (`trip_type`, benchmarks/synthetic.py's events with class scores, its reference
+written beside the run's monitors.yaml) is added to the run, since serving has no multi-class model;
+the regression monitor (`trip_duration`) is the demo's own.
+
 Then every query of every Grafana panel and variable runs against that Prometheus, with the
 template variables substituted as Grafana substitutes them (every value of `$monitor` one by one,
 and "All"); the Grafana Elasticsearch panel and every Kibana saved search run against the store.
-Each must return something; a failure names the dashboard, panel and query.
+A panel is asked only of the monitors whose task exports what it shows (`panel_tasks`: the
+series it uses and the row it sits in; `mlmon_monitor_task` says each monitor's task), and every panel
+must have at least one such monitor in the run. Each must return something; a failure names the
+dashboard, panel and query.
 """
 from __future__ import annotations
 
@@ -22,12 +29,16 @@ import socket
 import time
 import urllib.parse
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from elasticsearch import helpers
 
-from common.schema import LOGS_INDEX_PREFIX, daily_index
+import yaml
+
+from benchmarks import synthetic
+from common.schema import LOGS_INDEX_PREFIX, daily_index, utc_now
 from common.store import StoreSettings, connect
 from demo.__main__ import monitor_name
 from demo.alerting_stack import missing_binaries
@@ -36,7 +47,7 @@ from demo.runner import Story
 from demo.settings import DemoSettings
 from demo.stack import EmbeddedStack
 from demo.traffic import post_json
-from tests.test_compose_grafana import DASHBOARDS, _datasource_uids, _es_targets, _panels
+from tests.test_compose_grafana import DASHBOARDS, _datasource_uids, _es_targets, _panels, metric_names, rows_of
 from tests.test_compose_kibana import _by_type, _search_source
 
 pytestmark = [
@@ -48,13 +59,94 @@ pytestmark = [
 SLOW_BODY_PAUSE = 0.4  # seconds; the slow-predictions saved search starts at 250 ms
 
 
+MULTICLASS_ROWS = 300     # more than the demo's latest-N window (its shorter phase, 200 here)
+
+
 class StackOnTestStore(EmbeddedStack):
-    """The demo's embedded stack, writing to the test's store instead of starting its own."""
+    """The demo's embedded stack, writing to the test's store instead of starting its own, with a
+    multi-class monitor beside the demo's."""
 
     test_store_url = ""
 
     def _start_store(self) -> None:
         self.urls.store = self.test_store_url  # the fixture already applied the index templates
+
+    def _monitors_file(self) -> Path:
+        """The demo's monitors plus `trip_type` (contract shape; window, interval and row limits as the
+        demo gives its own monitors), reading synthetic.multiclass_reference_frame()."""
+        path = super()._monitors_file()
+        config = yaml.safe_load(path.read_text())
+        reference = self.settings.state_dir / "trip_type_reference.parquet"
+        synthetic.multiclass_reference_frame().to_parquet(reference)
+        trip_type = {key: value for key, value in config["monitors"][0].items() if key != "estimation"}
+        trip_type.update(name=synthetic.MULTICLASS_MODEL, task="multiclass_classification",
+                         model_name=synthetic.MULTICLASS_MODEL, classes=list(synthetic.CLASSES),
+                         prediction={"label": "prediction.class", "scores": "prediction.class_scores"},
+                         target="target.class", reference={"parquet": str(reference)})
+        config["monitors"].append(trip_type)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+
+def index_multiclass_events(es) -> None:
+    """trip_type's predictions of the last minute, every one labelled a second later."""
+    end = utc_now()
+    rows = synthetic.multiclass_rows("normal", MULTICLASS_ROWS, 77)
+    events = synthetic.task_events(rows, "multiclass_classification", end - timedelta(seconds=60), end,
+                                   delay_seconds=1.0, seed=77)
+    helpers.bulk(es, synthetic.bulk_actions(events), refresh=True)
+
+
+# --- which monitors a panel is asked of ----------------------------------------------------------
+
+CLASSIFIERS = {"binary_classification", "multiclass_classification"}
+TASKS = CLASSIFIERS | {"regression"}
+SERIES_TASKS = {   # the tasks whose monitors export a series (docs/metrics.md); unlisted: every task
+    "mlmon_regression_quality": {"regression"}, "mlmon_reference_regression_quality": {"regression"},
+    "mlmon_class_quality": {"multiclass_classification"},
+    "mlmon_classification_quality": CLASSIFIERS, "mlmon_reference_classification_quality": CLASSIFIERS,
+    "mlmon_class_share": CLASSIFIERS, "mlmon_confusion_matrix": CLASSIFIERS,
+    # scored classifiers: the binary monitor's score, trip_type's class_scores
+    "mlmon_probabilistic_quality": CLASSIFIERS, "mlmon_reference_probabilistic_quality": CLASSIFIERS,
+    "mlmon_calibration_curve": CLASSIFIERS,
+    # `estimation` is binary-only
+    "mlmon_estimated_classification_quality": {"binary_classification"},
+    "mlmon_estimated_classification_quality_lower": {"binary_classification"},
+    "mlmon_estimated_classification_quality_upper": {"binary_classification"},
+    "mlmon_estimation_error": {"binary_classification"}, "mlmon_score_calibration_error": {"binary_classification"},
+}
+ROW_TASKS = {"Regression": {"regression"}, "Multi-class": {"multiclass_classification"}, "Probabilistic": CLASSIFIERS}
+
+
+def panel_tasks(board: dict) -> dict[int, set[str]]:
+    """Panel id -> the tasks whose monitors it must show data for: every series it uses must be
+    exported for them, and a panel in a task's row (ROW_TASKS, by the row title's first word) is
+    that task's."""
+    row_of = {panel["id"]: title for title, panels in rows_of(board).items() for panel in panels}
+    tasks = {}
+    for panel in _panels(board):
+        allowed = set(TASKS)
+        for target in panel.get("targets", []):
+            for name in metric_names(target.get("expr", "")):
+                allowed &= SERIES_TASKS.get(name, TASKS)
+        row = row_of.get(panel["id"], "")
+        allowed &= next((t for prefix, t in ROW_TASKS.items() if row.startswith(prefix)), TASKS)
+        tasks[panel["id"]] = allowed
+    return tasks
+
+
+def test_panel_tasks_follow_the_series_and_the_row():
+    """The selection above is not vacuous: the new rows go to their task's monitors, the rest to all."""
+    board = json.loads(next(p for p in DASHBOARDS if p.name == "model_quality.json").read_text())
+    by_title = {panel["title"]: panel_tasks(board)[panel["id"]] for panel in _panels(board)}
+    assert by_title["MAE / RMSE vs reference"] == {"regression"}
+    assert by_title["Per-class precision / recall / F1 (latest window)"] == {"multiclass_classification"}
+    assert by_title["Macro precision / recall / F1 and accuracy vs reference"] == {"multiclass_classification"}
+    assert by_title["ROC AUC vs reference"] == CLASSIFIERS
+    assert by_title["Estimated vs realized: accuracy / F1"] == {"binary_classification"}
+    assert by_title["Confusion matrix (latest window)"] == CLASSIFIERS
+    assert by_title["Label coverage"] == TASKS
+    assert all(tasks for tasks in by_title.values()), "a panel no task can fill"
 
 
 # --- Grafana's variable substitution -------------------------------------------------------------
@@ -143,6 +235,7 @@ def demo_run(store_url, tmp_path):
     es = connect(StoreSettings(url=store_url))
     try:
         stack.start()
+        index_multiclass_events(es)
         story = Story(stack, monitor_name(), StatusWriter(io.StringIO()))
         story.run()
         # the alert messages are tests/test_demo_e2e.py's business; here only the data matters
@@ -172,16 +265,25 @@ def test_every_panel_query_and_saved_search_returns_data_after_a_demo_run(demo_r
     empty, checked = [], 0
     scrape_interval = _datasource_uids()["prometheus-ml"]["jsonData"]["timeInterval"]
 
+    task_of = {series["metric"]["monitor"]: series["metric"]["task"] for series in prom_query(prometheus, "mlmon_monitor_task")}
     for path in DASHBOARDS:
         board = json.loads(path.read_text())
         builtins = builtin_variables(board, scrape_interval)
-        targets = [(panel["title"], target["expr"]) for panel in _panels(board) for target in panel.get("targets", [])
+        tasks = panel_tasks(board)
+        targets = [(panel["title"], tasks[panel["id"]], target["expr"]) for panel in _panels(board)
+                   for target in panel.get("targets", [])
                    if target.get("datasource", panel.get("datasource", {})).get("type") == "prometheus"]
         choices = monitor_values(board, prometheus)
         if len(choices) < 2:
             empty.append(f"{path.name} / variable monitor: label_values found no monitor")
-        for title, expr in targets:
-            for selected, text in choices:
+        empty += [f"{path.name} / variable monitor: {value} has no mlmon_monitor_task"
+                  for value, _ in choices if value != "All" and value not in task_of]
+        for title, panel_task, expr in targets:
+            asked = [(selected, text) for selected, text in choices
+                     if selected == "All" or task_of.get(selected) in panel_task]
+            if len(asked) < 2:
+                empty.append(f"{path.name} / {title}: no monitor of task {sorted(panel_task)} in the run")
+            for selected, text in asked:
                 query = expr.replace("$monitor", text)
                 for name, value in builtins.items():
                     query = query.replace(name, value)
