@@ -319,7 +319,7 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         label_horizon_seconds=s.duration("label_horizon", 3600.0),
         max_rows=max_rows,
         reference=_reference(s.section("reference", ("parquet", "manifest", "store")), base_dir),
-        drift=_drift(s, features, min_rows),
+        drift=_drift(s, features, min_rows, task),
         sample_seed=s.number("sample_seed", None, integer=True),
         estimation=_estimation(s),
         task=task,
@@ -415,12 +415,12 @@ def _rule(s: _Section, default: DriftRule | None) -> DriftRule:
     return DriftRule(method=method, threshold=threshold)
 
 
-def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int) -> DriftConfig:
+def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int, task: str = BINARY) -> DriftConfig:
     s = monitor.section("drift", ("method", "threshold", "drift_share", "columns", "prediction", "alpha"), {})
     feature_names = [f.name for f in features]
     share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
     if s.has("alpha"):
-        return _calibrated_drift(s, features, share, min_rows)
+        return _calibrated_drift(s, features, share, min_rows, task)
     default = _rule(s, DriftRule("wasserstein", 0.1))
     per_column: dict[str, DriftRule] = {}
     columns = s.raw("columns", {})
@@ -432,11 +432,14 @@ def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int) -> D
                               f"not a feature of this monitor (features: {', '.join(feature_names)})")
         per_column[name] = _rule(_Section(s.doc, f"{s.key('columns')}.{name}", columns[name],
                                           ("method", "threshold")), default)
-    prediction = _rule(s.section("prediction", ("method", "threshold"), {}), default)
+    # A multi-class prediction is a class: a categorical method unless one is set.
+    prediction_default = DriftRule("jensenshannon", DEFAULT_THRESHOLDS["jensenshannon"]) if task == MULTICLASS else default
+    prediction = _rule(s.section("prediction", ("method", "threshold"), {}), prediction_default)
     return DriftConfig(default=default, drift_share=share, per_column=per_column, prediction=prediction)
 
 
-def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int) -> DriftConfig:
+def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int,
+                      task: str = BINARY) -> DriftConfig:
     """`alpha`: each column's method follows its type (calibration.CALIBRATED_METHODS) and its threshold
     comes from the reference, so neither may be set by hand; windows below the calibrated sizes are
     refused here, with the smallest usable size."""
@@ -453,5 +456,6 @@ def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, 
                           f"min_rows must be at least {SIZES[0]}")
     per_column = {f.name: DriftRule(CALIBRATED_METHODS[f.type], math.nan) for f in features}
     numerical = DriftRule(CALIBRATED_METHODS["numerical"], math.nan)
-    return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=numerical,
+    prediction = DriftRule(CALIBRATED_METHODS["categorical" if task == MULTICLASS else "numerical"], math.nan)
+    return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=prediction,
                        alpha=alpha)
