@@ -140,3 +140,33 @@ def test_a_multiclass_reference_with_a_class_outside_classes_is_refused(tmp_path
     frame.loc[3, "target"] = "huge"
     with pytest.raises(ValueError, match=r"reference column 'target' has classes \['huge'\]"):
         prepared(tmp_path_factory, data.MULTICLASS_YAML, frame)
+
+
+BINARY_YAML = data.REGRESSION_YAML.replace("    task: regression\n", "").replace(
+    "{value: prediction.value}", "{label: prediction.label, score: prediction.score}").replace(
+    "target.duration_minutes", "target.trip_completed").replace("    quality: {alert_ratio: 1.5}\n", "")
+
+
+def binary_rows(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = data.features(n, rng)
+    score = 1 / (1 + np.exp(-(4 * x["conv_rate"].to_numpy() - 2.5)))
+    return x.assign(prediction=(score >= 0.5).astype(int), prediction_score=score,
+                    target=(rng.random(n) < score).astype(int))
+
+
+def test_binary_quality_is_unchanged_and_gains_the_probabilistic_family(tmp_path_factory):
+    monitor, reference = prepared(tmp_path_factory, BINARY_YAML, binary_rows(3000, seed=5))
+    window = binary_rows(1000, seed=40)
+    ev = evaluate(reference, window, monitor)
+    y, p, s = window["target"], window["prediction"], window["prediction_score"].to_numpy()
+    assert ev.task == "binary_classification" and ev.prediction_drift.column == "prediction.score"
+    assert ev.quality == pytest.approx({"accuracy": sk.accuracy_score(y, p), "precision": sk.precision_score(y, p),
+                                        "recall": sk.recall_score(y, p), "f1": sk.f1_score(y, p)})
+    assert ev.probabilistic == pytest.approx({"roc_auc": sk.roc_auc_score(y, s), "log_loss": sk.log_loss(y, s),
+                                              "brier": sk.brier_score_loss(y, s),
+                                              "calibration_error": ev.probabilistic["calibration_error"]})
+    assert ev.probabilistic["calibration_error"] < 0.08 and len(ev.calibration_curve) >= 5
+    assert ev.class_quality == {} and set(ev.class_share) == {(src, c) for src in ("prediction", "target") for c in "01"}
+    one_class = window[window["target"] == 1]
+    assert "roc_auc" not in evaluate(reference, one_class, monitor).probabilistic     # undefined: absent, no error
