@@ -143,3 +143,25 @@ def test_multiclass_cycle_and_its_wrong_documents(es, store_url, multiclass_moni
     assert one(exporter, "mlmon_class_share", source="prediction", **{"class": "short"}) is not None
     assert one(exporter, "mlmon_target_drift_detected", column="target.class", method="jensenshannon") == 0
     assert one(exporter, "mlmon_prediction_drift_detected", column="prediction.class", method="jensenshannon") == 0
+
+
+def test_report_shows_the_regression_section_beside_the_reference(es, store_url, regression_monitor):
+    from log_processor.app import create_app
+    from log_processor.scheduler import Processor
+    from log_processor.settings import ProcessorSettings
+
+    load(es, data.regression_events(data.regression_rows(500, seed=33), *span(), seed=33))
+    processor = Processor(ProcessorSettings(store=StoreSettings(url=store_url), write_summaries=False),
+                          (regression_monitor,))
+    try:
+        assert processor.runners["trip_duration"].run_once() == "ok"
+        client = create_app(processor=processor, start=False).test_client()
+        page = client.get("/report?monitor=trip_duration").get_data(as_text=True)
+        assert "<h2>Regression quality (labelled rows)</h2>" in page
+        assert "<b>Regression quality</b>: mae " in page and "(reference " in page
+        quality = client.get("/report?monitor=trip_duration&part=quality")
+        assert quality.status_code == 200 and "MAE" in quality.get_data(as_text=True)
+        summary = client.get("/report.json?monitor=trip_duration").json["latest"]
+        assert summary["task"] == "regression" and set(summary["quality"]) >= {"mae", "rmse", "r2"}
+    finally:
+        processor.stop()
