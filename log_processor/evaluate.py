@@ -28,7 +28,6 @@ from log_processor.estimation import Estimation, ScoreCalibration, estimate
 from log_processor.monitors import BINARY, DEFAULT_THRESHOLDS, REGRESSION, DriftRule, Monitor
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.tasks import Task, TaskQuality, task_for
-from log_processor.tasks.binary import QUALITY_METRICS  # noqa: F401 (the binary metrics, as before)
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
 CLASSES = ("0", "1")                 # the binary monitor's classes

@@ -3,14 +3,10 @@ events in the store, a reference Parquet built here, one cycle of the runner, th
 serves and the summary document; wrong documents are counted by reason and never fail the cycle."""
 from __future__ import annotations
 
-import dataclasses
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from elasticsearch import helpers
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from common.store import StoreSettings
 from log_processor.exporter import Exporter
@@ -18,19 +14,7 @@ from log_processor.monitors import load_monitors
 from log_processor.scheduler import MonitorRunner
 from log_processor.store import EventStore
 from tests import task_data as data
-
-
-def samples(exporter, name):
-    out = {}
-    for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
-        for s in family.samples:
-            if s.name == name:
-                out[tuple(sorted((k, v) for k, v in s.labels.items() if k != "monitor"))] = s.value
-    return out
-
-
-def one(exporter, name, **labels):
-    return samples(exporter, name).get(tuple(sorted(labels.items())))
+from tests.test_log_processor_store import one, samples
 
 
 def load(es, docs):
@@ -50,20 +34,20 @@ def span(minutes=(10, 1)):
     return at - timedelta(minutes=minutes[0]), at - timedelta(minutes=minutes[1])
 
 
+def monitor_over(tmp_path_factory, yaml_text, reference):
+    """The monitor of `yaml_text` with `reference` written as its Parquet (calibrated on its first cycle)."""
+    path = data.write_monitor(tmp_path_factory.mktemp("monitor"), yaml_text, reference)
+    return load_monitors(path, interval_override=0.5)[0]
+
+
 @pytest.fixture(scope="module")
 def regression_monitor(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("regression")
-    (monitor,) = load_monitors(data.write_monitor(tmp, data.REGRESSION_YAML, data.regression_rows(3000, seed=1)),
-                               interval_override=0.5)
-    return monitor
+    return monitor_over(tmp_path_factory, data.REGRESSION_YAML, data.regression_rows(3000, seed=1))
 
 
 @pytest.fixture(scope="module")
 def multiclass_monitor(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multiclass")
-    (monitor,) = load_monitors(data.write_monitor(tmp, data.MULTICLASS_YAML, data.multiclass_rows(3000, seed=1)),
-                               interval_override=0.5)
-    return monitor
+    return monitor_over(tmp_path_factory, data.MULTICLASS_YAML, data.multiclass_rows(3000, seed=1))
 
 
 def test_regression_cycle_exports_quality_target_drift_and_a_summary(es, store_url, regression_monitor):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition
 from evidently.metrics import Accuracy, F1Score, Precision, Recall
