@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
@@ -271,8 +272,13 @@ def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, nu
 
 
 def _as_class(series: pd.Series, monitor: Monitor) -> pd.Series:
-    """A classifier's labels as the class names of the gauges ("0"/"1" for the binary monitor)."""
-    return series.astype(int).astype(str) if monitor.task == BINARY else series.astype(str)
+    """A classifier's labels as the class names of the gauges: "0"/"1" for the binary monitor; for a
+    multi-class one, its class strings (the window) or their codes (the quality frame, tasks/multiclass.py)."""
+    if monitor.task == BINARY:
+        return series.astype(int).astype(str)
+    if pd.api.types.is_integer_dtype(series):
+        return pd.Series(np.asarray(monitor.classes, dtype=object)[series.to_numpy()], index=series.index)
+    return series.astype(str)
 
 
 def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], float]:

@@ -2,7 +2,12 @@
 class, and per class precision, recall and F1, all Evidently's (`MulticlassClassification` with the
 labels only: given scores, Evidently would rank by them instead of reading the logged class). With a
 score vector, the probabilistic family too, from a second classification over the scores. The predicted
-class is the prediction-drift column (categorical)."""
+class is the prediction-drift column (categorical).
+
+Evidently is handed each class as its index in `classes` (and the score columns named "0", "1", ...):
+scikit-learn, under Evidently, sorts the labels of every metric again, and sorting strings made the
+quality report five times slower than sorting integers (3.1 s against 0.6 s at 50 000 labelled rows).
+The per-class values are named by class again when they are read."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -46,18 +51,18 @@ class Multiclass:
 
     def quality_frame(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
         labelled = frame[frame[TARGET].notna()]
-        out = {TARGET: labelled[TARGET].astype(str).to_numpy(), PREDICTION: labelled[PREDICTION].astype(str).to_numpy()}
-        if monitor.prediction_scores:     # Evidently names the score columns by their class
-            out.update({c: labelled[score_column(c)].to_numpy(dtype=float) for c in monitor.classes})
+        out = {TARGET: codes(labelled[TARGET], monitor), PREDICTION: codes(labelled[PREDICTION], monitor)}
+        if monitor.prediction_scores:     # Evidently names the score columns by their class (its code)
+            out.update({str(i): labelled[score_column(c)].to_numpy(dtype=float) for i, c in enumerate(monitor.classes)})
         return pd.DataFrame(out)
 
     def definition(self, monitor: Monitor) -> DataDefinition:
         classifications = [MulticlassClassification(target=TARGET, prediction_labels=PREDICTION)]
         if monitor.prediction_scores:
             classifications.append(MulticlassClassification(name=probabilistic.PROBAS, target=TARGET,
-                                                            prediction_probas=list(monitor.classes)))
+                                                            prediction_probas=_score_names(monitor)))
         return DataDefinition(categorical_columns=[TARGET, PREDICTION],
-                              numerical_columns=list(monitor.classes) if monitor.prediction_scores else None,
+                              numerical_columns=_score_names(monitor) if monitor.prediction_scores else None,
                               classification=classifications)
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
@@ -75,12 +80,12 @@ class Multiclass:
         per_class = {}
         for name in PER_CLASS:
             by_label = raw.get(f"c:{name}") or {}
-            per_class.update({(str(c), name): v for c, v in by_label.items()})
+            per_class.update({(monitor.classes[int(code)], name): v for code, v in by_label.items()})
         quality = TaskQuality(metrics=finite({k: raw[k] for k in QUALITY_METRICS}), per_class=finite(per_class))
         if not monitor.prediction_scores:
             return quality
-        scores = labelled[list(monitor.classes)].to_numpy(dtype=float)
-        onehot = (labelled[TARGET].to_numpy()[:, None] == np.array(monitor.classes)[None, :]).astype(float)
+        scores = labelled[_score_names(monitor)].to_numpy(dtype=float)
+        onehot = (labelled[TARGET].to_numpy()[:, None] == np.arange(len(monitor.classes))[None, :]).astype(float)
         top = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=int)
         hits = onehot[np.arange(len(top)), top] if len(top) else np.zeros(0)
         hand, curve = probabilistic.by_hand(scores.max(axis=1) if len(scores) else np.zeros(0), hits, scores, onehot)
@@ -89,3 +94,12 @@ class Multiclass:
 
 
 TASK = Multiclass()
+
+
+def codes(classes: pd.Series, monitor: Monitor) -> np.ndarray:
+    """Each class as its index in the monitor's `classes` (validated upstream: none is outside them)."""
+    return pd.Categorical(classes.astype(str), categories=list(monitor.classes)).codes.astype(np.int64)
+
+
+def _score_names(monitor: Monitor) -> list[str]:
+    return [str(i) for i in range(len(monitor.classes))]
