@@ -170,3 +170,24 @@ def test_binary_quality_is_unchanged_and_gains_the_probabilistic_family(tmp_path
     assert ev.class_quality == {} and set(ev.class_share) == {(src, c) for src in ("prediction", "target") for c in "01"}
     one_class = window[window["target"] == 1]
     assert "roc_auc" not in evaluate(reference, one_class, monitor).probabilistic     # undefined: absent, no error
+
+
+def test_a_window_without_verdict_removes_the_tasks_series_and_keeps_the_references(regression):
+    from collections import Counter
+
+    from log_processor.exporter import Exporter
+    from log_processor.window import DELAY, Window
+    from tests.test_log_processor_store import samples
+
+    monitor, reference = regression
+    frame = data.regression_rows(600, seed=50).assign(**{DELAY: 1.0})
+    window = Window(start=0.0, end=900.0, frame=frame, rejected=Counter())
+    exporter = Exporter([monitor.name])
+    exporter.reference(monitor.name, reference, task=monitor.task, alert_ratio=monitor.quality_alert_ratio)
+    exporter.window(monitor.name, window, reference.rows, evaluate(reference, frame, monitor))
+    assert len(samples(exporter, "mlmon_regression_quality")) == 7
+    assert samples(exporter, "mlmon_target_drift_score")
+    exporter.window(monitor.name, window, reference.rows, None)
+    assert samples(exporter, "mlmon_regression_quality") == {} and samples(exporter, "mlmon_target_drift_score") == {}
+    assert len(samples(exporter, "mlmon_reference_regression_quality")) == 7
+    assert samples(exporter, "mlmon_monitor_task") == {(("task", "regression"),): 1.0}
