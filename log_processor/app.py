@@ -111,6 +111,23 @@ def _no_report(name: str, status: str, part: str) -> tuple[str, int]:
             f"<p>No {part} report: {html.escape(reason)}.</p>", 503)
 
 
+TASK_TITLES = {"binary_classification": "Classification quality", "multiclass_classification":
+               "Multi-class classification quality", "regression": "Regression quality"}
+
+
+def _task_sections(summary: dict[str, Any]) -> str:
+    """The task's quality against the reference's, and the probabilistic family, as one line each."""
+    def line(title: str, values: dict[str, float], reference: dict[str, float]) -> str:
+        shown = " · ".join(f"{html.escape(m)} {v:.3f}" + (f" (reference {reference[m]:.3f})" if m in reference else "")
+                           for m, v in values.items())
+        return f"<b>{html.escape(title)}</b>: {shown}" if values else ""
+    task = summary.get("task", "binary_classification")
+    parts = [line(TASK_TITLES.get(task, "Quality"), summary.get("quality") or {}, summary.get("reference_quality") or {}),
+             line("Probabilistic quality", summary.get("probabilistic_quality") or {},
+                  summary.get("reference_probabilistic_quality") or {})]
+    return "<br>".join(p for p in parts if p)
+
+
 def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
     """Window facts on top, then Evidently's drift report and (with enough labels) its quality report."""
     n = html.escape(name)
@@ -130,8 +147,13 @@ def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
             " · too few labelled rows to check it against yet"
         facts += (f"<br>estimated quality (all {rows.get('evaluated')} rows, from the calibrated scores, "
                   f"before labels): {shown}{check}")
+    task = summary.get("task", "binary_classification")
+    sections = _task_sections(summary)
+    if sections:
+        facts += "<br>" + sections
     frames = f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
-    frames += (f'<h2>Classification quality (labelled rows)</h2><iframe src="?monitor={n}&part=quality"></iframe>'
+    frames += (f'<h2>{TASK_TITLES.get(task, "Quality")} (labelled rows)</h2>'
+               f'<iframe src="?monitor={n}&part=quality"></iframe>'
                if has_quality else "<p>Quality: too few labelled rows in this window.</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{n} — Evidently report</title>"
             "<style>body{font-family:sans-serif;margin:1em}iframe{width:100%;height:80vh;border:1px solid #ccc}</style>"

@@ -169,17 +169,26 @@ class Calibration:
 
 
 def calibrate(reference, feature_kinds: dict[str, str], score_column: str, alpha: float, *,
-              target: tuple[str, str] | None = None, replicates: int = REPLICATES, seed: int = 0) -> Calibration:
-    """Every feature (by its kind), the prediction score (numerical) and, given `target` = (column,
-    kind), the target over the reference's labelled rows."""
+              target: tuple[str, str] | None = None, prediction_kind: str = "numerical",
+              replicates: int = REPLICATES, seed: int = 0) -> Calibration:
+    """Every feature (by its kind), the prediction column `score_column` (the binary score and a regression's
+    predicted value are numerical, a multi-class predicted class categorical) and, given `target` = (column,
+    kind), the target over the reference's labelled rows (a regression's target: numerical)."""
     features = {name: null_distribution(reference[name].to_numpy(), kind, replicates=replicates, seed=seed + i)
                 for i, (name, kind) in enumerate(feature_kinds.items())}
-    prediction = null_distribution(reference[score_column].to_numpy(), "numerical", replicates=replicates,
-                                   seed=seed + len(feature_kinds))
+    prediction = null_distribution(_values(reference[score_column].dropna(), prediction_kind), prediction_kind,
+                                   replicates=replicates, seed=seed + len(feature_kinds))
     target_null = None
     if target is not None and reference[target[0]].notna().any():
         column, kind = target
-        values = reference[column].dropna().to_numpy()
-        values = values.astype(int) if kind == "categorical" else values     # "1", not "1.0"
-        target_null = null_distribution(values, kind, replicates=replicates, seed=seed + len(feature_kinds) + 1)
+        target_null = null_distribution(_values(reference[column].dropna(), kind), kind, replicates=replicates,
+                                        seed=seed + len(feature_kinds) + 1)
     return Calibration(alpha, features, prediction, target_null)
+
+
+def _values(series, kind: str) -> np.ndarray:
+    """A column's values as its drift test sees them: a numeric category as an integer ("1", not "1.0")."""
+    values = series.to_numpy()
+    if kind == "categorical" and np.issubdtype(values.dtype, np.number):
+        return values.astype(int)
+    return values

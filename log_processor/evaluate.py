@@ -1,14 +1,14 @@
 """(reference, current window, monitor) → one plain Evaluation, computed by Evidently 0.7.
 
 Pure: no I/O. Two Evidently reports per evaluation, because they look at different rows:
-- drift: every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount` (the dataset-drift
-  verdict), `ValueDrift` of the prediction score;
-  plus data stability (stability.py: values outside the reference's range, unseen categories,
-  constant columns);
-- quality: the labelled rows only — accuracy, precision, recall, F1 of the *logged* predicted labels
-  (`prediction_labels`, never a threshold on the score) against the joined targets, and target drift
-  (`ValueDrift` of the realized labels against the reference's: P(y) moved), calibrated by the number
-  of labelled rows like the features.
+- drift (shared by every task): every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount`
+  (the dataset-drift verdict), `ValueDrift` of the task's prediction column (binary: the score;
+  regression: the predicted value, numerical; multi-class: the predicted class, categorical); plus data
+  stability (stability.py: values outside the reference's range, unseen categories, constant columns);
+- quality: the labelled rows only — the task's metrics (log_processor/tasks/: binary, multiclass,
+  regression, and the probabilistic family), and target drift (`ValueDrift` of the realized targets
+  against the reference's: P(y) moved), calibrated by the number of labelled rows like the features.
+The reference's own quality is computed once, in `prepare_reference`, so that alerts can be relative.
 
 `_read_snapshot` is the one place that knows the shape of Evidently's `Snapshot.dict()`; everything
 after it works with the stable names of docs/metrics.md.
@@ -19,19 +19,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from evidently import BinaryClassification, DataDefinition, Dataset, Report
-from evidently.metrics import Accuracy, DriftedColumnsCount, F1Score, Precision, Recall, ValueDrift
+from evidently import DataDefinition, Dataset, Report
+from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-from log_processor.calibration import Calibration
+from log_processor.calibration import CALIBRATED_METHODS, Calibration
 from log_processor.estimation import Estimation, ScoreCalibration, estimate
-from log_processor.monitors import DEFAULT_THRESHOLDS, DriftRule, Monitor
+from log_processor.monitors import BINARY, DEFAULT_THRESHOLDS, REGRESSION, DriftRule, Monitor
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
+from log_processor.tasks import Task, TaskQuality, task_for
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
-CLASSES = ("0", "1")
-TARGET_METHOD = "jensenshannon"     # the target's classes are categories (calibration.CALIBRATED_METHODS)
-QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
+CLASSES = ("0", "1")                 # the binary monitor's classes
+TARGET_METHOD = CALIBRATED_METHODS["categorical"]     # a classifier's target: its classes are categories
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Evaluation:
     evaluated_labelled_rows: int
     stability: Stability
     estimation: Estimation | None = None            # monitors with `estimation` (estimation.py)
+    task: str = BINARY
+    class_quality: dict[tuple[str, str], float] = field(default_factory=dict)   # (class, metric): multi-class
+    probabilistic: dict[str, float] = field(default_factory=dict)   # roc_auc, log_loss, brier, calibration_error
+    calibration_curve: dict[str, tuple[float, float]] = field(default_factory=dict)   # bin -> (predicted, observed)
     html_drift: str = field(repr=False, default="")
     html_quality: str | None = field(repr=False, default=None)
 
@@ -76,6 +81,7 @@ class Reference:
     bounds: Bounds                             # the values the reference had (data stability)
     calibration: Calibration | None = None     # thresholds by window size (monitors with drift.alpha)
     score_calibration: ScoreCalibration | None = None   # scores -> probabilities (monitors with estimation)
+    quality_values: TaskQuality | None = None  # the task's quality on the reference's labelled rows
 
     @property
     def rows(self) -> int:
@@ -83,40 +89,40 @@ class Reference:
 
 
 def _drift_definition(monitor: Monitor) -> DataDefinition:
-    numerical = [f.name for f in monitor.features if f.type == "numerical"] + [SCORE]
+    task = task_for(monitor)
+    numerical = [f.name for f in monitor.features if f.type == "numerical"]
     categorical = [f.name for f in monitor.features if f.type == "categorical"]
+    (numerical if task.prediction_kind == "numerical" else categorical).append(task.drift_column)
     return DataDefinition(numerical_columns=numerical, categorical_columns=categorical or None)
 
 
-def _quality_definition() -> DataDefinition:
-    return DataDefinition(categorical_columns=[TARGET, PREDICTION],
-                          classification=[BinaryClassification(target=TARGET, prediction_labels=PREDICTION)])
-
-
 def _drift_frame(frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
-    return frame[[*monitor.feature_names, SCORE]]
-
-
-def _quality_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    labelled = frame[frame[TARGET].notna()]
-    return pd.DataFrame({TARGET: labelled[TARGET].astype(int).to_numpy(),
-                         PREDICTION: labelled[PREDICTION].astype(int).to_numpy()})
+    return frame[[*monitor.feature_names, task_for(monitor).drift_column]]
 
 
 def prepare_reference(frame: pd.DataFrame, monitor: Monitor, *, model_name: str, model_version: str,
                       version: str, sha256: str) -> Reference:
-    """Check the reference's columns and build its Evidently datasets (done once per process)."""
-    needed = [*monitor.feature_names, PREDICTION, SCORE]
+    """Check the reference's columns, build its Evidently datasets and compute its own quality (done
+    once per process)."""
+    task = task_for(monitor)
+    needed = [*monitor.feature_names, *task.reference_columns(monitor)]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise ValueError(f"reference lacks columns {missing} (has {list(frame.columns)})")
+        raise ValueError(f"reference lacks columns {missing} for task {task.name} (has {list(frame.columns)})")
     if TARGET not in frame.columns:
         frame = frame.assign(**{TARGET: float("nan")})
-    quality = _quality_frame(frame)
+    frame = task.normalise(frame, monitor)
+    quality = task.quality_frame(frame, monitor)
+    dataset = Dataset.from_pandas(quality, data_definition=task.definition(monitor)) if len(quality) else None
+    values = None
+    if dataset is not None:
+        metrics = task.metrics(monitor, quality)
+        values = task.read(_read_snapshot(Report(list(metrics.values()), include_tests=False).run(dataset, None)),
+                           metrics, quality, monitor)
     return Reference(
         frame=frame,
         drift=Dataset.from_pandas(_drift_frame(frame, monitor), data_definition=_drift_definition(monitor)),
-        quality=Dataset.from_pandas(quality, data_definition=_quality_definition()) if len(quality) else None,
+        quality=dataset, quality_values=values,
         bounds=reference_bounds(frame, monitor),
         model_name=model_name, model_version=model_version, version=version, sha256=sha256,
     )
@@ -151,6 +157,7 @@ def _value(raw: Any, key: str | None = None) -> float:
 
 def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> Evaluation:
     """Run both reports on `current` (already sampled, at least `min_rows` rows)."""
+    task = task_for(monitor)
     drift = monitor.drift
     rules: dict[str, DriftRule] = {name: drift.rule(name) for name in monitor.feature_names}
     prediction_rule = drift.prediction
@@ -162,7 +169,8 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         rules = {name: DriftRule(r.method, thresholds[name]) for name, r in rules.items()}
         prediction_rule = DriftRule(prediction_rule.method, prediction_threshold)
     value_drift = {name: ValueDrift(column=name, method=r.method, threshold=r.threshold) for name, r in rules.items()}
-    score_drift = ValueDrift(column=SCORE, method=prediction_rule.method, threshold=prediction_rule.threshold)
+    prediction_metric = ValueDrift(column=task.drift_column, method=prediction_rule.method,
+                                   threshold=prediction_rule.threshold)
     count = DriftedColumnsCount(
         columns=list(monitor.feature_names), drift_share=drift.drift_share,
         method=drift.default.method, threshold=rules[monitor.feature_names[0]].threshold,
@@ -170,7 +178,7 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         per_column_threshold={n: r.threshold for n, r in rules.items()},
     )
     stability = stability_metrics(reference.bounds)
-    report = Report([count, *value_drift.values(), score_drift, *stability.values()], include_tests=True)
+    report = Report([count, *value_drift.values(), prediction_metric, *stability.values()], include_tests=True)
     current_drift = Dataset.from_pandas(_drift_frame(current, monitor), data_definition=_drift_definition(monitor))
     snapshot = report.run(current_drift, reference.drift)
     values = _read_snapshot(snapshot)
@@ -182,31 +190,15 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
     nulls = calibration.features if calibration is not None else {}
     features = tuple(column_drift(n, value_drift[n], rules[n], nulls.get(n)) for n in monitor.feature_names)
     count_value, dataset_failed = values[count.metric_id]
-    prediction = column_drift(monitor.prediction_score, score_drift, prediction_rule,
+    prediction = column_drift(task.prediction_field(monitor), prediction_metric, prediction_rule,
                               calibration.prediction if calibration is not None else None)
 
-    quality: dict[str, float] = {}
+    quality = TaskQuality(metrics={})
     html_quality = None
     target = None
-    labelled = _quality_frame(current)
+    labelled = task.quality_frame(current, monitor)
     if len(labelled) >= monitor.min_labelled_rows and reference.quality is not None:
-        metrics = {name: cls() for name, cls in QUALITY_METRICS.items()}
-        target_null, target_rule = _target_rule(calibration, len(labelled))
-        target_metric = ValueDrift(column=TARGET, method=TARGET_METHOD, threshold=target_rule.threshold) \
-            if target_rule is not None else None
-        quality_snapshot = Report([*metrics.values(), *([target_metric] if target_metric else [])],
-                                  include_tests=False).run(
-            Dataset.from_pandas(labelled, data_definition=_quality_definition()), reference.quality)
-        quality_values = _read_snapshot(quality_snapshot)
-        quality = {name: _value(quality_values[m.metric_id][0]) for name, m in metrics.items()}
-        quality = {name: v for name, v in quality.items() if math.isfinite(v)}
-        if target_metric is not None:
-            # No tests in this report (a quality metric's default test may error on a one-class window);
-            # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
-            score = _value(quality_values[target_metric.metric_id][0])
-            target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
-                                   target_null, len(labelled))
-        html_quality = quality_snapshot.get_html_str(as_iframe=False)
+        quality, target, html_quality = _quality(task, reference, labelled, monitor)
 
     estimation = None
     if monitor.estimation is not None:
@@ -223,28 +215,54 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         feature_drift=features,
         prediction_drift=prediction,
         target_drift=target,
-        quality=quality,
-        class_share=_class_shares(current, labelled),
-        confusion=_confusion(labelled),
+        quality=quality.metrics,
+        class_share=_class_shares(current, labelled, monitor),
+        confusion=_confusion(labelled, monitor),
         evaluated_rows=len(current),
         evaluated_labelled_rows=len(labelled),
-        stability=read_stability(reference.bounds, stability, values, current, [*monitor.feature_names, SCORE]),
+        stability=read_stability(reference.bounds, stability, values, current,
+                                 [*monitor.feature_names, task.drift_column]),
         estimation=estimation,
+        task=task.name,
+        class_quality=quality.per_class,
+        probabilistic=quality.probabilistic,
+        calibration_curve=quality.calibration_curve,
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
     )
 
 
-def _target_rule(calibration: Calibration | None, labelled: int) -> tuple[Any, DriftRule | None]:
+def _quality(task: Task, reference: Reference, labelled: pd.DataFrame,
+             monitor: Monitor) -> tuple[TaskQuality, ColumnDrift | None, str]:
+    """The task's metrics and target drift on the labelled rows, in one Evidently report."""
+    metrics = task.metrics(monitor, labelled)
+    target_null, target_rule = _target_rule(reference.calibration, len(labelled), task.target_kind)
+    target_metric = ValueDrift(column=TARGET, method=target_rule.method, threshold=target_rule.threshold) \
+        if target_rule is not None else None
+    snapshot = Report([*metrics.values(), *([target_metric] if target_metric else [])], include_tests=False).run(
+        Dataset.from_pandas(labelled, data_definition=task.definition(monitor)), reference.quality)
+    values = _read_snapshot(snapshot)
+    target = None
+    if target_metric is not None:
+        # No tests in this report (a quality metric's default test may error on a one-class window);
+        # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
+        score = _value(values[target_metric.metric_id][0])
+        target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
+                               target_null, len(labelled))
+    return task.read(values, metrics, labelled, monitor), target, snapshot.get_html_str(as_iframe=False)
+
+
+def _target_rule(calibration: Calibration | None, labelled: int, kind: str = "categorical") -> tuple[Any, DriftRule | None]:
     """The target's null and rule for this many labelled rows: calibrated when the reference had labels,
     Evidently's default threshold for an uncalibrated monitor, none below the calibration's smallest size
-    (min_labelled_rows may be smaller than the 50 rows it starts at)."""
+    (min_labelled_rows may be smaller than the 50 rows it starts at). `kind`: the target's column type."""
+    method = CALIBRATED_METHODS[kind]
     if calibration is None:
-        return None, DriftRule(TARGET_METHOD, DEFAULT_THRESHOLDS[TARGET_METHOD])
+        return None, DriftRule(method, DEFAULT_THRESHOLDS[method])
     null = calibration.target
     if null is None or labelled < null.sizes[0]:
         return None, None
-    return null, DriftRule(TARGET_METHOD, null.threshold(labelled, calibration.alpha))
+    return null, DriftRule(method, null.threshold(labelled, calibration.alpha))
 
 
 def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, null, rows: int) -> ColumnDrift:
@@ -253,19 +271,31 @@ def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, nu
                        detected=detected, p_value=p_value)
 
 
-def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame) -> dict[tuple[str, str], float]:
+def _as_class(series: pd.Series, monitor: Monitor) -> pd.Series:
+    """A classifier's labels as the class names of the gauges: "0"/"1" for the binary monitor; for a
+    multi-class one, its class strings (the window) or their codes (the quality frame, tasks/multiclass.py)."""
+    if monitor.task == BINARY:
+        return series.astype(int).astype(str)
+    if pd.api.types.is_integer_dtype(series):
+        return pd.Series(np.asarray(monitor.classes, dtype=object)[series.to_numpy()], index=series.index)
+    return series.astype(str)
+
+
+def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], float]:
+    if monitor.task == REGRESSION:
+        return {}
     shares: dict[tuple[str, str], float] = {}
     for source, series in (("prediction", current[PREDICTION]), ("target", labelled[TARGET])):
         if len(series):
-            counts = series.astype(int).astype(str).value_counts(normalize=True)
-            for cls in CLASSES:
+            counts = _as_class(series, monitor).value_counts(normalize=True)
+            for cls in monitor.classes:
                 shares[(source, cls)] = float(counts.get(cls, 0.0))
     return shares
 
 
-def _confusion(labelled: pd.DataFrame) -> dict[tuple[str, str], int]:
-    if not len(labelled):
+def _confusion(labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], int]:
+    if not len(labelled) or monitor.task == REGRESSION:
         return {}
-    pairs = labelled[TARGET].astype(str) + "|" + labelled[PREDICTION].astype(str)
+    pairs = _as_class(labelled[TARGET], monitor) + "|" + _as_class(labelled[PREDICTION], monitor)
     counts = pairs.value_counts()
-    return {(a, p): int(counts.get(f"{a}|{p}", 0)) for a in CLASSES for p in CLASSES}
+    return {(a, p): int(counts.get(f"{a}|{p}", 0)) for a in monitor.classes for p in monitor.classes}

@@ -12,6 +12,8 @@ from typing import Iterable
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
 
 from log_processor.evaluate import ColumnDrift, Evaluation, Reference
+from log_processor.monitors import REGRESSION
+from log_processor.tasks import TaskQuality
 from log_processor.validate import REJECT_REASONS
 from log_processor.window import Window
 
@@ -71,6 +73,22 @@ class Exporter:
                                        "scores", "method")
         self.estimation_margin = gauge("mlmon_estimation_alert_margin",
                                        "EstimatedQualityDrop fires this far below the reference quality")
+        self.task = gauge("mlmon_monitor_task", "1 for the monitor's task (monitors.yaml task:)", "task")
+        self.regression_quality = gauge("mlmon_regression_quality", "Regression quality on labelled rows", "metric")
+        self.reference_regression_quality = gauge("mlmon_reference_regression_quality",
+                                                  "Regression quality on the reference's labelled rows", "metric")
+        self.regression_alert_ratio = gauge("mlmon_regression_quality_alert_ratio",
+                                            "RegressionQualityDegraded fires above this x the reference's MAE "
+                                            "(monitors.yaml quality.alert_ratio)")
+        self.class_quality = gauge("mlmon_class_quality", "Per-class quality on labelled rows (multi-class)",
+                                   "class", "metric")
+        self.probabilistic = gauge("mlmon_probabilistic_quality", "Quality of the scores as probabilities "
+                                   "on labelled rows", "metric")
+        self.reference_probabilistic = gauge("mlmon_reference_probabilistic_quality",
+                                             "Quality of the scores as probabilities on the reference's labelled rows",
+                                             "metric")
+        self.calibration_curve = gauge("mlmon_calibration_curve", "Per score bin of width 0.1: mean predicted "
+                                       "probability and observed share of hits (labelled rows)", "bin", "kind")
         self.class_share = gauge("mlmon_class_share", "Share of each class", "source", "class")
         self.confusion = gauge("mlmon_confusion_matrix", "Labelled rows per cell", "actual", "predicted")
         self.label_coverage = gauge("mlmon_label_coverage_ratio", "Labelled rows / current rows")
@@ -128,14 +146,25 @@ class Exporter:
                 self.target_score, self.target_threshold, self.target_detected, self.target_p_value,
                 self.quality, self.class_share, self.confusion, self.out_of_range, self.unseen_category,
                 self.constant_columns, self.estimated, self.estimated_lower, self.estimated_upper,
-                self.estimation_error)
+                self.estimation_error, self.regression_quality, self.class_quality, self.probabilistic,
+                self.calibration_curve)
 
     # --- what the scheduler calls ----------------------------------------------------------------
-    def reference(self, monitor: str, reference: Reference, alert_margin: float | None = None) -> None:
+    def reference(self, monitor: str, reference: Reference, alert_margin: float | None = None, *,
+                  task: str | None = None, alert_ratio: float | None = None) -> None:
         with self._lock:
-            self._clear(monitor, self.info, self.reference_quality, self.calibration_error, self.estimation_margin)
+            self._clear(monitor, self.info, self.reference_quality, self.calibration_error, self.estimation_margin,
+                        self.task, self.reference_regression_quality, self.reference_probabilistic,
+                        self.regression_alert_ratio)
             self._set(self.info, monitor, (reference.model_name, reference.model_version, reference.version,
                                            reference.sha256), 1)
+            if task is not None:
+                self._set(self.task, monitor, (task,), 1)
+            if alert_ratio is not None:
+                self._set(self.regression_alert_ratio, monitor, (), alert_ratio)
+            if reference.quality_values is not None:
+                self._task_quality(monitor, task, reference.quality_values, self.reference_quality,
+                                   self.reference_regression_quality, self.reference_probabilistic)
             sc = reference.score_calibration
             if sc is not None:
                 for metric, value in sc.reference_quality.items():
@@ -180,8 +209,11 @@ class Exporter:
         if ev.target_drift is not None:
             self._column_drift(monitor, ev.target_drift, self.target_score, self.target_threshold,
                                self.target_detected, self.target_p_value)
-        for metric, value in ev.quality.items():
-            self._set(self.quality, monitor, (metric,), value)
+        self._task_quality(monitor, ev.task, TaskQuality(ev.quality, ev.class_quality, ev.probabilistic),
+                           self.quality, self.regression_quality, self.probabilistic)
+        for bin_, (predicted, observed) in ev.calibration_curve.items():
+            self._set(self.calibration_curve, monitor, (bin_, "predicted"), predicted)
+            self._set(self.calibration_curve, monitor, (bin_, "observed"), observed)
         for (source, cls), share in ev.class_share.items():
             self._set(self.class_share, monitor, (source, cls), share)
         for (actual, predicted), rows in ev.confusion.items():
@@ -200,6 +232,17 @@ class Exporter:
                 self._set(self.estimated_upper, monitor, (metric,), e.upper)
             for metric, error in ev.estimation.error.items():
                 self._set(self.estimation_error, monitor, (metric,), error)
+
+    def _task_quality(self, monitor: str, task: str | None, q: TaskQuality, classification: Gauge,
+                      regression: Gauge, probabilistic: Gauge) -> None:
+        """A task's quality into the gauges of its kind (a window's or the reference's)."""
+        for metric, value in q.metrics.items():
+            self._set(regression if task == REGRESSION else classification, monitor, (metric,), value)
+        for (cls, metric), value in q.per_class.items():
+            if classification is self.quality:      # per class: the window's only
+                self._set(self.class_quality, monitor, (cls, metric), value)
+        for metric, value in q.probabilistic.items():
+            self._set(probabilistic, monitor, (metric,), value)
 
     def _column_drift(self, monitor: str, d: ColumnDrift, score: Gauge, threshold: Gauge, detected: Gauge,
                       p_value: Gauge) -> None:

@@ -26,6 +26,12 @@ DRIFT_METHODS = P_VALUE_METHODS + DISTANCE_METHODS
 DEFAULT_THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "psi": 0.1,
                       "jensenshannon": 0.1, "kl_div": 0.1, "hellinger": 0.1}
 COLUMN_TYPES = ("numerical", "categorical")
+# What a monitor's model does (`task:`); each has its module in log_processor/tasks/.
+BINARY, MULTICLASS, REGRESSION = "binary_classification", "multiclass_classification", "regression"
+TASKS = (BINARY, MULTICLASS, REGRESSION)
+# The `prediction:` keys each task needs / allows (the field names of the event document).
+PREDICTION_KEYS = {BINARY: (("label", "score"), ()), MULTICLASS: (("label",), ("scores",)),
+                   REGRESSION: (("value",), ())}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -86,8 +92,8 @@ class Monitor:
     prediction_dataset: str
     feedback_dataset: str
     features: tuple[Feature, ...]
-    prediction_label: str
-    prediction_score: str
+    prediction_label: str | None      # binary, multi-class: the logged predicted label / class
+    prediction_score: str | None      # binary: the positive class's score
     target: str
     join_key: str
     window_seconds: float
@@ -101,6 +107,11 @@ class Monitor:
     drift: DriftConfig
     sample_seed: int | None = None
     estimation: EstimationConfig | None = None   # None: no estimated quality
+    task: str = BINARY
+    classes: tuple[str, ...] = ("0", "1")        # multi-class: the configured classes, in score order
+    prediction_value: str | None = None          # regression: the predicted number
+    prediction_scores: str | None = None         # multi-class: one score per class, in `classes` order
+    quality_alert_ratio: float | None = None     # quality.alert_ratio: alert above this x the reference's error
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -234,7 +245,7 @@ def _resolve(path_value: str, base: Path) -> Path:
 _TOP = ("monitors",)
 _MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
             "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
-            "reference", "drift", "sample_seed", "estimation")
+            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality")
 
 
 def load_monitors(path: Path | str, *, base_dir: Path = REPO_ROOT,
@@ -268,7 +279,15 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
 
     datasets = s.section("datasets", ("prediction", "feedback"), {})
     features = _features(s, doc)
-    prediction = s.section("prediction", ("label", "score"))
+    task = s.choice("task", TASKS, BINARY)
+    required, optional = PREDICTION_KEYS[task]
+    prediction = s.section("prediction", required + optional)
+    for key in required:
+        if not prediction.has(key):
+            raise doc.error(prediction.key(key), f"required for task {task} (prediction needs: {', '.join(required)})")
+    classes = _classes(s, task)
+    if task != BINARY and s.has("estimation"):
+        raise doc.error(s.key("estimation"), f"only for task {BINARY} (it calibrates the positive class's score)")
     window = s.section("window", ("span", "last"))
     if not window.has("span") and not window.has("last"):
         raise doc.error(window.where, "needs 'span' (a duration) and/or 'last' (a count of predictions)")
@@ -288,8 +307,8 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         prediction_dataset=datasets.text("prediction", "ml.prediction"),
         feedback_dataset=datasets.text("feedback", "ml.feedback"),
         features=features,
-        prediction_label=prediction.text("label"),
-        prediction_score=prediction.text("score"),
+        prediction_label=prediction.text("label", None),
+        prediction_score=prediction.text("score", None),
         target=s.text("target"),
         join_key=s.text("join_key", "request_id"),
         window_seconds=span,
@@ -300,10 +319,43 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         label_horizon_seconds=s.duration("label_horizon", 3600.0),
         max_rows=max_rows,
         reference=_reference(s.section("reference", ("parquet", "manifest", "store")), base_dir),
-        drift=_drift(s, features, min_rows),
+        drift=_drift(s, features, min_rows, task),
         sample_seed=s.number("sample_seed", None, integer=True),
         estimation=_estimation(s),
+        task=task,
+        classes=classes,
+        prediction_value=prediction.text("value", None),
+        prediction_scores=prediction.text("scores", None),
+        quality_alert_ratio=_quality(s, task),
     )
+
+
+def _classes(s: _Section, task: str) -> tuple[str, ...]:
+    """Multi-class: at least three distinct class names (two are a binary monitor), kept as strings in
+    the order the score vectors follow."""
+    if task != MULTICLASS:
+        if s.has("classes"):
+            raise s.doc.error(s.key("classes"), f"only for task {MULTICLASS}")
+        return ("0", "1")
+    raw = s.raw("classes", required=True)
+    if not isinstance(raw, list) or any(isinstance(c, (bool, list, dict)) or c is None or str(c) == "" for c in raw):
+        raise s.doc.error(s.key("classes"), f"must be a list of class names, got {raw!r}")
+    classes = tuple(str(c) for c in raw)
+    if len(set(classes)) != len(classes) or len(classes) < 3:
+        raise s.doc.error(s.key("classes"), f"needs at least 3 distinct classes, got {list(classes)}")
+    reserved = {"target", "prediction"} & set(classes)
+    if reserved:
+        raise s.doc.error(s.key("classes"), f"{sorted(reserved)[0]!r} is a column name of the evaluation, not a class")
+    return classes
+
+
+def _quality(s: _Section, task: str) -> float | None:
+    if not s.has("quality"):
+        return None
+    q = s.section("quality", ("alert_ratio",))
+    if task != REGRESSION:
+        raise s.doc.error(q.key("alert_ratio"), f"only for task {REGRESSION} (window error / reference error)")
+    return q.number("alert_ratio", check=lambda v: v >= 1, expect=" >= 1")
 
 
 def _estimation(monitor: _Section) -> EstimationConfig | None:
@@ -363,12 +415,12 @@ def _rule(s: _Section, default: DriftRule | None) -> DriftRule:
     return DriftRule(method=method, threshold=threshold)
 
 
-def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int) -> DriftConfig:
+def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int, task: str = BINARY) -> DriftConfig:
     s = monitor.section("drift", ("method", "threshold", "drift_share", "columns", "prediction", "alpha"), {})
     feature_names = [f.name for f in features]
     share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
     if s.has("alpha"):
-        return _calibrated_drift(s, features, share, min_rows)
+        return _calibrated_drift(s, features, share, min_rows, task)
     default = _rule(s, DriftRule("wasserstein", 0.1))
     per_column: dict[str, DriftRule] = {}
     columns = s.raw("columns", {})
@@ -380,11 +432,14 @@ def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int) -> D
                               f"not a feature of this monitor (features: {', '.join(feature_names)})")
         per_column[name] = _rule(_Section(s.doc, f"{s.key('columns')}.{name}", columns[name],
                                           ("method", "threshold")), default)
-    prediction = _rule(s.section("prediction", ("method", "threshold"), {}), default)
+    # A multi-class prediction is a class: a categorical method unless one is set.
+    prediction_default = DriftRule("jensenshannon", DEFAULT_THRESHOLDS["jensenshannon"]) if task == MULTICLASS else default
+    prediction = _rule(s.section("prediction", ("method", "threshold"), {}), prediction_default)
     return DriftConfig(default=default, drift_share=share, per_column=per_column, prediction=prediction)
 
 
-def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int) -> DriftConfig:
+def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int,
+                      task: str = BINARY) -> DriftConfig:
     """`alpha`: each column's method follows its type (calibration.CALIBRATED_METHODS) and its threshold
     comes from the reference, so neither may be set by hand; windows below the calibrated sizes are
     refused here, with the smallest usable size."""
@@ -401,5 +456,6 @@ def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, 
                           f"min_rows must be at least {SIZES[0]}")
     per_column = {f.name: DriftRule(CALIBRATED_METHODS[f.type], math.nan) for f in features}
     numerical = DriftRule(CALIBRATED_METHODS["numerical"], math.nan)
-    return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=numerical,
+    prediction = DriftRule(CALIBRATED_METHODS["categorical" if task == MULTICLASS else "numerical"], math.nan)
+    return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=prediction,
                        alpha=alpha)

@@ -19,6 +19,7 @@ from log_processor import estimation as est
 from log_processor.evaluate import Reference, prepare_reference
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
+from log_processor.tasks import task_for
 from log_processor.validate import PREDICTION, SCORE, TARGET, combine, parse_page, source_fields
 from log_processor.window import assemble
 
@@ -26,6 +27,7 @@ log = logging.getLogger("log_processor")
 
 
 TARGET_KIND = "categorical"     # the realized label of a binary classifier (target drift compares its class shares)
+CALIBRATION_VERSION = "v3"      # v3: the prediction column and the target by the task's kinds (regression, multi-class)
 
 
 class ReferenceError(RuntimeError):
@@ -111,8 +113,10 @@ def _write_cache(cache: Path | None, key: str, monitor: Monitor, what: str, **ar
 def calibration_key(monitor: Monitor, reference: Reference) -> str:
     """What the cached draws depend on: the reference's bytes, each column's statistic, the sizes,
     the number of draws and the seed (alpha is not in it: thresholds are quantiles of the draws)."""
+    task = task_for(monitor)
     kinds = ",".join(f"{f.name}:{cal.CALIBRATED_METHODS[f.type]}" for f in monitor.features)
-    return (f"v2|{reference.sha256}|{kinds}|score:wasserstein|target:{cal.CALIBRATED_METHODS[TARGET_KIND]}"
+    return (f"{CALIBRATION_VERSION}|{reference.sha256}|{kinds}|task:{task.name}"
+            f"|score:{cal.CALIBRATED_METHODS[task.prediction_kind]}|target:{cal.CALIBRATED_METHODS[task.target_kind]}"
             f"|sizes:{','.join(map(str, cal.SIZES))}|replicates:{cal.REPLICATES}|seed:0")
 
 
@@ -130,8 +134,9 @@ def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None)
         except KeyError as exc:
             log.warning("monitor %s: calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     started = time.perf_counter()
-    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, SCORE, monitor.drift.alpha,
-                           target=(TARGET, TARGET_KIND))
+    task = task_for(monitor)
+    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, task.drift_column,
+                           monitor.drift.alpha, target=(TARGET, task.target_kind), prediction_kind=task.prediction_kind)
     log.info("monitor %s: drift calibration computed in %.1f s", monitor.name, time.perf_counter() - started)
     arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws,
               **({"__target__": result.target.draws} if result.target is not None else {})}

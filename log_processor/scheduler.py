@@ -25,7 +25,7 @@ from typing import Any, Callable
 from common.schema import MONITORING_INDEX_PREFIX, daily_index, format_timestamp
 from log_processor.evaluate import Evaluation, Reference, evaluate
 from log_processor.exporter import Exporter
-from log_processor.monitors import Monitor, load_monitors
+from log_processor.monitors import BINARY, Monitor, load_monitors
 from log_processor.settings import ProcessorSettings
 from log_processor.reference import ReferenceError, load_reference
 from log_processor.store import EventStore, StoreError
@@ -132,7 +132,8 @@ class MonitorRunner:
         if self._reference is None:
             self._reference = load_reference(self.monitor, self.store)
             self.exporter.reference(self.monitor.name, self._reference,
-                                    self.monitor.estimation.alert_margin if self.monitor.estimation else None)
+                                    self.monitor.estimation.alert_margin if self.monitor.estimation else None,
+                                    task=self.monitor.task, alert_ratio=self.monitor.quality_alert_ratio)
             log.info("monitor %s: reference %s (%d rows, sha256 %s)", self.monitor.name,
                      self._reference.version, self._reference.rows, self._reference.sha256[:12])
         return self._reference
@@ -288,6 +289,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
     doc: dict[str, Any] = {
         "@timestamp": ts(now),
         "monitor": m.name,
+        "task": m.task,
         "model": {"name": reference.model_name, "version": reference.model_version},
         "reference": {"version": reference.version, "sha256": reference.sha256},
         "window": {"start": ts(window.start), "end": ts(window.end)},
@@ -299,8 +301,13 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
         "rejected": dict(window.rejected),
         "missing_values_share": window.missing_share,
         "duplicated_ids": window.duplicated_ids,
-        "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean()) if window.rows else None,
+        "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean())
+        if window.rows and m.task == BINARY else None,
     }
+    if reference.quality_values is not None:
+        doc["reference_quality"] = reference.quality_values.metrics
+        if reference.quality_values.probabilistic:
+            doc["reference_probabilistic_quality"] = reference.quality_values.probabilistic
     if ev is not None:
         doc.update({
             "dataset_drift": ev.dataset_drift,
@@ -314,6 +321,13 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             "quality": ev.quality,
             "stability": dataclasses.asdict(ev.stability),
         })
+        if ev.class_quality:
+            doc["class_quality"] = [{"class": c, "metric": k, "value": v} for (c, k), v in ev.class_quality.items()]
+        if ev.probabilistic:
+            doc["probabilistic_quality"] = ev.probabilistic
+        if ev.calibration_curve:
+            doc["calibration_curve"] = [{"bin": b, "predicted": p, "observed": o}
+                                        for b, (p, o) in ev.calibration_curve.items()]
         if ev.estimation is not None:
             doc["estimated_quality"] = {m: {"value": e.value, "lower": e.lower, "upper": e.upper}
                                         for m, e in ev.estimation.estimates.items()}

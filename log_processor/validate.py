@@ -7,6 +7,10 @@ What counts as what (docs/log-processor.md):
 - a prediction/feedback missing its join key, @timestamp, prediction or target → `missing_field`
 - a string (or bool, list, ...) where a number belongs → `not_a_number`; NaN/±Infinity → `non_finite`
 - an `event.dataset` that is not one of the stack's datasets → `unknown_dataset`
+- per task (monitors.yaml `task:`): a regression target that is present but not a finite number →
+  `target_not_finite`; a multi-class predicted or realized class outside the monitor's `classes` →
+  `class_unknown`; a multi-class score vector that is not a list of one number per class →
+  `scores_length` (a non-number or NaN inside a vector of the right length: `not_a_number`/`non_finite`)
 - a feature that is absent or null is parsed as NaN here; window.py measures the share of missing
   values per feature over the window (`mlmon_missing_values_share`) and then skips those rows as
   `missing_field`, so they never reach a drift test or the quality metrics.
@@ -25,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from common.schema import DATASETS
-from log_processor.monitors import Monitor
+from log_processor.monitors import MULTICLASS, REGRESSION, Monitor
 
-REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_dataset", "duplicate")
+REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_dataset", "duplicate",
+                  "target_not_finite", "class_unknown", "scores_length")
 
 # Column names of the window frame; features keep their configured names (as in reference.parquet).
 KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "prediction", "prediction_score", "target"
@@ -37,6 +42,11 @@ KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "predicti
 # window of a million rows would keep ~100 MB of key strings alive), and the row's sampling rank
 # (window.sample keeps the lowest ranks).
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
+
+
+def score_column(cls: str) -> str:
+    """The column of a multi-class monitor's score for `cls` (as in its reference.parquet)."""
+    return f"score__{cls}"
 
 
 @dataclass
@@ -57,8 +67,9 @@ class Chunk:
 
 def source_fields(monitor: Monitor) -> list[str]:
     """The `_source` fields a window needs: nothing else is transferred."""
-    fields = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key, monitor.prediction_label,
-              monitor.prediction_score, monitor.target, *(f.field for f in monitor.features)]
+    prediction = (monitor.prediction_label, monitor.prediction_score, monitor.prediction_value, monitor.prediction_scores)
+    fields = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
+              *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features)]
     if monitor.model_name:
         fields.append("model.name")
     return list(dict.fromkeys(fields))
@@ -268,13 +279,7 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
                       monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = _Rejects(len(columns.docs))
     keys = _keys(columns, monitor, times, rejects)
-    required = {}
-    for name, path in ((PREDICTION, monitor.prediction_label), (SCORE, monitor.prediction_score)):
-        values, missing, wrong, non_finite = numbers(columns(path))
-        rejects.add("missing_field", missing)
-        rejects.add("not_a_number", wrong)
-        rejects.add("non_finite", non_finite)
-        required[name] = values
+    required = _prediction_columns(columns, monitor, rejects)
     features = {}
     for feature in monitor.features:
         raw = columns(feature.field)
@@ -288,23 +293,83 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
     keep = ~rejects.bad
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
-                          PREDICTION: required[PREDICTION][keep].astype(np.int64),
-                          SCORE: required[SCORE][keep], EID: eids[keep],
-                          RANK: sample_ranks(keys[keep], monitor.sample_seed)})
+                          **{name: values[keep] for name, values in required.items()},
+                          EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed)})
     return frame, rejects.frame(eids, times)
+
+
+def _number_column(values: Sequence[Any], rejects: _Rejects) -> np.ndarray:
+    out, missing, wrong, non_finite = numbers(values)
+    rejects.add("missing_field", missing)
+    rejects.add("not_a_number", wrong)
+    rejects.add("non_finite", non_finite)
+    return out
+
+
+def _prediction_columns(columns: Columns, monitor: Monitor, rejects: _Rejects) -> dict[str, np.ndarray]:
+    """The task's prediction columns of the window frame: binary PREDICTION (0/1) and SCORE, regression
+    PREDICTION (the predicted number), multi-class PREDICTION (the class) and a score column per class."""
+    if monitor.task == REGRESSION:
+        return {PREDICTION: _number_column(columns(monitor.prediction_value), rejects)}
+    if monitor.task == MULTICLASS:
+        out = {PREDICTION: _classes(columns(monitor.prediction_label), monitor.classes, rejects)}
+        if monitor.prediction_scores:
+            scores = _score_vectors(columns(monitor.prediction_scores), len(monitor.classes), rejects)
+            out.update({score_column(c): scores[:, i] for i, c in enumerate(monitor.classes)})
+        return out
+    label = _number_column(columns(monitor.prediction_label), rejects)
+    score = _number_column(columns(monitor.prediction_score), rejects)
+    return {PREDICTION: np.where(np.isnan(label), 0, label).astype(np.int64), SCORE: score}
+
+
+def _classes(values: Sequence[Any], classes: tuple[str, ...], rejects: _Rejects) -> np.ndarray:
+    """Class names as strings (an integer class is its decimal string); absent → missing_field,
+    anything else outside `classes` → class_unknown."""
+    known = set(classes)
+    out = np.array([v if type(v) is str else str(v) if type(v) is int else None for v in values], dtype=object)
+    rejects.add("missing_field", np.array([v is None for v in values], dtype=bool))
+    rejects.add("class_unknown", np.array([v not in known for v in out], dtype=bool))
+    return out
+
+
+def _score_vectors(values: Sequence[Any], width: int, rejects: _Rejects) -> np.ndarray:
+    """(rows, width) floats; a row that is absent → missing_field, not a list of `width` values →
+    scores_length, holding a non-number or a non-finite number → not_a_number / non_finite."""
+    out = np.full((len(values), width), np.nan)
+    shape_ok = np.array([type(v) is list and len(v) == width for v in values], dtype=bool)
+    rejects.add("missing_field", np.array([v is None for v in values], dtype=bool))
+    rejects.add("scores_length", ~shape_ok)
+    if shape_ok.any():
+        flat = [x for v, ok in zip(values, shape_ok) if ok for x in v]
+        numbers_, _missing, wrong, non_finite = numbers(flat)
+        rows = np.flatnonzero(shape_ok)
+        out[rows] = numbers_.reshape(-1, width)
+        for reason, mask in (("not_a_number", (wrong | _missing).reshape(-1, width).any(axis=1)),
+                             ("non_finite", non_finite.reshape(-1, width).any(axis=1))):
+            bad = np.zeros(len(values), dtype=bool)
+            bad[rows] = mask
+            rejects.add(reason, bad)
+    return out
 
 
 def parse_feedback(columns: Columns, eids: np.ndarray, times: np.ndarray,
                    monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = _Rejects(len(columns.docs))
     keys = _keys(columns, monitor, times, rejects)
-    values, missing, wrong, non_finite = numbers(columns(monitor.target))
-    rejects.add("missing_field", missing)
-    rejects.add("not_a_number", wrong)
-    rejects.add("non_finite", non_finite)
+    raw = columns(monitor.target)
+    if monitor.task == MULTICLASS:
+        target = _classes(raw, monitor.classes, rejects)
+    else:
+        values, missing, wrong, non_finite = numbers(raw)
+        rejects.add("missing_field", missing)
+        if monitor.task == REGRESSION:      # a realized value that is no finite number cannot be scored
+            rejects.add("target_not_finite", wrong | non_finite)
+        rejects.add("not_a_number", wrong)
+        rejects.add("non_finite", non_finite)
+        target = values if monitor.task == REGRESSION else np.where(np.isnan(values), 0, values).astype(np.int64)
     keep = ~rejects.bad
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
-                          TARGET: values[keep].astype(np.int64), EID: eids[keep]})
+                          TARGET: target[keep], EID: eids[keep]})
     return frame, rejects.frame(eids, times)
 
 
