@@ -31,8 +31,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_monitors_file_loads_with_the_documented_defaults():
-    (m,) = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")
-    assert m.name == "driver_ranker" and m.index == "ml-events-*"
+    m, duration = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")
+    assert (duration.name, duration.task, duration.model_name) == ("trip_duration", "regression", "trip_duration")
+    assert (duration.prediction_value, duration.target) == ("prediction.value", "target.duration_minutes")
+    assert duration.quality_alert_ratio == 1.5 and duration.estimation is None
+    assert duration.reference.parquet == REPO_ROOT / "var/model/trip_duration/reference.parquet"
+    assert m.name == "driver_ranker" and m.index == "ml-events-*" and m.task == "binary_classification"
     assert m.feature_names == ("conv_rate", "acc_rate", "avg_daily_trips")
     assert (m.prediction_label, m.prediction_score, m.target, m.join_key) == (
         "prediction.label", "prediction.score", "target.trip_completed", "request_id")
