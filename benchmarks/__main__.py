@@ -15,6 +15,7 @@ SUITES = {
     "target_drift": "benchmarks.target_drift",       # also part of drift_calibration
     "regression_target_drift": "benchmarks.regression_target_drift",
     "estimation": "benchmarks.estimation",
+    "tasks": "benchmarks.tasks",
 }
 
 

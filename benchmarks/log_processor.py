@@ -72,9 +72,15 @@ def _mem_available_mb() -> float:
 def load(url: str, n: int, start: datetime, end: datetime, seed: int, *, quiet: bool = False) -> int:
     """Bulk-load n predictions (+ feedback) spread over [start, end) as raw NDJSON, 10 000 documents per
     request, with progress."""
+    rows = synthetic.chosen_rows("normal", n, seed)
+    docs = synthetic.events(rows, start, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed)
+    return load_documents(url, docs, n, quiet=quiet)
+
+
+def load_documents(url: str, docs, n: int, *, quiet: bool = False) -> int:
+    """Bulk-load event documents (of n predictions, for the progress line) into their daily indices."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=600)
-    rows = synthetic.chosen_rows("normal", n, seed)
     lines: list[str] = []
     sent, t0 = 0, time.perf_counter()
 
@@ -92,7 +98,7 @@ def load(url: str, n: int, start: datetime, end: datetime, seed: int, *, quiet: 
         if not quiet:
             print(f"\r  loading {n:,} predictions: {sent:,} docs ({rate:,.0f}/s)", end="", flush=True)
 
-    for doc in synthetic.events(rows, start, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed):
+    for doc in docs:
         action = {"create": {"_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]), "_id": doc["event"]["id"]}}
         lines.append(json.dumps(action) + "\n" + json.dumps(stamp_ingested(doc)) + "\n")
         if len(lines) >= 10_000:

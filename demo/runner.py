@@ -39,6 +39,7 @@ class Story:
         self.say = say
         self.notes: list[str] = []      # waits that ran out, for the final report
         self.phase = "starting"
+        self.phase_started: dict[str, float] = {}  # phase -> time.time() it began
         self.counts: PhaseCounts | None = None
         self.verdict: Verdict | None = None
         self.others = tuple(others)                 # further monitors (trip_duration)
@@ -88,6 +89,7 @@ class Story:
     # --- one phase ----------------------------------------------------------------------------
     def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int) -> PhaseResult:
         started = time.time()
+        self.phase_started[name] = started
         self.phase = name
         holder: list[PhaseCounts] = []
         sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, VARIANTS[name], n_requests)),
@@ -119,8 +121,11 @@ class Story:
             self._wait(lambda: self._every_channel_has("firing", started), self.settings.alert_timeout,
                        "drift: a firing message on every channel", "drift: waiting for Slack, webhook, Telegram")
         if name == "recovery" and self.stack.prometheus is not None:
-            self._wait(lambda: self._every_channel_has("resolved", started), self.settings.alert_timeout,
-                       "recovery: a resolved message on every channel", "recovery: waiting for the resolved messages")
+            opened = {monitor for _, monitor, status in self._messages_since(self.phase_started.get("drift", started))
+                      if status == "firing"}     # every incident of the drift phase, one per monitor
+            self._wait(lambda: all(self._every_channel_has("resolved", started, m) for m in opened),
+                       self.settings.alert_timeout, "recovery: a resolved message on every channel for every monitor",
+                       "recovery: waiting for the resolved messages")
         result.alerts = self._firing_alerts()
         result.emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
         result.notifications = self._notifications_since(started)
@@ -144,11 +149,12 @@ class Story:
                          for m in sink.messages(channel) if m.received_at >= started]
         return messages
 
-    def _every_channel_has(self, status: str, started: float) -> bool:
-        emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
-        chats = self._notifications_since(started)
-        return (any(subject.startswith(f"[{status.upper()}") for subject in emails)
-                and all(status in chats.get(channel, []) for channel in CHAT_CHANNELS))
+    def _every_channel_has(self, status: str, started: float, monitor: str | None = None) -> bool:
+        """A `status` message since `started` on e-mail and every chat channel (about `monitor`, if given)."""
+        channels = {"email", *(CHAT_CHANNELS if self.stack.notifications else ())}
+        have = {channel for channel, about, got in self._messages_since(started)
+                if got == status and (monitor is None or about == monitor)}
+        return channels <= have
 
     def _shipped_everything(self) -> bool:
         stats = self.stack.shipper.stats

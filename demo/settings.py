@@ -42,7 +42,7 @@ class DemoSettings:
     feedback_delay: float = 1.0      # seconds before each request's ground truth is sent
     eval_interval: float = 2.0       # log processor evaluation interval, seconds
     alerts: bool = True              # Prometheus + Alertmanager (skipped with a hint when missing)
-    alert_timeout: float = 90.0      # how long --once waits for the drift phase's (and the recovery's) messages
+    alert_timeout: float = 180.0     # how long --once waits for the drift phase's (and the recovery's) messages
     recovery: bool = True            # a third phase of normal traffic, so the incident resolves (a resolved message)
     state_dir: Path = REPO_ROOT / "var/demo"   # wiped at start: a second run starts clean
     mail_dir: Path = REPO_ROOT / "var/mail"

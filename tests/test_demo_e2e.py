@@ -30,28 +30,45 @@ def demo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_once_runs_the_story_and_exits_0(tmp_path):
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "demo", "--once"], cwd=REPO_ROOT, env=demo_env(tmp_path),
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=420)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "story held" in output
-    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
-            if line.startswith(("normal ", "drift ", "recovery "))}
+    ranker, duration = summary_tables(output)
+    rows = ranker
     assert rows["normal"][3] == "no"
     assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
     assert rows["recovery"][3] == "no"
+    # the second monitor (regression): MAE and RMSE rise in the drift phase, the target drifts, and both recover
+    mae = {phase: float(duration[phase][2]) for phase in ("normal", "drift", "recovery")}
+    assert mae["drift"] > 1.5 * mae["normal"] and mae["recovery"] < 1.5 * mae["normal"], mae
+    assert duration["drift"][5].startswith("yes") and duration["normal"][5].startswith("no"), duration
+    assert duration["drift"][6] == "yes" and duration["normal"][6] == "no"
     missing = missing_binaries()
     if missing:
         assert "Prometheus/Alertmanager not found" in output and "apt-get install" in output
         pytest.skip(f"the alert e-mail condition was not checked: {', '.join(missing)} not installed")
     subjects = [MailMessage.from_file(p).subject for p in (tmp_path / "mail").glob("*.eml")]
     assert any("DataDriftDetected" in s for s in subjects), subjects
-    # one incident: one firing and one resolved message per channel, in the table and on disk
-    assert rows["drift"][-4:] == ["1 (1 firing)"] * 4 and rows["recovery"][-4:] == ["1 (1 resolved)"] * 4
+    # one incident per monitor: one firing and one resolved message per channel each, in the table and on disk
+    assert rows["drift"][-4:] == ["2 (2 firing)"] * 4 and rows["recovery"][-4:] == ["2 (2 resolved)"] * 4
+    assert any("monitor=trip_duration" in s and "RegressionQualityDegraded" in s for s in subjects), subjects
     for channel in ("slack", "webhook", "telegram"):
-        assert len(read_messages(tmp_path / "notifications", channel)) == 2, channel
+        assert len(read_messages(tmp_path / "notifications", channel)) == 4, channel
     assert {p.name for p in (tmp_path / "log").glob("demo-*.log")} >= {
         "demo-serving.log", "demo-log_processor.log", "demo-runner.log"}
     print(f"--once story took {time.monotonic() - started:.0f}s")
+
+
+def summary_tables(output: str) -> list[dict[str, list[str]]]:
+    """Each summary table of the output (they start with a `phase ` header): phase -> its cells."""
+    tables: list[dict[str, list[str]]] = []
+    for line in output.splitlines():
+        if line.startswith("phase "):
+            tables.append({})
+        elif tables and line.startswith(("normal ", "drift ", "recovery ")):
+            tables[-1][line.split("|")[0].strip()] = [c.strip() for c in line.split("|")]
+    return tables
 
 
 def descendants(pid: int) -> set[int]:
@@ -143,9 +160,9 @@ def test_once_on_the_real_engine_holds_and_leaves_no_jvm(tmp_path, opensearch_no
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "store:         OpenSearch 3." in output and "story held" in output
-    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
-            if line.startswith(("normal ", "drift "))}
+    rows, duration = summary_tables(output)
     assert rows["normal"][3] == "no" and rows["drift"][3] == "yes"
+    assert duration["drift"][6] == "yes" and float(duration["drift"][2]) > 1.5 * float(duration["normal"][2])
     assert (tmp_path / "state/opensearch/node-1").is_dir()
     assert _processes_mentioning(str(tmp_path / "state/opensearch")) == []
 
@@ -165,7 +182,6 @@ def test_once_with_100_request_phases_holds(tmp_path):
                             capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")] for line in output.splitlines()
-            if line.startswith(("normal ", "drift "))}
+    rows, _ = summary_tables(output)
     assert rows["normal"][2] == "100" and rows["normal"][3] == "no"
     assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
