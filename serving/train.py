@@ -117,6 +117,20 @@ def _write_atomic(path: Path, write) -> None:
         tmp_path.unlink(missing_ok=True)
 
 
+def version_of(blob: bytes, created: datetime | None = None) -> str:
+    """The training date and the artifact's hash: deterministic training changes only the date."""
+    return f"{(created or datetime.now(timezone.utc)):%Y.%m.%d}-{hashlib.sha256(blob).hexdigest()[:7]}"
+
+
+def write_artifacts(model_dir: Path, version: str, blob: bytes, reference: pd.DataFrame) -> tuple[Path, Path]:
+    """The pickled model and its reference, each written atomically; returns their paths."""
+    artifact = model_dir / f"model-{version}.pkl"
+    _write_atomic(artifact, lambda p: p.write_bytes(blob))
+    reference_path = model_dir / REFERENCE_FILE
+    _write_atomic(reference_path, lambda p: reference.to_parquet(p, index=False))
+    return artifact, reference_path
+
+
 def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAINING_REQUESTS,
           seed: int = TRAINING_SEED, reference_requests: int = REFERENCE_REQUESTS, threshold: float = 0.5,
           log=print) -> dict[str, Any]:
@@ -135,12 +149,8 @@ def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAI
     reference = chosen_rows(fresh, estimator.predict_proba(feature_matrix(fresh))[:, 1], threshold)
 
     blob = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-    created = datetime.now(timezone.utc)
-    version = f"{created:%Y.%m.%d}-{hashlib.sha256(blob).hexdigest()[:7]}"
-    artifact = model_dir / f"model-{version}.pkl"
-    _write_atomic(artifact, lambda p: p.write_bytes(blob))
-    reference_path = model_dir / REFERENCE_FILE
-    _write_atomic(reference_path, lambda p: reference.to_parquet(p, index=False))
+    created, version = datetime.now(timezone.utc), version_of(blob)
+    artifact, reference_path = write_artifacts(model_dir, version, blob, reference)
 
     manifest = {
         "model_name": MODEL_NAME,

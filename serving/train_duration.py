@@ -15,7 +15,6 @@ Separate from train.py so the ranker's artifacts and their bootstrap key do not 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import sys
@@ -33,7 +32,8 @@ from common.schema import FEATURE_NAMES
 from serving import data
 from serving.model import DURATION_MODEL_NAME, MANIFEST, RegressionModel, sha256_file
 from serving.settings import ServingSettings
-from serving.train import REFERENCE_FILE, _write_atomic, feature_statistics, format_quality
+from serving.train import (REFERENCE_FILE, _write_atomic, feature_statistics, format_quality, version_of,
+                           write_artifacts)
 
 TRAINING_REQUESTS = 5000
 TRAINING_SEED = 13
@@ -91,17 +91,13 @@ def train(model_dir: Path, driver_stats: pd.DataFrame, *, n_requests: int = TRAI
     estimator = fit(train_rows)
 
     blob = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-    created = datetime.now(timezone.utc)
-    version = f"{created:%Y.%m.%d}-{hashlib.sha256(blob).hexdigest()[:7]}"
+    created, version = datetime.now(timezone.utc), version_of(blob)
     # Predicted through the class serving uses, on the rows Feast serves, so reference = what serving logs.
     served = RegressionModel(DURATION_MODEL_NAME, version, FEATURE_NAMES, estimator)
     holdout_rows_list = holdout_rows[list(FEATURE_NAMES)].to_dict("records")
     reference = reference_rows(holdout_rows, served.predict(holdout_rows_list))
 
-    artifact = model_dir / f"model-{version}.pkl"
-    _write_atomic(artifact, lambda p: p.write_bytes(blob))
-    reference_path = model_dir / REFERENCE_FILE
-    _write_atomic(reference_path, lambda p: reference.to_parquet(p, index=False))
+    artifact, reference_path = write_artifacts(model_dir, version, blob, reference)
     manifest = {
         "model_name": DURATION_MODEL_NAME,
         "model_version": version,
