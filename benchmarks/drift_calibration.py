@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmarks import synthetic, target_drift
+from benchmarks import regression_target_drift, synthetic, target_drift
 from log_processor.calibration import calibrate
 from log_processor.monitors import REPO_ROOT, load_monitors
 from log_processor.validate import SCORE, TARGET
@@ -215,3 +215,5 @@ def main(quick: bool) -> None:
     plot(fa_rows, power_rows, alpha)
     print("  target drift ...", flush=True)
     target_drift.run(pool[TARGET].to_numpy(), alpha, quick, rng, fmt, wilson)
+    print("  regression target drift ...", flush=True)
+    regression_target_drift.main(quick)       # a numerical target: the trip_duration monitor
