@@ -79,21 +79,20 @@ def null_distribution(values: np.ndarray, kind: str, *, sizes=SIZES, replicates:
     rng = np.random.default_rng(seed)
     prepared = _prepare(values, kind)
     statistic = _wasserstein if kind == "numerical" else _jensenshannon
-    cells, probabilities, m = prepared.cells, prepared.probabilities, prepared.rows
+    probabilities, m = prepared.probabilities, prepared.rows
     rows: list[list[np.ndarray]] = [[] for _ in sizes]
     for done in range(0, replicates, _CHUNK):
         k = min(_CHUNK, replicates - done)
-        ref = _counts(m, cells, k, probabilities, rng)
+        ref = _counts(m, k, probabilities, rng)
         for i, n in enumerate(sizes):
-            rows[i].append(statistic(prepared, ref, _counts(n, cells, k, probabilities, rng)))
+            rows[i].append(statistic(prepared, ref, _counts(n, k, probabilities, rng)))
     return NullDistribution(tuple(sizes), np.vstack([np.sort(np.concatenate(r)) for r in rows]))
 
 
 @dataclass(frozen=True)
 class _Column:
     rows: int                            # m, the reference's rows
-    cells: int                           # distinct sorted values (numerical) or categories
-    probabilities: np.ndarray | None     # each cell's share of the rows; None: every cell 1/cells
+    probabilities: np.ndarray            # each cell's share of the rows: distinct sorted values or categories
     x: np.ndarray | None = None          # sorted distinct values (numerical)
     gaps: np.ndarray | None = None
 
@@ -105,21 +104,20 @@ def _prepare(values: np.ndarray, kind: str) -> _Column:
         # Tied rows are one cell weighted by their count: the same bootstrap (a sum of Poisson counts is
         # a Poisson count) and the same W1 (ties add no gap), at the cost of the distinct values, not the
         # rows. Served features repeat (one value per driver and hour), so 20 000 rows are ~450 cells.
-        return _Column(rows=int(counts.sum()), cells=len(x), probabilities=counts / counts.sum(), x=x,
-                       gaps=np.diff(x))
+        return _Column(rows=int(counts.sum()), probabilities=counts / counts.sum(), x=x, gaps=np.diff(x))
     _, counts = np.unique(np.asarray([str(v) for v in values if v is not None]), return_counts=True)
-    return _Column(rows=int(counts.sum()), cells=len(counts), probabilities=counts / counts.sum())
+    return _Column(rows=int(counts.sum()), probabilities=counts / counts.sum())
 
 
-def _counts(rows: int, cells: int, k: int, probabilities: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _counts(rows: int, k: int, probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Shares of each cell in `rows` draws with replacement, k times: the Poisson bootstrap
     (independent Poisson counts, normalised by their total), which matches the multinomial at
     these sizes and is one vectorised draw instead of a loop per cell."""
-    mean = rows * (probabilities if probabilities is not None else np.full(cells, 1.0 / cells))
+    mean = rows * probabilities
     if mean.min() >= 100:     # Poisson(lam) is Normal(lam, lam) to a fraction of a percent there, and 3x cheaper
-        counts = np.maximum(mean + np.sqrt(mean) * rng.standard_normal((k, cells)), 0.0)
+        counts = np.maximum(mean + np.sqrt(mean) * rng.standard_normal((k, len(mean))), 0.0)
     else:
-        counts = rng.poisson(mean, size=(k, cells)).astype(float)
+        counts = rng.poisson(mean, size=(k, len(mean))).astype(float)
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
 

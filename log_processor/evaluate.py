@@ -31,9 +31,6 @@ from log_processor.stability import Bounds, Stability, read_stability, reference
 from log_processor.tasks import Task, TaskQuality, task_for
 from log_processor.validate import PREDICTION, SCORE, TARGET
 
-CLASSES = ("0", "1")                 # the binary monitor's classes
-TARGET_METHOD = CALIBRATED_METHODS["categorical"]     # a classifier's target: its classes are categories
-
 
 @dataclass(frozen=True)
 class ColumnDrift:

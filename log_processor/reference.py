@@ -26,7 +26,6 @@ from log_processor.window import assemble
 log = logging.getLogger("log_processor")
 
 
-TARGET_KIND = "categorical"     # the realized label of a binary classifier (target drift compares its class shares)
 CALIBRATION_VERSION = "v3"      # v3: the prediction column and the target by the task's kinds (regression, multi-class)
 
 

@@ -18,7 +18,8 @@ from scipy.spatial import distance
 from benchmarks import synthetic
 from log_processor.calibration import calibrate
 from log_processor.evaluate import evaluate, prepare_reference
-from log_processor.reference import TARGET_KIND, calibration_key, load_calibration
+from log_processor.reference import calibration_key, load_calibration
+from log_processor.tasks import binary
 from log_processor.validate import SCORE, TARGET
 from tests.test_drift_calibration import MONITOR, fresh, reference_frame  # noqa: F401 (fixtures)
 
@@ -31,7 +32,7 @@ def reference(reference_frame):  # noqa: F811
                                  sha256="t" * 64)
     kinds = {f.name: f.type for f in MONITOR.features}
     return dataclasses.replace(prepared, calibration=calibrate(reference_frame, kinds, SCORE, ALPHA,
-                                                               target=(TARGET, TARGET_KIND)))
+                                                               target=(TARGET, binary.TASK.target_kind)))
 
 
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
