@@ -291,9 +291,8 @@ def estimate_quality(probabilities: np.ndarray, predicted: np.ndarray, scores: n
         out["precision"] = precision
     ranks = stats.rankdata(scores) if ranks is None else ranks
     a = np.column_stack([yhat, 1 - yhat, ranks])
-    predicted_positive = int(yhat.sum())
-    expected = _from_sums(*(p @ a), predicted_positive, n)
-    drawn = _from_sums(*_draw_sums(p, a, draws, np.random.default_rng(seed), label_draw_cells).T, predicted_positive, n)
+    expected = _expected(p, yhat, ranks)
+    drawn = _from_sums(*_draw_sums(p, a, draws, np.random.default_rng(seed), label_draw_cells).T, int(yhat.sum()), n)
     tail = (1 - confidence) / 2
     for metric in ("recall", "f1", "roc_auc"):
         value, sample = float(expected[metric]), drawn[metric][np.isfinite(drawn[metric])]

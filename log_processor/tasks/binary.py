@@ -47,17 +47,14 @@ class Binary:
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
         present = labelled[TARGET].nunique()
         return {**{name: cls() for name, cls in QUALITY_METRICS.items()},
-                **{f"p:{k}": m for k, m in probabilistic.evidently_metrics(present, 2).items()}}
+                **probabilistic.evidently_metrics(present, 2)}
 
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,
              monitor: Monitor) -> TaskQuality:
-        raw = {name: values[m.metric_id][0] for name, m in metrics.items()}
+        own, evidently = probabilistic.split({name: values[m.metric_id][0] for name, m in metrics.items()})
         y, p = labelled[TARGET].to_numpy(dtype=float), labelled[SCORE].to_numpy(dtype=float)
         hand, curve = probabilistic.by_hand(p, y, p[:, None], y[:, None])
-        return TaskQuality(
-            metrics=finite({k: v for k, v in raw.items() if not k.startswith("p:")}),
-            probabilistic=finite({**{k[2:]: v for k, v in raw.items() if k.startswith("p:")}, **hand}),
-            calibration_curve=curve)
+        return TaskQuality(metrics=finite(own), probabilistic=finite({**evidently, **hand}), calibration_curve=curve)
 
 
 TASK = Binary()

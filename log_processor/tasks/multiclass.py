@@ -70,8 +70,7 @@ class Multiclass:
         metrics.update({f"c:{name}": cls() for name, cls in PER_CLASS.items()})
         if monitor.prediction_scores:
             present = labelled[TARGET].nunique()
-            metrics.update({f"p:{k}": m for k, m in
-                            probabilistic.evidently_metrics(present, len(monitor.classes)).items()})
+            metrics.update(probabilistic.evidently_metrics(present, len(monitor.classes)))
         return metrics
 
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,
@@ -89,8 +88,9 @@ class Multiclass:
         top = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=int)
         hits = onehot[np.arange(len(top)), top] if len(top) else np.zeros(0)
         hand, curve = probabilistic.by_hand(scores.max(axis=1) if len(scores) else np.zeros(0), hits, scores, onehot)
+        _, evidently = probabilistic.split(raw)
         return TaskQuality(metrics=quality.metrics, per_class=quality.per_class, calibration_curve=curve,
-                           probabilistic=finite({**{k[2:]: v for k, v in raw.items() if k.startswith("p:")}, **hand}))
+                           probabilistic=finite({**evidently, **hand}))
 
 
 TASK = Multiclass()

@@ -18,14 +18,22 @@ from log_processor.estimation import calibration_error
 
 BINS = 10
 PROBAS = "probas"       # the name of the Evidently classification that reads the scores
+PREFIX = "p:"           # this family's metrics, in the one Report a task runs with its own
 
 
 def evidently_metrics(classes_present: int, classes: int) -> dict:
-    """ROC AUC needs every class among the labelled rows (else it is undefined); log loss always."""
+    """ROC AUC needs every class among the labelled rows (else it is undefined); log loss always.
+    Keyed "p:<name>", so that `split` tells them from the task's own metrics."""
     metrics = {"log_loss": LogLoss(classification_name=PROBAS)}
     if classes_present == classes:
         metrics["roc_auc"] = RocAuc(classification_name=PROBAS)
-    return metrics
+    return {PREFIX + name: metric for name, metric in metrics.items()}
+
+
+def split(raw: dict) -> tuple[dict, dict]:
+    """A task report's raw values: (the task's own metrics, this family's without their prefix)."""
+    own = {k: v for k, v in raw.items() if not k.startswith(PREFIX)}
+    return own, {k[len(PREFIX):]: v for k, v in raw.items() if k.startswith(PREFIX)}
 
 
 def by_hand(probabilities: np.ndarray, hits: np.ndarray, scores: np.ndarray, onehot: np.ndarray
