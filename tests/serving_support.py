@@ -6,6 +6,7 @@ is cached so the slow part (training, Feast apply + materialize) runs once per s
 from __future__ import annotations
 
 import io
+import json
 import gzip
 import shutil
 import socket
@@ -76,6 +77,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def read_events(path: Path) -> list[dict]:
+    """The JSON-lines event file a file sink wrote (empty while it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -16,7 +16,7 @@ from common import schema
 from serving import data
 from serving.app import create_app
 from serving.features import OnlineFeatures
-from tests.serving_support import metric_value, model, online, serving_world  # noqa: F401 (fixtures)
+from tests.serving_support import metric_value, read_events, model, online, serving_world  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -36,10 +36,6 @@ def app(serving_world, model, online, events_file):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def read_events(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def errors_in(path) -> list[dict]:

@@ -13,7 +13,7 @@ from common import schema
 from serving import data
 from serving.app import create_app
 from tests.conftest import free_port
-from tests.serving_support import (duration_model, metric_value, model, online,  # noqa: F401 (fixtures)
+from tests.serving_support import (duration_model, metric_value, read_events, model, online,  # noqa: F401 (fixtures)
                                    serving_world, wait_for)
 
 
@@ -33,10 +33,6 @@ def app(serving_world, model, duration_model, online, events_file):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def read_events(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def post_raw(client, path: str, raw: str):
