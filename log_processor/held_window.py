@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from log_processor.monitors import Monitor
-from log_processor.validate import EID, TIMESTAMP, Chunk, combine
+from log_processor.validate import EID, TIMESTAMP, Chunk
 from log_processor.window import Window, assemble, in_order, time_ordered
 
 
@@ -51,7 +51,10 @@ class HeldWindow:
                                                     (chunk.rejects, held.rejects))]
         added = sum(len(f) for f in fresh)
         if added:
-            self.events = _in_order(combine([held, Chunk(*fresh)], monitor))
+            predictions, feedback, rejects = fresh
+            self.events = Chunk(_merged(held.predictions, predictions), _merged(held.feedback, feedback),
+                                pd.concat([held.rejects, rejects], ignore_index=True) if len(rejects) else held.rejects,
+                                held.ingested, held.unstamped)
         if chunk.ingested is not None:
             self.checkpoint = max(self.checkpoint or chunk.ingested, chunk.ingested)
         return added
@@ -74,6 +77,20 @@ class HeldWindow:
 def _in_order(chunk: Chunk) -> Chunk:
     """Predictions and feedback by (timestamp, event id), as window.assemble reads them fastest."""
     return Chunk(in_order(chunk.predictions), in_order(chunk.feedback), chunk.rejects, chunk.ingested, chunk.unstamped)
+
+
+def _merged(held: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """`held` (in order) and `new` rows as one frame in order. New rows are mostly later than the held
+    ones, so only the held rows from the new rows' earliest time on are sorted again with them: a
+    cycle's cost follows what it read, not the window (a full sort of a 1 M-row window took 0.8 s)."""
+    if not len(new):
+        return held
+    new = in_order(new)
+    if not len(held):
+        return new
+    cut = int(np.searchsorted(held[TIMESTAMP].to_numpy(), new[TIMESTAMP].iloc[0], "left"))
+    tail = in_order(pd.concat([held.iloc[cut:], new], ignore_index=True))
+    return pd.concat([held.iloc[:cut], tail], ignore_index=True) if cut else tail
 
 
 def _unseen(new: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import dataclasses
 import random
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytest
 from elasticsearch import helpers
@@ -150,3 +151,23 @@ def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_f
     assert rows["short"] < rows[BY_SPAN.name] and rows["any_model"] == ANY_MODEL.window_last
     assert windows["any_model"].frame[BY_SPAN.features[2].name].notna().all()
     assert BY_SPAN.features[2].name not in windows["short"].frame
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_new_rows_merge_into_the_held_order_as_a_full_sort_would(seed):
+    """held_window._merged re-sorts only the held tail the new rows reach into; with new rows that
+    interleave that tail, tie with it on the millisecond and come in no order, the result must be the
+    full (timestamp, event id) sort of everything."""
+    from log_processor.held_window import _merged
+    from log_processor.validate import EID
+    from log_processor.window import in_order
+    rng = random.Random(seed)
+    def rows(n: int, lo: float, hi: float) -> pd.DataFrame:
+        return pd.DataFrame({TIMESTAMP: np.array([round(rng.uniform(lo, hi), 3) for _ in range(n)], dtype=float),
+                             EID: np.array([rng.randrange(2**63) for _ in range(n)], dtype=np.uint64),
+                             "x": np.arange(n)})
+    held = in_order(rows(2000, 0.0, 10.0))
+    for new in (rows(300, 9.0, 12.0), rows(50, 0.0, 12.0), rows(40, 11.0, 12.0), rows(0, 0.0, 1.0)):
+        new = pd.concat([new, held.sample(min(5, len(new)), random_state=seed).assign(x=-1)]) if len(new) else new
+        want = in_order(pd.concat([held, new], ignore_index=True))
+        pd.testing.assert_frame_equal(_merged(held, new.reset_index(drop=True)), want)
