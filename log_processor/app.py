@@ -80,16 +80,16 @@ def create_app(settings: ProcessorSettings | None = None, *, processor: Processo
         state = runner.snapshot()
         part = request.args.get("part")
         if part is not None:
-            if part not in ("drift", "quality"):
-                return jsonify(error=f"part: must be drift or quality, got {part!r}", field="part"), 400
-            body = state.html_drift if part == "drift" else state.html_quality
+            if part not in PARTS:
+                return jsonify(error=f"part: must be one of {', '.join(PARTS)}, got {part!r}", field="part"), 400
+            body = {"drift": state.html_drift, "quality": state.html_quality, "target": state.html_target}[part]
             if body is None:
                 return _no_report(runner.monitor.name, state.status, part)
             return Response(body, mimetype="text/html")
         if state.html_drift is None:
             return _no_report(runner.monitor.name, state.status, "drift")
-        return Response(_wrapper_page(runner.monitor.name, state.summary, state.html_quality is not None),
-                        mimetype="text/html")
+        return Response(_wrapper_page(runner.monitor.name, state.summary, state.html_quality is not None,
+                                      state.html_target is not None), mimetype="text/html")
 
     return app
 
@@ -107,10 +107,13 @@ def _no_report(name: str, status: str, part: str) -> tuple[str, int]:
               "error": "the last evaluations failed (see /healthz)"}.get(status, "no report yet")
     if part == "quality":
         reason = "too few labelled rows in the window for quality metrics"
+    if part == "target":
+        reason = "too few labelled rows in the window for a target-drift verdict"
     return (f"<!doctype html><title>{html.escape(name)}</title><h1>{html.escape(name)}</h1>"
             f"<p>No {part} report: {html.escape(reason)}.</p>", 503)
 
 
+PARTS = ("drift", "quality", "target")      # /report?part=: Evidently's three reports of a cycle
 TASK_TITLES = {"binary_classification": "Classification quality", "multiclass_classification":
                "Multi-class classification quality", "regression": "Regression quality"}
 
@@ -128,8 +131,9 @@ def _task_sections(summary: dict[str, Any]) -> str:
     return "<br>".join(p for p in parts if p)
 
 
-def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
-    """Window facts on top, then Evidently's drift report and (with enough labels) its quality report."""
+def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool, has_target: bool) -> str:
+    """Window facts on top, then Evidently's drift report and (with enough labels) its quality and
+    target-drift reports."""
     n = html.escape(name)
     window = summary.get("window", {})
     rows = summary.get("rows", {})
@@ -155,6 +159,9 @@ def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool) -> str:
     frames += (f'<h2>{TASK_TITLES.get(task, "Quality")} (labelled rows)</h2>'
                f'<iframe src="?monitor={n}&part=quality"></iframe>'
                if has_quality else "<p>Quality: too few labelled rows in this window.</p>")
+    if has_target:
+        frames += f'<h2>Target drift (labelled rows)</h2><iframe src="?monitor={n}&part=target"></iframe>'
+
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{n} — Evidently report</title>"
             "<style>body{font-family:sans-serif;margin:1em}iframe{width:100%;height:80vh;border:1px solid #ccc}</style>"
             f"</head><body><h1>{n}</h1><p>{facts}</p>{frames}</body></html>")

@@ -1,14 +1,16 @@
 """(reference, current window, monitor) → one plain Evaluation, computed by Evidently 0.7.
 
-Pure: no I/O. Two Evidently reports per evaluation, because they look at different rows:
+Pure: no I/O. Three Evidently reports per evaluation, because they look at different rows:
 - drift (shared by every task): every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount`
   (the dataset-drift verdict), `ValueDrift` of the task's prediction column (binary: the score;
   regression: the predicted value, numerical; multi-class: the predicted class, categorical); plus data
   stability (stability.py: values outside the reference's range, unseen categories, constant columns);
 - quality: the labelled rows only — the task's metrics (log_processor/tasks/: binary, multiclass,
-  regression, and the probabilistic family), and target drift (`ValueDrift` of the realized targets
-  against the reference's: P(y) moved), calibrated by the number of labelled rows like the features.
-The reference's own quality is computed once, in `prepare_reference`, so that alerts can be relative.
+  regression, and the probabilistic family), on the window alone: the reference's own quality is
+  computed once, in `prepare_reference` (alerts compare with it), so the report does not compute it
+  again every cycle (docs/benchmarks.md, "Per task");
+- target drift, a third and small report: `ValueDrift` of the realized targets against the
+  reference's (P(y) moved), calibrated by the number of labelled rows like the features.
 
 `_read_snapshot` is the one place that knows the shape of Evidently's `Snapshot.dict()`; everything
 after it works with the stable names of docs/metrics.md.
@@ -19,14 +21,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.metrics import DriftedColumnsCount, ValueDrift
 
 from log_processor.calibration import CALIBRATED_METHODS, Calibration
 from log_processor.estimation import Estimation, ScoreCalibration, estimate
-from log_processor.monitors import BINARY, DEFAULT_THRESHOLDS, REGRESSION, DriftRule, Monitor
+from log_processor.monitors import BINARY, DEFAULT_THRESHOLDS, DriftRule, Monitor
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.tasks import Task, TaskQuality, task_for
 from log_processor.validate import PREDICTION, SCORE, TARGET
@@ -63,6 +64,7 @@ class Evaluation:
     calibration_curve: dict[str, tuple[float, float]] = field(default_factory=dict)   # bin -> (predicted, observed)
     html_drift: str = field(repr=False, default="")
     html_quality: str | None = field(repr=False, default=None)
+    html_target: str | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Reference:
     """The reference, prepared once: Evidently datasets for both reports plus what describes it."""
     frame: pd.DataFrame
     drift: Dataset
-    quality: Dataset | None
+    target: Dataset | None                     # the labelled reference rows' target (None: no labels)
     model_name: str
     model_version: str
     version: str
@@ -109,17 +111,12 @@ def prepare_reference(frame: pd.DataFrame, monitor: Monitor, *, model_name: str,
     if TARGET not in frame.columns:
         frame = frame.assign(**{TARGET: float("nan")})
     frame = task.normalise(frame, monitor)
-    quality = task.quality_frame(frame, monitor)
-    dataset = Dataset.from_pandas(quality, data_definition=task.definition(monitor)) if len(quality) else None
-    values = None
-    if dataset is not None:
-        metrics = task.metrics(monitor, quality)
-        values = task.read(_read_snapshot(Report(list(metrics.values()), include_tests=False).run(dataset, None)),
-                           metrics, quality, monitor)
+    labelled = task.quality_frame(frame, monitor)
+    values = _task_quality(task, labelled, monitor)[0] if len(labelled) else None
     return Reference(
         frame=frame,
         drift=Dataset.from_pandas(_drift_frame(frame, monitor), data_definition=_drift_definition(monitor)),
-        quality=dataset, quality_values=values,
+        target=_target_dataset(labelled, task) if len(labelled) else None, quality_values=values,
         bounds=reference_bounds(frame, monitor),
         model_name=model_name, model_version=model_version, version=version, sha256=sha256,
     )
@@ -153,7 +150,7 @@ def _value(raw: Any, key: str | None = None) -> float:
 # ---------------------------------------------------------------------------------------------------
 
 def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> Evaluation:
-    """Run both reports on `current` (already sampled, at least `min_rows` rows)."""
+    """Run the reports on `current` (already sampled, at least `min_rows` rows)."""
     task = task_for(monitor)
     drift = monitor.drift
     rules: dict[str, DriftRule] = {name: drift.rule(name) for name in monitor.feature_names}
@@ -191,11 +188,13 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
                               calibration.prediction if calibration is not None else None)
 
     quality = TaskQuality(metrics={})
-    html_quality = None
+    html_quality = html_target = None
     target = None
     labelled = task.quality_frame(current, monitor)
-    if len(labelled) >= monitor.min_labelled_rows and reference.quality is not None:
-        quality, target, html_quality = _quality(task, reference, labelled, monitor)
+    if len(labelled) >= monitor.min_labelled_rows and reference.target is not None:
+        quality, snapshot_quality = _task_quality(task, labelled, monitor)
+        html_quality = snapshot_quality.get_html_str(as_iframe=False)
+        target, html_target = _target_drift(task, reference, labelled, monitor)
 
     estimation = None
     if monitor.estimation is not None:
@@ -213,8 +212,8 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         prediction_drift=prediction,
         target_drift=target,
         quality=quality.metrics,
-        class_share=_class_shares(current, labelled, monitor),
-        confusion=_confusion(labelled, monitor),
+        class_share=_class_shares(task, current, labelled, monitor),
+        confusion=_confusion(task, labelled, monitor),
         evaluated_rows=len(current),
         evaluated_labelled_rows=len(labelled),
         stability=read_stability(reference.bounds, stability, values, current,
@@ -226,27 +225,37 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         calibration_curve=quality.calibration_curve,
         html_drift=snapshot.get_html_str(as_iframe=False),
         html_quality=html_quality,
+        html_target=html_target,
     )
 
 
-def _quality(task: Task, reference: Reference, labelled: pd.DataFrame,
-             monitor: Monitor) -> tuple[TaskQuality, ColumnDrift | None, str]:
-    """The task's metrics and target drift on the labelled rows, in one Evidently report."""
+def _task_quality(task: Task, labelled: pd.DataFrame, monitor: Monitor) -> tuple[TaskQuality, Any]:
+    """The task's metrics on labelled rows (a window's, or the reference's once), and the snapshot."""
     metrics = task.metrics(monitor, labelled)
-    target_null, target_rule = _target_rule(reference.calibration, len(labelled), task.target_kind)
-    target_metric = ValueDrift(column=TARGET, method=target_rule.method, threshold=target_rule.threshold) \
-        if target_rule is not None else None
-    snapshot = Report([*metrics.values(), *([target_metric] if target_metric else [])], include_tests=False).run(
-        Dataset.from_pandas(labelled, data_definition=task.definition(monitor)), reference.quality)
-    values = _read_snapshot(snapshot)
-    target = None
-    if target_metric is not None:
-        # No tests in this report (a quality metric's default test may error on a one-class window);
-        # for a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
-        score = _value(values[target_metric.metric_id][0])
-        target = _column_drift(monitor.target, score, target_rule, score >= target_rule.threshold,
-                               target_null, len(labelled))
-    return task.read(values, metrics, labelled, monitor), target, snapshot.get_html_str(as_iframe=False)
+    # No tests in this report: a quality metric's default test may error on a one-class window.
+    snapshot = Report(list(metrics.values()), include_tests=False).run(
+        Dataset.from_pandas(labelled, data_definition=task.definition(monitor)), None)
+    return task.read(_read_snapshot(snapshot), metrics, labelled, monitor), snapshot
+
+
+def _target_dataset(labelled: pd.DataFrame, task: Task) -> Dataset:
+    kind = "numerical_columns" if task.target_kind == "numerical" else "categorical_columns"
+    return Dataset.from_pandas(labelled[[TARGET]], data_definition=DataDefinition(**{kind: [TARGET]}))
+
+
+def _target_drift(task: Task, reference: Reference, labelled: pd.DataFrame,
+                  monitor: Monitor) -> tuple[ColumnDrift | None, str | None]:
+    """Target drift of the labelled rows against the reference's, and its HTML; None below the
+    calibration's smallest size."""
+    null, rule = _target_rule(reference.calibration, len(labelled), task.target_kind)
+    if rule is None:
+        return None, None
+    metric = ValueDrift(column=TARGET, method=rule.method, threshold=rule.threshold)
+    snapshot = Report([metric], include_tests=False).run(_target_dataset(labelled, task), reference.target)
+    # For a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
+    score = _value(_read_snapshot(snapshot)[metric.metric_id][0])
+    return (_column_drift(monitor.target, score, rule, score >= rule.threshold, null, len(labelled)),
+            snapshot.get_html_str(as_iframe=False))
 
 
 def _target_rule(calibration: Calibration | None, labelled: int, kind: str = "categorical") -> tuple[Any, DriftRule | None]:
@@ -268,31 +277,26 @@ def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, nu
                        detected=detected, p_value=p_value)
 
 
-def _as_class(series: pd.Series, monitor: Monitor) -> pd.Series:
-    """A classifier's labels as the class names of the gauges: "0"/"1" for the binary monitor; for a
-    multi-class one, its class strings (the window) or their codes (the quality frame, tasks/multiclass.py)."""
-    if monitor.task == BINARY:
-        return series.astype(int).astype(str)
-    if pd.api.types.is_integer_dtype(series):
-        return pd.Series(np.asarray(monitor.classes, dtype=object)[series.to_numpy()], index=series.index)
-    return series.astype(str)
-
-
-def _class_shares(current: pd.DataFrame, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], float]:
-    if monitor.task == REGRESSION:
-        return {}
+def _class_shares(task: Task, current: pd.DataFrame, labelled: pd.DataFrame,
+                  monitor: Monitor) -> dict[tuple[str, str], float]:
+    """Share of each class among the predictions and the realized labels. Counted on the raw labels,
+    then the few distinct values are named (naming 200 000 labels first cost 0.1 s a cycle)."""
     shares: dict[tuple[str, str], float] = {}
     for source, series in (("prediction", current[PREDICTION]), ("target", labelled[TARGET])):
-        if len(series):
-            counts = _as_class(series, monitor).value_counts(normalize=True)
-            for cls in monitor.classes:
-                shares[(source, cls)] = float(counts.get(cls, 0.0))
+        counts = series.value_counts(normalize=True)
+        names = task.class_names(pd.Series(counts.index), monitor) if len(series) else None
+        if names is not None:
+            by_name = dict(zip(names, counts.to_numpy()))
+            shares.update({(source, cls): float(by_name.get(cls, 0.0)) for cls in monitor.classes})
     return shares
 
 
-def _confusion(labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], int]:
-    if not len(labelled) or monitor.task == REGRESSION:
+def _confusion(task: Task, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], int]:
+    """Labelled rows per (actual, predicted) class, every cell of `classes` (0 where none fell)."""
+    cells = labelled.groupby([TARGET, PREDICTION], sort=False).size()
+    actual = task.class_names(pd.Series(cells.index.get_level_values(0)), monitor) if len(labelled) else None
+    if actual is None:
         return {}
-    pairs = _as_class(labelled[TARGET], monitor) + "|" + _as_class(labelled[PREDICTION], monitor)
-    counts = pairs.value_counts()
-    return {(a, p): int(counts.get(f"{a}|{p}", 0)) for a in monitor.classes for p in monitor.classes}
+    predicted = task.class_names(pd.Series(cells.index.get_level_values(1)), monitor)
+    counts = dict(zip(zip(actual, predicted), cells.to_numpy()))
+    return {(a, p): int(counts.get((a, p), 0)) for a in monitor.classes for p in monitor.classes}

@@ -164,7 +164,7 @@ class Exporter:
                 self._set(self.regression_alert_ratio, monitor, (), alert_ratio)
             if reference.quality_values is not None:
                 self._task_quality(monitor, task, reference.quality_values, self.reference_quality,
-                                   self.reference_regression_quality, self.reference_probabilistic)
+                                   self.reference_regression_quality, self.reference_probabilistic, per_class=None)
             sc = reference.score_calibration
             if sc is not None:
                 for metric, value in sc.reference_quality.items():
@@ -210,7 +210,7 @@ class Exporter:
             self._column_drift(monitor, ev.target_drift, self.target_score, self.target_threshold,
                                self.target_detected, self.target_p_value)
         self._task_quality(monitor, ev.task, TaskQuality(ev.quality, ev.class_quality, ev.probabilistic),
-                           self.quality, self.regression_quality, self.probabilistic)
+                           self.quality, self.regression_quality, self.probabilistic, per_class=self.class_quality)
         for bin_, (predicted, observed) in ev.calibration_curve.items():
             self._set(self.calibration_curve, monitor, (bin_, "predicted"), predicted)
             self._set(self.calibration_curve, monitor, (bin_, "observed"), observed)
@@ -234,13 +234,13 @@ class Exporter:
                 self._set(self.estimation_error, monitor, (metric,), error)
 
     def _task_quality(self, monitor: str, task: str | None, q: TaskQuality, classification: Gauge,
-                      regression: Gauge, probabilistic: Gauge) -> None:
-        """A task's quality into the gauges of its kind (a window's or the reference's)."""
+                      regression: Gauge, probabilistic: Gauge, *, per_class: Gauge | None) -> None:
+        """A task's quality into the gauges of its kind (a window's or the reference's; per class: the
+        window's only, `per_class` None for the reference)."""
         for metric, value in q.metrics.items():
             self._set(regression if task == REGRESSION else classification, monitor, (metric,), value)
-        for (cls, metric), value in q.per_class.items():
-            if classification is self.quality:      # per class: the window's only
-                self._set(self.class_quality, monitor, (cls, metric), value)
+        for (cls, metric), value in q.per_class.items() if per_class is not None else ():
+            self._set(per_class, monitor, (cls, metric), value)
         for metric, value in q.probabilistic.items():
             self._set(probabilistic, monitor, (metric,), value)
 

@@ -67,6 +67,7 @@ class MonitorState:
     summary: dict[str, Any] = field(default_factory=dict)   # what /report.json shows
     html_drift: str | None = None
     html_quality: str | None = None
+    html_target: str | None = None
 
 
 class MonitorRunner:
@@ -126,6 +127,7 @@ class MonitorRunner:
                 s.summary = summary or {}
                 s.html_drift = evaluation.html_drift if evaluation else None
                 s.html_quality = evaluation.html_quality if evaluation else None
+                s.html_target = evaluation.html_target if evaluation else None
         return outcome
 
     def reference(self) -> Reference:

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from common.schema import DATASETS
-from log_processor.monitors import MULTICLASS, REGRESSION, Monitor
+from log_processor.monitors import Monitor
+from log_processor.tasks import task_for
 
 REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_dataset", "duplicate",
                   "target_not_finite", "class_unknown", "scores_length")
@@ -206,7 +207,7 @@ def _latest(values: Sequence[Any]) -> tuple[float | None, int]:
     return (float(times.max()) if len(times) else None), absent
 
 
-class _Rejects:
+class Rejects:
     """First reason wins per row; rows already rejected are not counted twice."""
 
     def __init__(self, n: int):
@@ -253,7 +254,7 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
     chunks = []
     for monitor in monitors:
         known = set(DATASETS) | {monitor.prediction_dataset, monitor.feedback_dataset}
-        unknown = _Rejects(len(docs))
+        unknown = Rejects(len(docs))
         unknown.add("unknown_dataset", np.array([d not in known for d in datasets], dtype=bool))
         mine = np.ones(len(docs), dtype=bool)
         if monitor.model_name:
@@ -268,7 +269,7 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
     return chunks
 
 
-def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: _Rejects) -> np.ndarray:
+def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: Rejects) -> np.ndarray:
     keys = np.array(columns(monitor.join_key), dtype=object)
     rejects.add("missing_field", np.array([not (isinstance(k, str) and k) for k in keys], dtype=bool))
     rejects.add("missing_field", np.isnan(times))
@@ -277,9 +278,9 @@ def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: _Rejec
 
 def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
                       monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rejects = _Rejects(len(columns.docs))
+    rejects = Rejects(len(columns.docs))
     keys = _keys(columns, monitor, times, rejects)
-    required = _prediction_columns(columns, monitor, rejects)
+    required = task_for(monitor).prediction_columns(columns, monitor, rejects)
     features = {}
     for feature in monitor.features:
         raw = columns(feature.field)
@@ -298,7 +299,7 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
     return frame, rejects.frame(eids, times)
 
 
-def _number_column(values: Sequence[Any], rejects: _Rejects) -> np.ndarray:
+def number_column(values: Sequence[Any], rejects: Rejects) -> np.ndarray:
     out, missing, wrong, non_finite = numbers(values)
     rejects.add("missing_field", missing)
     rejects.add("not_a_number", wrong)
@@ -306,23 +307,7 @@ def _number_column(values: Sequence[Any], rejects: _Rejects) -> np.ndarray:
     return out
 
 
-def _prediction_columns(columns: Columns, monitor: Monitor, rejects: _Rejects) -> dict[str, np.ndarray]:
-    """The task's prediction columns of the window frame: binary PREDICTION (0/1) and SCORE, regression
-    PREDICTION (the predicted number), multi-class PREDICTION (the class) and a score column per class."""
-    if monitor.task == REGRESSION:
-        return {PREDICTION: _number_column(columns(monitor.prediction_value), rejects)}
-    if monitor.task == MULTICLASS:
-        out = {PREDICTION: _classes(columns(monitor.prediction_label), monitor.classes, rejects)}
-        if monitor.prediction_scores:
-            scores = _score_vectors(columns(monitor.prediction_scores), len(monitor.classes), rejects)
-            out.update({score_column(c): scores[:, i] for i, c in enumerate(monitor.classes)})
-        return out
-    label = _number_column(columns(monitor.prediction_label), rejects)
-    score = _number_column(columns(monitor.prediction_score), rejects)
-    return {PREDICTION: np.where(np.isnan(label), 0, label).astype(np.int64), SCORE: score}
-
-
-def _classes(values: Sequence[Any], classes: tuple[str, ...], rejects: _Rejects) -> np.ndarray:
+def class_column(values: Sequence[Any], classes: tuple[str, ...], rejects: Rejects) -> np.ndarray:
     """Class names as strings (an integer class is its decimal string); absent → missing_field,
     anything else outside `classes` → class_unknown."""
     known = set(classes)
@@ -332,7 +317,7 @@ def _classes(values: Sequence[Any], classes: tuple[str, ...], rejects: _Rejects)
     return out
 
 
-def _score_vectors(values: Sequence[Any], width: int, rejects: _Rejects) -> np.ndarray:
+def score_vectors(values: Sequence[Any], width: int, rejects: Rejects) -> np.ndarray:
     """(rows, width) floats; a row that is absent → missing_field, not a list of `width` values →
     scores_length, holding a non-number or a non-finite number → not_a_number / non_finite."""
     out = np.full((len(values), width), np.nan)
@@ -354,19 +339,9 @@ def _score_vectors(values: Sequence[Any], width: int, rejects: _Rejects) -> np.n
 
 def parse_feedback(columns: Columns, eids: np.ndarray, times: np.ndarray,
                    monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rejects = _Rejects(len(columns.docs))
+    rejects = Rejects(len(columns.docs))
     keys = _keys(columns, monitor, times, rejects)
-    raw = columns(monitor.target)
-    if monitor.task == MULTICLASS:
-        target = _classes(raw, monitor.classes, rejects)
-    else:
-        values, missing, wrong, non_finite = numbers(raw)
-        rejects.add("missing_field", missing)
-        if monitor.task == REGRESSION:      # a realized value that is no finite number cannot be scored
-            rejects.add("target_not_finite", wrong | non_finite)
-        rejects.add("not_a_number", wrong)
-        rejects.add("non_finite", non_finite)
-        target = values if monitor.task == REGRESSION else np.where(np.isnan(values), 0, values).astype(np.int64)
+    target = task_for(monitor).target_column(columns(monitor.target), monitor, rejects)
     keep = ~rejects.bad
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           TARGET: target[keep], EID: eids[keep]})

@@ -79,6 +79,8 @@ def test_endpoints_serve_the_scheduler_results(processor):
     drift = client.get("/report?monitor=driver_ranker&part=drift")
     assert drift.status_code == 200 and drift.mimetype == "text/html" and len(drift.data) > 100_000
     assert client.get("/report?monitor=driver_ranker&part=quality").status_code == 200
+    target = client.get("/report?monitor=driver_ranker&part=target")     # the labels' own drift report
+    assert target.status_code == 200 and b"part=target" in page.data and b"Drift in column 'target'" in target.data
     assert b"estimated quality (all 600 rows" in page.data and b"estimated \xe2\x88\x92 realized" in page.data
 
     summary = client.get("/report.json?monitor=driver_ranker").json

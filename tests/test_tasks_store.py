@@ -145,6 +145,9 @@ def test_report_shows_the_regression_section_beside_the_reference(es, store_url,
         assert "<b>Regression quality</b>: mae " in page and "(reference " in page
         quality = client.get("/report?monitor=trip_duration&part=quality")
         assert quality.status_code == 200 and "MAE" in quality.get_data(as_text=True)
+        target = client.get("/report?monitor=trip_duration&part=target")
+        assert "<h2>Target drift (labelled rows)</h2>" in page
+        assert target.status_code == 200 and "Drift in column 'target'" in target.get_data(as_text=True)
         summary = client.get("/report.json?monitor=trip_duration").json["latest"]
         assert summary["task"] == "regression" and set(summary["quality"]) >= {"mae", "rmse", "r2"}
     finally:

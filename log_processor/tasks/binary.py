@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition
 from evidently.metrics import Accuracy, F1Score, Precision, Recall
 
 from log_processor.monitors import BINARY, Monitor
 from log_processor.tasks import TaskQuality, finite, probabilistic
-from log_processor.validate import PREDICTION, SCORE, TARGET
+from log_processor.validate import PREDICTION, SCORE, TARGET, Columns, Rejects, number_column, numbers
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
+ONE_CONFUSION_MATRIX = {"precision": {"conf_matrix": False}, "recall": {"conf_matrix": False}}   # F1's is shown
 
 
 class Binary:
@@ -28,6 +30,19 @@ class Binary:
     def reference_columns(self, monitor: Monitor) -> list[str]:
         return [PREDICTION, SCORE]
 
+    def prediction_columns(self, columns: Columns, monitor: Monitor, rejects: Rejects) -> dict[str, np.ndarray]:
+        """The logged label (0/1) and the positive-class score."""
+        label = number_column(columns(monitor.prediction_label), rejects)
+        score = number_column(columns(monitor.prediction_score), rejects)
+        return {PREDICTION: np.where(np.isnan(label), 0, label).astype(np.int64), SCORE: score}
+
+    def target_column(self, raw: list[Any], monitor: Monitor, rejects: Rejects) -> np.ndarray:
+        values, missing, wrong, non_finite = numbers(raw)
+        rejects.add("missing_field", missing)
+        rejects.add("not_a_number", wrong)
+        rejects.add("non_finite", non_finite)
+        return np.where(np.isnan(values), 0, values).astype(np.int64)
+
     def normalise(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
         return frame
 
@@ -36,6 +51,10 @@ class Binary:
         return pd.DataFrame({TARGET: labelled[TARGET].astype(int).to_numpy(),
                              PREDICTION: labelled[PREDICTION].astype(int).to_numpy(),
                              SCORE: labelled[SCORE].astype(float).to_numpy()})
+
+    def class_names(self, labels: pd.Series, monitor: Monitor) -> pd.Series:
+        """0/1 labels as the gauges' class names "0" and "1"."""
+        return labels.astype(int).astype(str)
 
     def definition(self, monitor: Monitor) -> DataDefinition:
         return DataDefinition(
@@ -46,7 +65,7 @@ class Binary:
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
         present = labelled[TARGET].nunique()
-        return {**{name: cls() for name, cls in QUALITY_METRICS.items()},
+        return {**{name: cls(**ONE_CONFUSION_MATRIX.get(name, {})) for name, cls in QUALITY_METRICS.items()},
                 **probabilistic.evidently_metrics(present, 2)}
 
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,

@@ -20,7 +20,9 @@ from evidently.metrics import (Accuracy, F1ByLabel, F1Score, Precision, Precisio
 
 from log_processor.monitors import MULTICLASS, Monitor
 from log_processor.tasks import TaskQuality, finite, probabilistic
-from log_processor.validate import PREDICTION, TARGET, score_column
+from log_processor.tasks.binary import ONE_CONFUSION_MATRIX
+from log_processor.validate import (PREDICTION, TARGET, Columns, Rejects, class_column, score_column,
+                                   score_vectors)
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision_macro": Precision, "recall_macro": Recall, "f1_macro": F1Score}
 PER_CLASS = {"precision": PrecisionByLabel, "recall": RecallByLabel, "f1": F1ByLabel}
@@ -39,6 +41,17 @@ class Multiclass:
         scores = [score_column(c) for c in monitor.classes] if monitor.prediction_scores else []
         return [PREDICTION, *scores]
 
+    def prediction_columns(self, columns: Columns, monitor: Monitor, rejects: Rejects) -> dict[str, np.ndarray]:
+        """The logged class, and with `prediction.scores` a score column per class."""
+        out = {PREDICTION: class_column(columns(monitor.prediction_label), monitor.classes, rejects)}
+        if monitor.prediction_scores:
+            scores = score_vectors(columns(monitor.prediction_scores), len(monitor.classes), rejects)
+            out.update({score_column(c): scores[:, i] for i, c in enumerate(monitor.classes)})
+        return out
+
+    def target_column(self, raw: list[Any], monitor: Monitor, rejects: Rejects) -> np.ndarray:
+        return class_column(raw, monitor.classes, rejects)
+
     def normalise(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
         """A reference's classes as strings, and none outside `classes` (a misconfigured monitor)."""
         out = frame.assign(**{c: frame[c].where(frame[c].isna(), frame[c].astype(str)) for c in (PREDICTION, TARGET)})
@@ -56,6 +69,12 @@ class Multiclass:
             out.update({str(i): labelled[score_column(c)].to_numpy(dtype=float) for i, c in enumerate(monitor.classes)})
         return pd.DataFrame(out)
 
+    def class_names(self, labels: pd.Series, monitor: Monitor) -> pd.Series:
+        """The class strings, from the window's strings or the quality frame's codes."""
+        if pd.api.types.is_integer_dtype(labels):
+            return pd.Series(np.asarray(monitor.classes, dtype=object)[labels.to_numpy()], index=labels.index)
+        return labels.astype(str)
+
     def definition(self, monitor: Monitor) -> DataDefinition:
         classifications = [MulticlassClassification(target=TARGET, prediction_labels=PREDICTION)]
         if monitor.prediction_scores:
@@ -66,7 +85,8 @@ class Multiclass:
                               classification=classifications)
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
-        metrics: dict[str, Any] = {name: cls() for name, cls in QUALITY_METRICS.items()}
+        metrics: dict[str, Any] = {name: cls(**ONE_CONFUSION_MATRIX.get(name.removesuffix("_macro"), {}))
+                                   for name, cls in QUALITY_METRICS.items()}
         metrics.update({f"c:{name}": cls() for name, cls in PER_CLASS.items()})
         if monitor.prediction_scores:
             present = labelled[TARGET].nunique()

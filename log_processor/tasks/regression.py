@@ -14,10 +14,15 @@ from evidently.metrics import MAE, MAPE, RMSE, MeanError, R2Score
 
 from log_processor.monitors import REGRESSION, Monitor
 from log_processor.tasks import TaskQuality, finite, metric_value
-from log_processor.validate import PREDICTION, TARGET
+from log_processor.validate import PREDICTION, TARGET, Columns, Rejects, number_column, numbers
 
 QUALITY_METRICS = {"mae": MAE, "rmse": RMSE, "mape": MAPE, "r2": R2Score, "mean_error": MeanError}
 SCALE = {"mape": 0.01}      # Evidently's percent -> a ratio
+# No plots in the quality report: each costs Evidently another pass that validates every distinct
+# target value (a regression target has as many as rows), and at 40 000 labelled rows the five
+# defaults were a third of a steady cycle. The values and error quantiles are gauges and on /report.
+PLOTS = {"mae": {"error_distr": False}, "rmse": {"error_distr": False}, "mape": {"perc_error_plot": False},
+         "mean_error": {"error_plot": False}}
 
 
 class Regression:
@@ -32,6 +37,16 @@ class Regression:
     def reference_columns(self, monitor: Monitor) -> list[str]:
         return [PREDICTION]
 
+    def prediction_columns(self, columns: Columns, monitor: Monitor, rejects: Rejects) -> dict[str, np.ndarray]:
+        return {PREDICTION: number_column(columns(monitor.prediction_value), rejects)}
+
+    def target_column(self, raw: list[Any], monitor: Monitor, rejects: Rejects) -> np.ndarray:
+        """The realized value; one that is no finite number cannot be scored (target_not_finite)."""
+        values, missing, wrong, non_finite = numbers(raw)
+        rejects.add("missing_field", missing)
+        rejects.add("target_not_finite", wrong | non_finite)
+        return values
+
     def normalise(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
         return frame.assign(**{PREDICTION: frame[PREDICTION].astype(float), TARGET: frame[TARGET].astype(float)})
 
@@ -40,12 +55,15 @@ class Regression:
         return pd.DataFrame({TARGET: labelled[TARGET].to_numpy(dtype=float),
                              PREDICTION: labelled[PREDICTION].to_numpy(dtype=float)})
 
+    def class_names(self, labels: pd.Series, monitor: Monitor) -> None:
+        return None       # a number has no class: no class shares, no confusion matrix
+
     def definition(self, monitor: Monitor) -> DataDefinition:
         return DataDefinition(numerical_columns=[TARGET, PREDICTION],
                               regression=[EvidentlyRegression(target=TARGET, prediction=PREDICTION)])
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
-        return {name: cls() for name, cls in QUALITY_METRICS.items()}
+        return {name: cls(**PLOTS.get(name, {})) for name, cls in QUALITY_METRICS.items()}
 
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,
              monitor: Monitor) -> TaskQuality:
