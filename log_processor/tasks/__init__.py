@@ -2,8 +2,9 @@
 metrics and the kind of its target. One module per task (binary.py, multiclass.py, regression.py) and
 probabilistic.py, a metric family the classification tasks share when they log scores.
 
-Each task is a plain object with the same few methods, so evaluate.py composes them instead of branching
-on the task: frames in, Evidently metrics and plain values out, no I/O.
+Each task is a plain object with the same few methods, so validate.py and evaluate.py compose them
+instead of branching on the task: how a page's prediction and target fields parse, which columns the
+quality frame holds, the Evidently metrics and their plain values, the class names. No I/O.
 """
 from __future__ import annotations
 
