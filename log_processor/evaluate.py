@@ -69,7 +69,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference, prepared once: Evidently datasets for both reports plus what describes it."""
+    """The reference, prepared once: Evidently datasets for the drift and target reports plus what describes it."""
     frame: pd.DataFrame
     drift: Dataset
     target: Dataset | None                     # the labelled reference rows' target (None: no labels)
