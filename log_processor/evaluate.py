@@ -279,24 +279,25 @@ def _column_drift(column: str, score: float, rule: DriftRule, detected: bool, nu
 
 def _class_shares(task: Task, current: pd.DataFrame, labelled: pd.DataFrame,
                   monitor: Monitor) -> dict[tuple[str, str], float]:
-    """Share of each class among the predictions and the realized labels. Counted on the raw labels,
-    then the few distinct values are named (naming 200 000 labels first cost 0.1 s a cycle)."""
+    """Share of each class among the predictions and the realized labels (classifiers). Counted on the
+    raw labels, then the few distinct values are named (naming 200 000 labels first cost 0.1 s a cycle)."""
     shares: dict[tuple[str, str], float] = {}
+    if task.target_kind != "categorical":       # a number has no classes
+        return shares
     for source, series in (("prediction", current[PREDICTION]), ("target", labelled[TARGET])):
-        counts = series.value_counts(normalize=True)
-        names = task.class_names(pd.Series(counts.index), monitor) if len(series) else None
-        if names is not None:
-            by_name = dict(zip(names, counts.to_numpy()))
+        if len(series):
+            counts = series.value_counts(normalize=True)
+            by_name = dict(zip(task.class_names(pd.Series(counts.index), monitor), counts.to_numpy()))
             shares.update({(source, cls): float(by_name.get(cls, 0.0)) for cls in monitor.classes})
     return shares
 
 
 def _confusion(task: Task, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], int]:
     """Labelled rows per (actual, predicted) class, every cell of `classes` (0 where none fell)."""
-    cells = labelled.groupby([TARGET, PREDICTION], sort=False).size()
-    actual = task.class_names(pd.Series(cells.index.get_level_values(0)), monitor) if len(labelled) else None
-    if actual is None:
+    if task.target_kind != "categorical" or not len(labelled):
         return {}
+    cells = labelled.groupby([TARGET, PREDICTION], sort=False).size()
+    actual = task.class_names(pd.Series(cells.index.get_level_values(0)), monitor)
     predicted = task.class_names(pd.Series(cells.index.get_level_values(1)), monitor)
     counts = dict(zip(zip(actual, predicted), cells.to_numpy()))
     return {(a, p): int(counts.get((a, p), 0)) for a in monitor.classes for p in monitor.classes}

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition
+from evidently.metrics import Precision, Recall
 
 from log_processor.monitors import BINARY, MULTICLASS, REGRESSION, Monitor
 
@@ -41,11 +42,15 @@ class Task(Protocol):
     def reference_columns(self, monitor: Monitor) -> list[str]: ...
     def normalise(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame: ...
     def quality_frame(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame: ...
-    def class_names(self, labels: pd.Series, monitor: Monitor) -> pd.Series | None: ...   # None: no classes
+    def class_names(self, labels: pd.Series, monitor: Monitor) -> pd.Series: ...   # classifiers (categorical target)
     def definition(self, monitor: Monitor) -> DataDefinition: ...
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]: ...
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,
              monitor: Monitor) -> TaskQuality: ...
+
+
+# Evidently's Precision, Recall and F1Score each draw the same confusion matrix: the classifiers keep F1's.
+ONE_CONFUSION_MATRIX: dict[type, dict[str, bool]] = {Precision: {"conf_matrix": False}, Recall: {"conf_matrix": False}}
 
 
 def task_for(monitor: Monitor) -> Task:

@@ -11,11 +11,10 @@ from evidently import BinaryClassification, DataDefinition
 from evidently.metrics import Accuracy, F1Score, Precision, Recall
 
 from log_processor.monitors import BINARY, Monitor
-from log_processor.tasks import TaskQuality, finite, probabilistic
-from log_processor.validate import PREDICTION, SCORE, TARGET, Columns, Rejects, number_column, numbers
+from log_processor.tasks import ONE_CONFUSION_MATRIX, TaskQuality, finite, probabilistic
+from log_processor.validate import PREDICTION, SCORE, TARGET, Columns, Rejects, number_column
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
-ONE_CONFUSION_MATRIX = {"precision": {"conf_matrix": False}, "recall": {"conf_matrix": False}}   # F1's is shown
 
 
 class Binary:
@@ -37,10 +36,7 @@ class Binary:
         return {PREDICTION: np.where(np.isnan(label), 0, label).astype(np.int64), SCORE: score}
 
     def target_column(self, raw: list[Any], monitor: Monitor, rejects: Rejects) -> np.ndarray:
-        values, missing, wrong, non_finite = numbers(raw)
-        rejects.add("missing_field", missing)
-        rejects.add("not_a_number", wrong)
-        rejects.add("non_finite", non_finite)
+        values = number_column(raw, rejects)
         return np.where(np.isnan(values), 0, values).astype(np.int64)
 
     def normalise(self, frame: pd.DataFrame, monitor: Monitor) -> pd.DataFrame:
@@ -65,7 +61,7 @@ class Binary:
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
         present = labelled[TARGET].nunique()
-        return {**{name: cls(**ONE_CONFUSION_MATRIX.get(name, {})) for name, cls in QUALITY_METRICS.items()},
+        return {**{name: cls(**ONE_CONFUSION_MATRIX.get(cls, {})) for name, cls in QUALITY_METRICS.items()},
                 **probabilistic.evidently_metrics(present, 2)}
 
     def read(self, values: Mapping[str, Any], metrics: Mapping[str, Any], labelled: pd.DataFrame,

@@ -19,8 +19,7 @@ from evidently.metrics import (Accuracy, F1ByLabel, F1Score, Precision, Precisio
                                RecallByLabel)
 
 from log_processor.monitors import MULTICLASS, Monitor
-from log_processor.tasks import TaskQuality, finite, probabilistic
-from log_processor.tasks.binary import ONE_CONFUSION_MATRIX
+from log_processor.tasks import ONE_CONFUSION_MATRIX, TaskQuality, finite, probabilistic
 from log_processor.validate import (PREDICTION, TARGET, Columns, Rejects, class_column, score_column,
                                    score_vectors)
 
@@ -85,8 +84,7 @@ class Multiclass:
                               classification=classifications)
 
     def metrics(self, monitor: Monitor, labelled: pd.DataFrame) -> dict[str, Any]:
-        metrics: dict[str, Any] = {name: cls(**ONE_CONFUSION_MATRIX.get(name.removesuffix("_macro"), {}))
-                                   for name, cls in QUALITY_METRICS.items()}
+        metrics: dict[str, Any] = {name: cls(**ONE_CONFUSION_MATRIX.get(cls, {})) for name, cls in QUALITY_METRICS.items()}
         metrics.update({f"c:{name}": cls() for name, cls in PER_CLASS.items()})
         if monitor.prediction_scores:
             present = labelled[TARGET].nunique()

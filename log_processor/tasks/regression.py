@@ -55,9 +55,6 @@ class Regression:
         return pd.DataFrame({TARGET: labelled[TARGET].to_numpy(dtype=float),
                              PREDICTION: labelled[PREDICTION].to_numpy(dtype=float)})
 
-    def class_names(self, labels: pd.Series, monitor: Monitor) -> None:
-        return None       # a number has no class: no class shares, no confusion matrix
-
     def definition(self, monitor: Monitor) -> DataDefinition:
         return DataDefinition(numerical_columns=[TARGET, PREDICTION],
                               regression=[EvidentlyRegression(target=TARGET, prediction=PREDICTION)])
