@@ -8,8 +8,11 @@ BENCH_STORES (e.g. "osmem,opensearch-1") chooses; by default every store that ca
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,6 +47,28 @@ class Backend:
             except (OSError, StopIteration, IndexError, ValueError):
                 continue
         return cpu, rss
+
+    def merges(self) -> int | None:
+        """Segment merges running in the store now (OpenSearch's node stats); None where it has none."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/_nodes/stats/indices/merge", timeout=10) as response:
+                nodes = json.load(response)["nodes"].values()
+            return sum(node["indices"]["merges"]["current"] for node in nodes)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def settle(self, idle_cores: float = 0.1, quiet_seconds: int = 3, timeout: float = 300.0) -> tuple[float, float]:
+        """Wait until the store is quiet after a bulk load: no merge running and under `idle_cores` of
+        CPU for `quiet_seconds` seconds in a row (a freshly loaded engine merges its segments for a
+        minute or more, on the cores the processor runs on). Returns (seconds waited, store CPU spent)."""
+        started, (cpu_start, _) = time.monotonic(), self.usage()
+        quiet, last = 0, cpu_start
+        while quiet < quiet_seconds and time.monotonic() - started < timeout:
+            time.sleep(1.0)
+            cpu, _ = self.usage()
+            quiet = quiet + 1 if cpu - last < idle_cores and not self.merges() else 0
+            last = cpu
+        return time.monotonic() - started, last - cpu_start
 
 
 def chosen(default: tuple[str, ...] = ALL) -> list[str]:

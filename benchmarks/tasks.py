@@ -11,6 +11,9 @@ Per task, one monitor as the shipped file writes it, over a synthetic reference 
 - multiclass_classification: trip_type (classes short/medium/long, class scores: macro and per-class
   quality, probabilistic quality of the top score, target drift over the classes).
 
+After the bulk load the store is left to settle (no merge running, its CPU quiet: Backend.settle), as
+a store that has been taking its traffic for a while is; each cycle then records the store's CPU
+beside its own time and its phases (the summary document's phase_seconds).
 Each window is read cold (the first cycle of a processor, incremental reads on), then three times
 1 % of n new predictions land and each steady cycle reads only those; the figure is their median
 (the first also re-reads, through the read overlap, the end of the bulk load). Peak RSS is the process's (VmHWM, reset
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from statistics import median
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -76,12 +80,27 @@ def documents(task: str, n: int, start: datetime, end: datetime, seed: int):
     return synthetic.task_events(rows, task, start, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed)
 
 
-def _cycle(runner: MonitorRunner) -> tuple[float, float]:
+@dataclass
+class Cycle:
+    seconds: float
+    rss_mb: float
+    store_cpu: float                  # the store's CPU seconds during the cycle
+    phases: dict[str, float]          # the summary document's phase_seconds
+
+
+def _cycle(runner: MonitorRunner, backend: backends.Backend) -> Cycle:
     reset_peak()
+    cpu0, _ = backend.usage()
     started = time.perf_counter()
     if runner.run_once() != "ok":
         raise RuntimeError(f"cycle failed: {runner.state.last_error}")
-    return time.perf_counter() - started, rss_peak_mb()
+    seconds = time.perf_counter() - started
+    cpu1, _ = backend.usage()
+    return Cycle(seconds, rss_peak_mb(), cpu1 - cpu0, runner.state.summary["phase_seconds"])
+
+
+def _phases(cycle: Cycle) -> str:
+    return " + ".join(f"{name} {value:.2f}" for name, value in cycle.phases.items())
 
 
 def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
@@ -89,6 +108,8 @@ def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
     try:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         load_documents(backend.url, documents(task, n, now - SPAN, now, seed), n)
+        waited, merging = backend.settle()
+        print(f"  store settled after the load: {waited:.0f} s, {merging:.1f} s of its CPU", flush=True)
         clock = {"now": now.timestamp() + 1}
         runner = MonitorRunner(monitor, EventStore(StoreSettings(url=backend.url, request_timeout=600), workers=2),
                                Exporter([monitor.name]), write_summaries=False, clock=lambda: clock["now"],
@@ -96,7 +117,7 @@ def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
         reference = runner.reference()
         evaluate(reference, reference.frame.head(1000), monitor)        # warm Evidently up, untimed
         settle_memory()
-        cold, cold_mb = _cycle(runner)
+        cold = _cycle(runner, backend)
         cold_rows = runner.state.summary["rows"]["current"]
         new = max(1, int(n * STEADY_SHARE))
         step = new / (n / SPAN.total_seconds())         # the window's rate of predictions per second
@@ -107,14 +128,20 @@ def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
             load_documents(backend.url, documents(task, new, start, start + timedelta(seconds=step), seed + 1 + k),
                            new, quiet=True)
             clock["now"] += step
-            steady.append(_cycle(runner))
-        seconds, peaks = [s for s, _ in steady], [mb for _, mb in steady]
+            steady.append(_cycle(runner, backend))
+        seconds = [c.seconds for c in steady]
         rows = runner.state.summary["rows"]
-        print(f"  {task}: cold {cold:.2f} s ({cold_mb:,.0f} MB, {cold_rows:,} rows), steady +{new:,} "
-              f"{' / '.join(f'{s:.2f}' for s in seconds)} s ({max(peaks):,.0f} MB), rows {rows}", flush=True)
+        print(f"  {task}: cold {cold.seconds:.2f} s ({cold.rss_mb:,.0f} MB, {cold_rows:,} rows, store CPU "
+              f"{cold.store_cpu:.1f} s; {_phases(cold)}), rows {rows}", flush=True)
+        for c in steady:
+            print(f"    steady +{new:,}: {c.seconds:.2f} s ({c.rss_mb:,.0f} MB, store CPU {c.store_cpu:.1f} s; "
+                  f"{_phases(c)})", flush=True)
+        middle = sorted(steady, key=lambda c: c.seconds)[len(steady) // 2]
         return {"store": store, "task": task, "n": n, "evaluated": rows["evaluated"], "labelled": rows["labelled"],
-                "cold": cold, "cold_mb": cold_mb, "new": new, "steady": median(seconds), "first_steady": seconds[0],
-                "steady_mb": max(peaks)}
+                "cold": cold.seconds, "cold_mb": cold.rss_mb, "cold_store_cpu": cold.store_cpu, "new": new,
+                "steady": median(seconds), "first_steady": seconds[0], "steady_mb": max(c.rss_mb for c in steady),
+                "steady_store_cpu": median(c.store_cpu for c in steady), "steady_phases": _phases(middle),
+                "settle": waited}
     finally:
         backend.close()
 
@@ -158,12 +185,13 @@ def main(quick: bool) -> None:
     print()
     print("One monitor per task, every monitoring kind on; cold: the first cycle (a full read of the window); "
           f"steady: the median of the next {STEADY_CYCLES}, each after 1 % of the window landed (first: the first of them)")
-    print("| store | task | window (predictions) | evaluated rows | labelled | cold cycle | cold peak RSS "
-          "| steady cycle (median) | first steady cycle | steady peak RSS |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| store | task | window (predictions) | evaluated rows | labelled | cold cycle | cold peak RSS | cold store CPU "
+          "| steady cycle (median) | first steady cycle | steady peak RSS | steady store CPU | median cycle's phases (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r['store']} | {r['task']} | {r['n']:,} | {r['evaluated']:,} | {r['labelled']:,} | {r['cold']:.2f} s "
-              f"| {r['cold_mb']:,.0f} MB | {r['steady']:.2f} s (+{r['new']:,}) | {r['first_steady']:.2f} s "
-              f"| {r['steady_mb']:,.0f} MB |")
+              f"| {r['cold_mb']:,.0f} MB | {r['cold_store_cpu']:.1f} s | {r['steady']:.2f} s (+{r['new']:,}) "
+              f"| {r['first_steady']:.2f} s | {r['steady_mb']:,.0f} MB | {r['steady_store_cpu']:.1f} s "
+              f"| {r['steady_phases']} |")
     if len({r["n"] for r in results}) > 1:
         plot(results)

@@ -37,6 +37,20 @@ from log_processor.window_reader import WindowReader, WindowReads
 log = logging.getLogger("log_processor")
 
 
+class PhaseClock:
+    """Seconds per phase of a cycle, for the summary document: where a slow cycle went (the window's
+    read and assembly, Evidently, the export) without a profiler."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = round(now - self._last, 4)
+        self._last = now
+
+
 class SharedCycle:
     """The windows of the monitors due together, read once, when the first of them asks (its cycle's
     duration includes the read); a failed read fails each of them the same way."""
@@ -143,15 +157,21 @@ class MonitorRunner:
     def _cycle(self, cycle: SharedCycle) -> tuple[str, dict[str, Any], Evaluation | None]:
         m, now = self.monitor, cycle.now
         reference = self.reference()
+        clock = PhaseClock()
         window = cycle.window(m)
+        clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
         evaluation = None
         if window.rows >= m.min_rows:
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
+        clock.lap("evaluate")
         self.exporter.window(m.name, window, reference.rows, evaluation)
         outcome = "ok" if evaluation else "insufficient_data"
-        return outcome, summary_document(m, reference, window, evaluation, outcome, now), evaluation
+        summary = summary_document(m, reference, window, evaluation, outcome, now)
+        clock.lap("export")
+        summary["phase_seconds"] = clock.laps
+        return outcome, summary, evaluation
 
     def fetch_window(self, now: float) -> Window:
         """The window ending now, read for this monitor alone (window_reader.py)."""

@@ -89,6 +89,10 @@ def test_normal_window_no_drift_and_a_summary_document(es, store_url, reference_
     assert doc["monitor"] == "driver_ranker" and doc["status"] == "ok" and doc["dataset_drift"] is False
     assert doc["rows"]["current"] == 1500 and {f["feature"] for f in doc["feature_drift"]} == {
         "conv_rate", "acc_rate", "avg_daily_trips"}
+    # where the cycle went: its phases, in the order they ran, add up to no more than the whole
+    phases = doc["phase_seconds"]
+    assert list(phases) == ["window", "evaluate", "export"] and min(phases.values()) >= 0
+    assert phases["evaluate"] > 0 and sum(phases.values()) <= doc["duration_seconds"] + 0.01
 
 
 def test_drift_window_flags_exactly_the_shifted_features(es, store_url, reference_file):
