@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from log_processor.reports import PARTS
 from log_processor.scheduler import MonitorRunner, Processor
 from log_processor.settings import ProcessorSettings
 
@@ -82,14 +83,15 @@ def create_app(settings: ProcessorSettings | None = None, *, processor: Processo
         if part is not None:
             if part not in PARTS:
                 return jsonify(error=f"part: must be one of {', '.join(PARTS)}, got {part!r}", field="part"), 400
-            body = {"drift": state.html_drift, "quality": state.html_quality, "target": state.html_target}[part]
+            body = state.reports.html(part) if state.reports else None
             if body is None:
                 return _no_report(runner.monitor.name, state.status, part)
             return Response(body, mimetype="text/html")
-        if state.html_drift is None:
+        if state.reports is None or not state.reports.has("drift"):
             return _no_report(runner.monitor.name, state.status, "drift")
-        return Response(_wrapper_page(runner.monitor.name, state.summary, state.html_quality is not None,
-                                      state.html_target is not None), mimetype="text/html")
+        return Response(_wrapper_page(runner.monitor.name, state.summary, state.reports.has("quality"),
+                                      state.reports.has("target"), runner.monitor.drift.drift_share),
+                        mimetype="text/html")
 
     return app
 
@@ -113,7 +115,6 @@ def _no_report(name: str, status: str, part: str) -> tuple[str, int]:
             f"<p>No {part} report: {html.escape(reason)}.</p>", 503)
 
 
-PARTS = ("drift", "quality", "target")      # /report?part=: Evidently's three reports of a cycle
 TASK_TITLES = {"binary_classification": "Classification quality", "multiclass_classification":
                "Multi-class classification quality", "regression": "Regression quality"}
 
@@ -131,16 +132,20 @@ def _task_sections(summary: dict[str, Any]) -> str:
     return "<br>".join(p for p in parts if p)
 
 
-def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool, has_target: bool) -> str:
+def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool, has_target: bool, drift_share: float) -> str:
     """Window facts on top, then Evidently's drift report and (with enough labels) its quality and
     target-drift reports."""
     n = html.escape(name)
     window = summary.get("window", {})
     rows = summary.get("rows", {})
     drifted = ", ".join(summary.get("drifted_features", [])) or "none"
+    features = len(summary.get("feature_drift", []))
+    share = (f" ({len(summary.get('drifted_features', []))} of {features} features, share "
+             f"{summary.get('drift_share', 0):.2f}, drift at {drift_share:g})"
+             if features else "")
     facts = (f"window {html.escape(str(window.get('start')))} → {html.escape(str(window.get('end')))} · "
              f"rows {rows.get('current')} (evaluated {rows.get('evaluated')}, labelled {rows.get('labelled')}) · "
-             f"dataset drift: <b>{'YES' if summary.get('dataset_drift') else 'no'}</b> · drifted: {html.escape(drifted)}")
+             f"dataset drift: <b>{'YES' if summary.get('dataset_drift') else 'no'}</b>{share} · drifted: {html.escape(drifted)}")
     estimated = summary.get("estimated_quality")
     if estimated:
         shown = " · ".join(f"{html.escape(m)} {e['value']:.3f} [{e['lower']:.3f}–{e['upper']:.3f}]"

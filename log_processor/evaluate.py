@@ -1,10 +1,11 @@
 """(reference, current window, monitor) → one plain Evaluation, computed by Evidently 0.7.
 
 Pure: no I/O. Three Evidently reports per evaluation, because they look at different rows:
-- drift (shared by every task): every evaluated row — per-feature `ValueDrift`, `DriftedColumnsCount`
-  (the dataset-drift verdict), `ValueDrift` of the task's prediction column (binary: the score;
-  regression: the predicted value, numerical; multi-class: the predicted class, categorical); plus data
-  stability (stability.py: values outside the reference's range, unseen categories, constant columns);
+- drift (shared by every task): every evaluated row — per-feature `ValueDrift` (the dataset-drift
+  verdict is Evidently's rule over their verdicts: `dataset_verdict`), `ValueDrift` of the task's
+  prediction column (binary: the score; regression: the predicted value, numerical; multi-class: the
+  predicted class, categorical); plus data stability (stability.py: values outside the reference's
+  range, unseen categories, constant columns);
 - quality: the labelled rows only — the task's metrics (log_processor/tasks/: binary, multiclass,
   regression, and the probabilistic family), on the window alone: the reference's own quality is
   computed once, in `prepare_reference` (alerts compare with it), so the report does not compute it
@@ -23,11 +24,12 @@ from typing import Any
 
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
-from evidently.metrics import DriftedColumnsCount, ValueDrift
+from evidently.metrics import ValueDrift
 
 from log_processor.calibration import CALIBRATED_METHODS, Calibration
 from log_processor.estimation import Estimation, ScoreCalibration, estimate
 from log_processor.monitors import BINARY, DEFAULT_THRESHOLDS, DriftRule, Monitor
+from log_processor.reports import Reports
 from log_processor.stability import Bounds, Stability, read_stability, reference_bounds, stability_metrics
 from log_processor.tasks import Task, TaskQuality, task_for
 from log_processor.validate import PREDICTION, SCORE, TARGET
@@ -62,9 +64,7 @@ class Evaluation:
     class_quality: dict[tuple[str, str], float] = field(default_factory=dict)   # (class, metric): multi-class
     probabilistic: dict[str, float] = field(default_factory=dict)   # roc_auc, log_loss, brier, calibration_error
     calibration_curve: dict[str, tuple[float, float]] = field(default_factory=dict)   # bin -> (predicted, observed)
-    html_drift: str = field(repr=False, default="")
-    html_quality: str | None = field(repr=False, default=None)
-    html_target: str | None = field(repr=False, default=None)
+    reports: Reports = field(repr=False, default_factory=Reports)   # Evidently's pages, rendered on request
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _read_snapshot(snapshot: Any) -> dict[str, tuple[Any, bool | None]]:
 
     Evidently 0.7 lists `metrics` as {id, metric_name, config, value} (value: a float, or
     {count, share}) and `tests` as {metric_config: {metric_id}, status} with status FAIL when a
-    drift test fired (and, for DriftedColumnsCount, when the drifted share reached drift_share).
+    drift test fired.
     """
     data = snapshot.dict()
     failed: dict[str, bool] = {}
@@ -142,9 +142,8 @@ def _read_snapshot(snapshot: Any) -> dict[str, tuple[Any, bool | None]]:
     return {m["id"]: (m["value"], failed.get(m["id"])) for m in data["metrics"]}
 
 
-def _value(raw: Any, key: str | None = None) -> float:
-    value = raw[key] if key and isinstance(raw, dict) else raw
-    return float(value) if value is not None else math.nan
+def _value(raw: Any) -> float:
+    return float(raw) if raw is not None else math.nan
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,14 +164,8 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
     value_drift = {name: ValueDrift(column=name, method=r.method, threshold=r.threshold) for name, r in rules.items()}
     prediction_metric = ValueDrift(column=task.drift_column, method=prediction_rule.method,
                                    threshold=prediction_rule.threshold)
-    count = DriftedColumnsCount(
-        columns=list(monitor.feature_names), drift_share=drift.drift_share,
-        method=drift.default.method, threshold=rules[monitor.feature_names[0]].threshold,
-        per_column_method={n: r.method for n, r in rules.items()},
-        per_column_threshold={n: r.threshold for n, r in rules.items()},
-    )
     stability = stability_metrics(reference.bounds)
-    report = Report([count, *value_drift.values(), prediction_metric, *stability.values()], include_tests=True)
+    report = Report([*value_drift.values(), prediction_metric, *stability.values()], include_tests=True)
     current_drift = Dataset.from_pandas(_drift_frame(current, monitor), data_definition=_drift_definition(monitor))
     snapshot = report.run(current_drift, reference.drift)
     values = _read_snapshot(snapshot)
@@ -183,18 +176,16 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
 
     nulls = calibration.features if calibration is not None else {}
     features = tuple(column_drift(n, value_drift[n], rules[n], nulls.get(n)) for n in monitor.feature_names)
-    count_value, dataset_failed = values[count.metric_id]
+    dataset_drift, drifted_share = dataset_verdict(features, drift.drift_share)
     prediction = column_drift(task.prediction_field(monitor), prediction_metric, prediction_rule,
                               calibration.prediction if calibration is not None else None)
 
     quality = TaskQuality(metrics={})
-    html_quality = html_target = None
-    target = None
+    snapshot_quality = snapshot_target = target = None
     labelled = task.quality_frame(current, monitor)
     if len(labelled) >= monitor.min_labelled_rows and reference.target is not None:
         quality, snapshot_quality = _task_quality(task, labelled, monitor)
-        html_quality = snapshot_quality.get_html_str(as_iframe=False)
-        target, html_target = _target_drift(task, reference, labelled, monitor)
+        target, snapshot_target = _target_drift(task, reference, labelled, monitor)
 
     estimation = None
     if monitor.estimation is not None:
@@ -205,9 +196,9 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
                               min_labelled_rows=monitor.min_labelled_rows, confidence=monitor.estimation.confidence)
 
     return Evaluation(
-        dataset_drift=bool(dataset_failed),
+        dataset_drift=dataset_drift,
         drifted_features=tuple(f.column for f in features if f.detected),
-        drifted_share=_value(count_value, "share"),
+        drifted_share=drifted_share,
         feature_drift=features,
         prediction_drift=prediction,
         target_drift=target,
@@ -223,10 +214,17 @@ def evaluate(reference: Reference, current: pd.DataFrame, monitor: Monitor) -> E
         class_quality=quality.per_class,
         probabilistic=quality.probabilistic,
         calibration_curve=quality.calibration_curve,
-        html_drift=snapshot.get_html_str(as_iframe=False),
-        html_quality=html_quality,
-        html_target=html_target,
+        reports=Reports({"drift": snapshot, "quality": snapshot_quality, "target": snapshot_target}),
     )
+
+
+def dataset_verdict(features: tuple[ColumnDrift, ...], drift_share: float) -> tuple[bool, float]:
+    """(dataset drift, share of drifted features): Evidently's rule, the share of features whose drift
+    test fired reaching `drift_share` (its `DriftedColumnsCount` test, legacy `get_dataset_drift`),
+    over the `ValueDrift` verdicts the report has. `DriftedColumnsCount` itself computed every
+    feature's drift a second time: 0.35 s of the drift report's 0.9 s at 200 000 rows."""
+    share = sum(f.detected for f in features) / len(features)
+    return share >= drift_share, share
 
 
 def _task_quality(task: Task, labelled: pd.DataFrame, monitor: Monitor) -> tuple[TaskQuality, Any]:
@@ -244,8 +242,8 @@ def _target_dataset(labelled: pd.DataFrame, task: Task) -> Dataset:
 
 
 def _target_drift(task: Task, reference: Reference, labelled: pd.DataFrame,
-                  monitor: Monitor) -> tuple[ColumnDrift | None, str | None]:
-    """Target drift of the labelled rows against the reference's, and its HTML; None below the
+                  monitor: Monitor) -> tuple[ColumnDrift | None, Any]:
+    """Target drift of the labelled rows against the reference's, and its snapshot; None below the
     calibration's smallest size."""
     null, rule = _target_rule(reference.calibration, len(labelled), task.target_kind)
     if rule is None:
@@ -254,8 +252,7 @@ def _target_drift(task: Task, reference: Reference, labelled: pd.DataFrame,
     snapshot = Report([metric], include_tests=False).run(_target_dataset(labelled, task), reference.target)
     # For a distance, Evidently's drift test is score >= threshold, so that is the verdict here too.
     score = _value(_read_snapshot(snapshot)[metric.metric_id][0])
-    return (_column_drift(monitor.target, score, rule, score >= rule.threshold, null, len(labelled)),
-            snapshot.get_html_str(as_iframe=False))
+    return _column_drift(monitor.target, score, rule, score >= rule.threshold, null, len(labelled)), snapshot
 
 
 def _target_rule(calibration: Calibration | None, labelled: int, kind: str = "categorical") -> tuple[Any, DriftRule | None]:

@@ -28,6 +28,7 @@ from log_processor.exporter import Exporter
 from log_processor.monitors import BINARY, Monitor, load_monitors
 from log_processor.settings import ProcessorSettings
 from log_processor.reference import ReferenceError, load_reference
+from log_processor.reports import Reports
 from log_processor.store import EventStore, StoreError
 from log_processor.held_window import HeldWindow
 from log_processor.validate import PREDICTION
@@ -79,9 +80,7 @@ class MonitorState:
     last_error: str | None = None
     consecutive_errors: int = 0
     summary: dict[str, Any] = field(default_factory=dict)   # what /report.json shows
-    html_drift: str | None = None
-    html_quality: str | None = None
-    html_target: str | None = None
+    reports: Reports | None = None                           # what /report shows (reports.py)
 
 
 class MonitorRunner:
@@ -139,9 +138,7 @@ class MonitorRunner:
             else:
                 s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
                 s.summary = summary or {}
-                s.html_drift = evaluation.html_drift if evaluation else None
-                s.html_quality = evaluation.html_quality if evaluation else None
-                s.html_target = evaluation.html_target if evaluation else None
+                s.reports = evaluation.reports if evaluation else None
         return outcome
 
     def reference(self) -> Reference:

@@ -75,7 +75,8 @@ def test_endpoints_serve_the_scheduler_results(processor):
     index = client.get("/report")
     assert index.status_code == 200 and b"?monitor=shadow" in index.data
     page = client.get("/report?monitor=driver_ranker")
-    assert page.status_code == 200 and b"dataset drift: <b>YES</b>" in page.data and b"part=quality" in page.data
+    assert page.status_code == 200 and b"dataset drift: <b>YES</b> (2 of 3 features, share 0.67, drift at 0.5)" \
+        in page.data and b"part=quality" in page.data
     drift = client.get("/report?monitor=driver_ranker&part=drift")
     assert drift.status_code == 200 and drift.mimetype == "text/html" and len(drift.data) > 100_000
     assert client.get("/report?monitor=driver_ranker&part=quality").status_code == 200

@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+from evidently import DataDefinition, Dataset, Report
+from evidently.metrics import DriftedColumnsCount
 
 from common.schema import feedback_event, format_timestamp, prediction_event
 from benchmarks import synthetic
@@ -12,6 +14,7 @@ from log_processor.calibration import calibrate
 from log_processor.estimation import fit_calibration
 from log_processor.evaluate import evaluate, prepare_reference
 from log_processor.monitors import load_monitors
+from log_processor.reports import Reports
 from log_processor.validate import (KEY_HASH, RANK, SCORE, _timestamps, combine, key_hashes, numbers, parse_page,
                                    parse_page_for, sample_ranks)
 from log_processor.window import assemble, sample
@@ -201,6 +204,31 @@ def test_drift_window_flags_exactly_the_shifted_features(reference):
     assert ev.prediction_drift.detected
 
 
+@pytest.mark.parametrize("drift_share", [0.3, 0.5, 0.67, 1.0])
+def test_the_dataset_verdict_is_evidentlys_drifted_columns_count(reference, drift_share):
+    """The verdict comes from the per-feature verdicts: Evidently's own DriftedColumnsCount, with the same
+    methods and thresholds, must count the same share and fail its test exactly when the verdict is drift."""
+    monitor = dataclasses.replace(MONITOR, drift=dataclasses.replace(MONITOR.drift, drift_share=drift_share))
+    mixed = pd.concat([current("normal", 1500, seed=8), current("drift", 1500, seed=9)], ignore_index=True)
+    verdicts = []
+    for frame in (current("normal"), current("drift"), mixed):
+        ev = evaluate(reference, frame, monitor)
+        count = DriftedColumnsCount(columns=list(monitor.feature_names), drift_share=drift_share,
+                                    per_column_method={f.column: f.method for f in ev.feature_drift},
+                                    per_column_threshold={f.column: f.threshold for f in ev.feature_drift})
+        snapshot = Report([count], include_tests=True).run(
+            Dataset.from_pandas(frame[list(monitor.feature_names)], data_definition=DataDefinition(
+                numerical_columns=list(monitor.feature_names))), reference.drift)
+        data = snapshot.dict()
+        (value,) = [m["value"] for m in data["metrics"]]
+        (test,) = data["tests"]
+        assert ev.drifted_share == pytest.approx(value["share"])
+        assert ev.dataset_drift == str(test["status"]).upper().endswith("FAIL")
+        verdicts.append(ev.dataset_drift)
+    # two of three features drift in the drift window: drift_share decides, and 0.67 is just above 2/3
+    assert verdicts[:2] == [False, drift_share <= 2 / 3]
+
+
 def test_quality_uses_the_logged_labels_on_labelled_rows_only(reference):
     cur = current("normal")
     cur.loc[:999, "target"] = np.nan
@@ -213,7 +241,15 @@ def test_quality_uses_the_logged_labels_on_labelled_rows_only(reference):
     assert ev.quality["precision"] == pytest.approx(tp / (labelled["prediction"] == 1).sum())
     assert ev.confusion[("1", "1")] == tp and sum(ev.confusion.values()) == 2000
     assert ev.class_share[("prediction", "1")] == pytest.approx((cur["prediction"] == 1).mean())
-    assert "<html" in ev.html_drift.lower() and "<html" in ev.html_quality.lower()
+    assert "<html" in ev.reports.html("drift").lower() and "<html" in ev.reports.html("quality").lower()
+
+
+def test_the_reports_are_rendered_on_the_first_request_only(reference):
+    ev = evaluate(reference, current("normal"), MONITOR)
+    page = ev.reports.html("quality")
+    assert "<html" in page.lower() and ev.reports.html("quality") is page     # the same string: cached
+    with pytest.raises(ValueError, match="everything"):
+        Reports({"everything": None})
 
 
 def test_too_few_labels_gives_no_quality(reference):
@@ -221,7 +257,7 @@ def test_too_few_labels_gives_no_quality(reference):
     cur["target"] = np.nan
     cur.loc[:29, "target"] = 1.0
     ev = evaluate(reference, cur, MONITOR)
-    assert ev.quality == {} and ev.html_quality is None
+    assert ev.quality == {} and not ev.reports.has("quality") and ev.reports.html("quality") is None
 
 
 def test_rows_missing_a_feature_are_measured_then_kept_out_of_the_evaluation():
