@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,10 @@ class Window:
     def rows(self) -> int:
         return len(self.frame)
 
-    @property
+    @cached_property
     def labelled(self) -> int:
+        """Counted once: the export and the summary ask several times, and over a 1 M-row window of
+        class names (object dtype) each count took ~30 ms."""
         return int(self.frame[TARGET].notna().sum()) if len(self.frame) else 0
 
     @property
