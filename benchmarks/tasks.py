@@ -107,6 +107,11 @@ def _cycle(runner: MonitorRunner, backend: backends.Backend) -> Cycle:
     return Cycle(seconds, rss_peak_mb(), cpu1 - cpu0, runner.state.summary["phase_seconds"])
 
 
+def _middle(cycles: list[Cycle]) -> Cycle:
+    """The median cycle by time (the counts are odd: 9 or 3), so its phases and store CPU go with it."""
+    return sorted(cycles, key=lambda c: c.seconds)[len(cycles) // 2]
+
+
 def _phases(cycle: Cycle) -> str:
     return " + ".join(f"{name} {value:.2f}" for name, value in cycle.phases.items())
 
@@ -132,7 +137,7 @@ def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
             runner.reader.forget(monitor.name)
             settle_memory()
             colds.append(_cycle(runner, backend))
-        cold = sorted(colds, key=lambda c: c.seconds)[len(colds) // 2]
+        cold = _middle(colds)
         cold_rows = runner.state.summary["rows"]["current"]
         new = max(1, int(n * STEADY_SHARE))
         step = new / (n / SPAN.total_seconds())         # the window's rate of predictions per second
@@ -153,11 +158,11 @@ def measure(store: str, task: str, monitor, n: int, seed: int) -> dict:
         for c in steady:
             print(f"    steady +{new:,}: {c.seconds:.2f} s ({c.rss_mb:,.0f} MB, store CPU {c.store_cpu:.1f} s; "
                   f"{_phases(c)})", flush=True)
-        middle = sorted(steady, key=lambda c: c.seconds)[len(steady) // 2]
+        middle = _middle(steady)
         return {"store": store, "task": task, "n": n, "evaluated": rows["evaluated"], "labelled": rows["labelled"],
                 "cold": cold.seconds, "cold_best": min(c.seconds for c in colds), "cold_runs": len(colds),
                 "cold_mb": max(c.rss_mb for c in colds), "cold_store_cpu": cold.store_cpu, "new": new,
-                "steady": median(seconds), "first_steady": seconds[0], "steady_mb": max(c.rss_mb for c in steady),
+                "steady": middle.seconds, "first_steady": seconds[0], "steady_mb": max(c.rss_mb for c in steady),
                 "steady_store_cpu": median(c.store_cpu for c in steady), "steady_phases": _phases(middle),
                 "settle": waited, "engine_first": engine_first}
     finally:

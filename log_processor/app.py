@@ -138,9 +138,10 @@ def _wrapper_page(name: str, summary: dict[str, Any], has_quality: bool, has_tar
     n = html.escape(name)
     window = summary.get("window", {})
     rows = summary.get("rows", {})
-    drifted = ", ".join(summary.get("drifted_features", [])) or "none"
+    drifted_features = summary.get("drifted_features", [])
+    drifted = ", ".join(drifted_features) or "none"
     features = len(summary.get("feature_drift", []))
-    share = (f" ({len(summary.get('drifted_features', []))} of {features} features, share "
+    share = (f" ({len(drifted_features)} of {features} features, share "
              f"{summary.get('drift_share', 0):.2f}, drift at {drift_share:g})"
              if features else "")
     facts = (f"window {html.escape(str(window.get('start')))} → {html.escape(str(window.get('end')))} · "
