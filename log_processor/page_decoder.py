@@ -8,12 +8,15 @@ pages through a typed response as through any other; only `_source` is a struct 
 What does not fit the types is not decoded here: `PageDecoder` returns None and the client decodes
 the response as usual (common/store.py). That is an error body, and a page holding a document
 whose value is not an object where a field path needs one (`"event": "x"` for event.id): that page
-is read as dicts, and validate.py rejects the malformed document alone, as before. Leaves are `Any`:
-a string where a number belongs is kept and counted by validate.py, never a failed page.
+is read as dicts, and validate.py rejects the malformed document alone, as before. Leaves are `Any`
+(a string where a number belongs is kept and counted by validate.py, never a failed page) unless the
+read gives a field a type: a multi-class score vector is read as a tuple of so many floats, several
+times cheaper to turn into an array than a list whose every value validate.py must check, and a
+page where one vector does not fit is read as dicts and checked value by value.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, TypedDict
+from typing import Any, Mapping, Optional, Sequence, TypedDict, Union
 
 import msgspec
 
@@ -21,8 +24,9 @@ import msgspec
 class PageDecoder:
     """Callable: a search or scroll response's bytes → its dict with typed `_source`, or None."""
 
-    def __init__(self, fields: Sequence[str]):
-        document = _struct("Document", _tree(fields))
+    def __init__(self, fields: Union[Sequence[str], Mapping[str, Any]]):
+        """`fields`: dotted paths, or paths with the type of their value (Any: whatever it is)."""
+        document = _struct("Document", _tree(fields if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)))
         hit = TypedDict("Hit", {"_source": Optional[document], "sort": Any}, total=False)      # type: ignore[misc]
         hits = TypedDict("Hits", {"hits": list[hit], "total": Any}, total=False)              # type: ignore[misc,valid-type]
         response = TypedDict("Response", {"hits": hits, "_scroll_id": Any}, total=False)      # type: ignore[misc,valid-type]
@@ -36,19 +40,20 @@ class PageDecoder:
         return response if "hits" in response else None      # an error body: decoded as usual
 
 
-def _tree(fields: Sequence[str]) -> dict[str, Any]:
-    """Dotted paths as nested dicts; a path asked for whole is a leaf (None) even if others go deeper."""
+def _tree(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted paths as nested dicts, their leaves the values' types; a path asked for whole is a leaf
+    even if others go deeper."""
     root: dict[str, Any] = {}
-    for field in fields:
+    for field, kind in fields.items():
         node = root
         *path, last = field.split(".")
         for key in path:
             child = node.get(key, {})
-            if child is None:                 # asked for whole already
+            if not isinstance(child, dict):   # asked for whole already
                 break
             node = node.setdefault(key, child)
         else:
-            node[last] = None
+            node[last] = kind
     return root
 
 
@@ -57,6 +62,6 @@ def _struct(name: str, tree: dict[str, Any]) -> type[msgspec.Struct]:
     validate.Columns maps them back), every field optional and None by default."""
     fields = []
     for i, (key, sub) in enumerate(tree.items()):
-        kind = Any if sub is None else Optional[_struct(f"{name}_{i}", sub)]
+        kind = Optional[_struct(f"{name}_{i}", sub) if isinstance(sub, dict) else sub]
         fields.append((f"f{i}", kind, None))
     return msgspec.defstruct(name, fields, rename={f"f{i}": key for i, key in enumerate(tree)})

@@ -34,6 +34,7 @@ from common.store import FastJsonSerializer, StoreSettings, StoreUnavailable, ba
 from log_processor.page_decoder import PageDecoder
 
 T = TypeVar("T")
+Fields = Sequence[str] | Mapping[str, Any]     # dotted paths, or paths with their values' type (page_decoder.py)
 MAX_SLICES = 2000
 SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit one request
 
@@ -98,7 +99,7 @@ class EventStore:
         self.workers = max(1, workers)
         self._client: Elasticsearch | None = None
         self._serializer = FastJsonSerializer()
-        self._decoders: dict[tuple[str, ...], PageDecoder] = {}
+        self._decoders: dict[tuple[tuple[str, Any], ...], PageDecoder] = {}
         self.plan = READ_PLANS["elasticsearch"]
         self._lock = threading.Lock()
 
@@ -130,14 +131,15 @@ class EventStore:
 
     close = reset
 
-    def _call(self, operation: str, fn: Callable[[Elasticsearch], T], fields: Sequence[str] | None = None) -> T:
+    def _call(self, operation: str, fn: Callable[[Elasticsearch], T], fields: Fields | None = None) -> T:
         """`fn`'s request; given the `fields` a read needs, its responses are decoded into them alone
         (page_decoder.py)."""
         client = self.client()
         decode = None
         if fields is not None:
-            key = tuple(fields)
-            decode = self._decoders.get(key) or self._decoders.setdefault(key, PageDecoder(key))
+            typed = fields if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)
+            key = tuple(typed.items())
+            decode = self._decoders.get(key) or self._decoders.setdefault(key, PageDecoder(typed))
         try:
             with self._serializer.decoding(decode):
                 return fn(client)
@@ -146,7 +148,7 @@ class EventStore:
             raise StoreError(operation, exc) from exc
 
     # --- reading ---------------------------------------------------------------------------------
-    def scan(self, index: str, start: float, end: float, fields: Sequence[str],
+    def scan(self, index: str, start: float, end: float, fields: Fields,
              parse: Callable[[list[Any]], T], *, beyond: bool = False, since: float | None = None,
              operation: str = "search") -> list[T]:
         """Every document with @timestamp in [start, end] (and, with `beyond`, after `end` too: events
@@ -184,7 +186,7 @@ class EventStore:
                 results.extend(pages)
         return results
 
-    def _scroll(self, index: str, query: dict[str, Any], fields: Sequence[str],
+    def _scroll(self, index: str, query: dict[str, Any], fields: Fields,
                 parse: Callable[[list[Any]], T], operation: str) -> list[T]:
         """Every match once, in index order, from one scroll (a snapshot of the index: no tie-break
         needed); each page is parsed while the next is fetched. A window of one page is one search."""
@@ -227,7 +229,7 @@ class EventStore:
             except (ApiError, TransportError, OSError):
                 pass
 
-    def _source_filter(self, fields: Sequence[str], *keep: str) -> dict[str, Any]:
+    def _source_filter(self, fields: Fields, *keep: str) -> dict[str, Any]:
         """Only the needed `_source` fields, for stores where that is cheaper (READ_PLANS)."""
         if not self.plan.filter_source:
             return {}
@@ -242,7 +244,7 @@ class EventStore:
         edges[-1] = high
         return [Slice(edges[i], edges[i + 1], inclusive_end=i == n - 1) for i in range(n)]
 
-    def _scan_slice(self, index: str, piece: Slice, fields: Sequence[str], parse: Callable[[list[Any]], T],
+    def _scan_slice(self, index: str, piece: Slice, fields: Fields, parse: Callable[[list[Any]], T],
                     also: dict[str, Any] | None, operation: str) -> list[T]:
         """One slice, sorted by @timestamp alone, a numeric sort. A full page may end inside a
         millisecond that goes on past it: that millisecond's documents are set aside and the slice goes
@@ -267,7 +269,7 @@ class EventStore:
                 pages.extend(self._scan_millisecond(index, edge_ms, fields, parse, also, operation))
                 low, low_op = edge_ms / 1000.0, "gt"
 
-    def _scan_millisecond(self, index: str, ms: int, fields: Sequence[str], parse: Callable[[list[Any]], T],
+    def _scan_millisecond(self, index: str, ms: int, fields: Fields, parse: Callable[[list[Any]], T],
                           also: dict[str, Any] | None, operation: str) -> list[T]:
         """Every document of one millisecond, paged with search_after over (@timestamp, event.id)."""
         query = _with({"range": {"@timestamp": {"gte": _iso(ms / 1000.0), "lte": _iso(ms / 1000.0)}}}, also)
@@ -282,7 +284,7 @@ class EventStore:
                 return pages
             after = hits[-1]["sort"]
 
-    def _page(self, index: str, query: dict[str, Any], fields: Sequence[str], sort: list[dict[str, str]],
+    def _page(self, index: str, query: dict[str, Any], fields: Fields, sort: list[dict[str, str]],
               after: list[Any] | None, operation: str, *, with_total: bool = False,
               size: int | None = None) -> tuple[list[dict], int]:
         """One page of hits in `sort` order, and the total when asked."""

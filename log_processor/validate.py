@@ -66,14 +66,28 @@ class Chunk:
         return Counter(self.rejects[REASON].value_counts().to_dict()) if len(self.rejects) else Counter()
 
 
-def source_fields(monitor: Monitor) -> list[str]:
-    """The `_source` fields a window needs: nothing else is transferred."""
+def source_fields(monitor: Monitor) -> dict[str, Any]:
+    """The `_source` fields a window needs (nothing else is transferred), each with the type its pages
+    are decoded to (page_decoder.py): Any, checked here value by value, but for a score vector: a
+    tuple of one float per class, which score_vectors takes as it is."""
     prediction = (monitor.prediction_label, monitor.prediction_score, monitor.prediction_value, monitor.prediction_scores)
-    fields = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
-              *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features)]
+    fields: dict[str, Any] = dict.fromkeys(["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
+                                           *(f for f in prediction if f), monitor.target,
+                                           *(f.field for f in monitor.features)], Any)
+    if monitor.prediction_scores:
+        fields[monitor.prediction_scores] = tuple[(float,) * len(monitor.classes)]     # type: ignore[misc]
     if monitor.model_name:
-        fields.append("model.name")
-    return list(dict.fromkeys(fields))
+        fields["model.name"] = Any
+    return fields
+
+
+def shared_fields(monitors: Sequence[Monitor]) -> dict[str, Any]:
+    """The fields of several monitors' read; one that two monitors type differently is read as Any."""
+    fields: dict[str, Any] = {}
+    for monitor in monitors:
+        for field, kind in source_fields(monitor).items():
+            fields[field] = kind if fields.get(field, kind) == kind else Any
+    return fields
 
 
 class Columns:
@@ -309,19 +323,26 @@ def number_column(values: Sequence[Any], rejects: Rejects) -> np.ndarray:
 
 def class_column(values: Sequence[Any], classes: tuple[str, ...], rejects: Rejects) -> np.ndarray:
     """Class names as strings (an integer class is its decimal string); absent → missing_field,
-    anything else outside `classes` → class_unknown."""
-    known = set(classes)
-    out = np.array([v if type(v) is str else str(v) if type(v) is int else None for v in values], dtype=object)
+    anything else outside `classes` → class_unknown. Each row holds the monitor's own string for its
+    class, so a window holds a pointer per row rather than a million copies of a few names."""
+    own = {c: c for c in classes}
+    if set(map(type, values)) == {str} and set(values) <= own.keys():     # the usual page: known names only
+        return np.array(list(map(own.__getitem__, values)), dtype=object)
+    out = np.array([own.get(v if type(v) is str else str(v) if type(v) is int else None) for v in values], dtype=object)
     rejects.add("missing_field", np.array([v is None for v in values], dtype=bool))
-    rejects.add("class_unknown", np.array([v not in known for v in out], dtype=bool))
+    rejects.add("class_unknown", np.array([v is None for v in out], dtype=bool))
     return out
 
 
 def score_vectors(values: Sequence[Any], width: int, rejects: Rejects) -> np.ndarray:
     """(rows, width) floats; a row that is absent → missing_field, not a list of `width` values →
     scores_length, holding a non-number or a non-finite number → not_a_number / non_finite."""
+    if values and set(map(type, values)) == {tuple}:     # decoded typed (source_fields): `width` floats each
+        out = np.array(values, dtype=float)
+        if out.shape == (len(values), width) and np.isfinite(out).all():
+            return out
     out = np.full((len(values), width), np.nan)
-    shape_ok = np.array([type(v) is list and len(v) == width for v in values], dtype=bool)
+    shape_ok = np.array([type(v) in (list, tuple) and len(v) == width for v in values], dtype=bool)
     rejects.add("missing_field", np.array([v is None for v in values], dtype=bool))
     rejects.add("scores_length", ~shape_ok)
     if shape_ok.any():

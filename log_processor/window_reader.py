@@ -21,7 +21,7 @@ from typing import Sequence
 from log_processor.held_window import HeldWindow
 from log_processor.monitors import Monitor
 from log_processor.store import EventStore
-from log_processor.validate import combine, parse_page_for, source_fields
+from log_processor.validate import combine, parse_page_for, shared_fields
 from log_processor.window import Window
 
 log = logging.getLogger("log_processor")
@@ -55,7 +55,7 @@ class WindowReader:
         incremental = reads.incremental and all(h is not None and h.can_read_incrementally(now, reads.full_read_every)
                                                 for h in held)
         since = min(h.read_since(reads.overlap) for h in held) if incremental else None   # type: ignore[union-attr]
-        fields = list(dict.fromkeys(f for m in monitors for f in source_fields(m)))
+        fields = shared_fields(monitors)
         pages = self.store.scan(self.index, min(now - m.window_seconds for m in monitors), now, fields,
                                 lambda docs: parse_page_for(docs, monitors), beyond=True, since=since)
         windows = {}

@@ -1,8 +1,10 @@
 """Search pages decoded straight into the fields a read needs (log_processor/page_decoder.py): the
 same chunks as from dicts, malformed documents included; what the types do not fit goes to the usual
 decoder; the typed decoding is the asking thread's alone; an error answer keeps its message."""
+import dataclasses
 import json
 import threading
+from typing import Any
 
 import msgspec
 import pandas as pd
@@ -11,8 +13,11 @@ import pytest
 from common.store import FastJsonSerializer, StoreSettings
 from log_processor.page_decoder import PageDecoder
 from log_processor.store import EventStore, StoreError
-from log_processor.validate import Columns, parse_page, source_fields
+from log_processor.monitors import load_monitors
+from log_processor.validate import Columns, parse_page, score_column, shared_fields, source_fields
+from tests import task_data as data
 from tests.test_log_processor_window import MONITOR, fb, pred
+from tests.test_tasks_validate import feedback, prediction
 
 
 def response(docs, **extra):
@@ -100,3 +105,46 @@ def test_an_error_answer_to_a_typed_read_keeps_the_stores_message(store_url):
         store.close()
     assert error.value.operation == "search" and "400" in str(error.value)
     assert "invalid_index_name_exception" in str(error.value)
+
+
+@pytest.fixture
+def multiclass(tmp_path):
+    (m,) = load_monitors(data.write_monitor(tmp_path, data.MULTICLASS_YAML, data.multiclass_rows(20, seed=0)))
+    return m
+
+
+def scored(i, scores, cls="long"):
+    return prediction(i, {"class": cls, "class_scores": scores}, "trip_type")
+
+
+def test_score_vectors_are_decoded_as_tuples_and_parse_as_from_dicts(multiclass):
+    docs = [scored(0, [0.1, 0.2, 0.7]), scored(1, [1, 0, 0], "short"), prediction(2, {"class": "long"}, "trip_type"),
+            scored(3, None), feedback(0, {"class": "long"}, "trip_type")]
+    decoded = PageDecoder(source_fields(multiclass))(response(docs))
+    typed = [hit["_source"] for hit in decoded["hits"]["hits"]]
+    assert Columns(typed)("prediction.class_scores") == [(0.1, 0.2, 0.7), (1.0, 0.0, 0.0), None, None, None]
+    typed_chunk, dict_chunk = parse_page(typed, multiclass), parse_page(docs, multiclass)
+    pd.testing.assert_frame_equal(typed_chunk.predictions, dict_chunk.predictions)
+    pd.testing.assert_frame_equal(typed_chunk.rejects, dict_chunk.rejects)
+    assert typed_chunk.predictions[[score_column(c) for c in data.CLASSES]].to_numpy().tolist() == [[0.1, 0.2, 0.7],
+                                                                                                 [1.0, 0.0, 0.0]]
+    assert typed_chunk.rejected == {"missing_field": 2}          # no vector, a null vector
+
+
+@pytest.mark.parametrize("bad, reason", [([0.5, 0.5], "scores_length"), ([0.5, "a", 0.5], "not_a_number"),
+                                         ([0.5, True, 0.5], "not_a_number"), ("0.5,0.5,0", "scores_length"),
+                                         ([7777.5, 0, 0], "non_finite")])
+def test_a_vector_that_does_not_fit_sends_its_page_to_the_checked_reading(multiclass, bad, reason):
+    docs = [scored(0, [0.1, 0.2, 0.7]), scored(1, bad), scored(2, [0.3, 0.3, 0.4])]
+    body = response(docs).replace(b"7777.5", b"1e400")        # beyond a double: inf once decoded
+    assert PageDecoder(source_fields(multiclass))(body) is None      # read as dicts: every value checked
+    chunk = parse_page([h["_source"] for h in json.loads(body)["hits"]["hits"]], multiclass)
+    assert len(chunk.predictions) == 2 and chunk.rejected == {reason: 1}
+
+
+def test_a_field_two_monitors_type_differently_is_read_untyped(multiclass):
+    four = dataclasses.replace(multiclass, name="four", classes=("a", "b", "c", "d"))
+    assert shared_fields([multiclass, multiclass])["prediction.class_scores"] == tuple[float, float, float]
+    assert shared_fields([multiclass, four])["prediction.class_scores"] is Any
+    assert list(shared_fields([MONITOR, multiclass])) == list(dict.fromkeys([*source_fields(MONITOR),
+                                                                            *source_fields(multiclass)]))

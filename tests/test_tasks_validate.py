@@ -62,3 +62,21 @@ def test_multiclass_fields_and_the_class_unknown_and_scores_length_reasons(tmp_p
     assert chunk.feedback[TARGET].tolist() == ["long"]
     assert chunk.rejected == {"class_unknown": 1 + 2, "scores_length": 2, "not_a_number": 1, "non_finite": 1,
                               "missing_field": 1 + 1}
+    own(chunk, m)
+
+
+def own(chunk, m):
+    """Every row holds one of the monitor's own class strings, not a copy decoded per event."""
+    for column in (chunk.predictions[PREDICTION], chunk.feedback[TARGET]):
+        assert len(column) and all(any(v is c for c in m.classes) for v in column)
+
+
+def test_a_page_of_known_classes_holds_the_monitors_own_strings(tmp_path):
+    m = monitor(tmp_path, data.MULTICLASS_YAML)
+    decoded = [c.encode().decode() for c in ("long", "short", "long")]      # equal to the classes, other objects
+    assert not any(d is c for d in decoded for c in m.classes)
+    docs = [prediction(i, {"class": c, "class_scores": (0.1, 0.1, 0.8)}, "trip_type") for i, c in enumerate(decoded)]
+    chunk = parse_page(docs + [feedback(i, {"class": c}, "trip_type") for i, c in enumerate(decoded)], m)
+    assert chunk.predictions[PREDICTION].tolist() == chunk.feedback[TARGET].tolist() == ["long", "short", "long"]
+    assert not chunk.rejected
+    own(chunk, m)
