@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -71,9 +71,9 @@ def source_fields(monitor: Monitor) -> dict[str, Any]:
     are decoded to (page_decoder.py): Any, checked here value by value, but for a score vector: a
     tuple of one float per class, which score_vectors takes as it is."""
     prediction = (monitor.prediction_label, monitor.prediction_score, monitor.prediction_value, monitor.prediction_scores)
-    fields: dict[str, Any] = dict.fromkeys(["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
-                                           *(f for f in prediction if f), monitor.target,
-                                           *(f.field for f in monitor.features)], Any)
+    names = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
+             *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features)]
+    fields: dict[str, Any] = dict.fromkeys(names, Any)
     if monitor.prediction_scores:
         fields[monitor.prediction_scores] = tuple[(float,) * len(monitor.classes)]     # type: ignore[misc]
     if monitor.model_name:
@@ -102,6 +102,11 @@ class Columns:
     def __init__(self, docs: Sequence[Any]):
         self.docs = docs
         self._paths: dict[str, list[Any]] = {}
+
+    @cached_property
+    def typed(self) -> bool:
+        """Decoded into structs: a field the read gave a type (source_fields) holds that type or None."""
+        return any(isinstance(d, msgspec.Struct) for d in self.docs)
 
     def __call__(self, dotted: str) -> list[Any]:
         values = self._paths.get(dotted)
@@ -334,12 +339,13 @@ def class_column(values: Sequence[Any], classes: tuple[str, ...], rejects: Rejec
     return out
 
 
-def score_vectors(values: Sequence[Any], width: int, rejects: Rejects) -> np.ndarray:
+def score_vectors(values: Sequence[Any], width: int, rejects: Rejects, *, typed: bool = False) -> np.ndarray:
     """(rows, width) floats; a row that is absent → missing_field, not a list of `width` values →
-    scores_length, holding a non-number or a non-finite number → not_a_number / non_finite."""
-    if values and set(map(type, values)) == {tuple}:     # decoded typed (source_fields): `width` floats each
+    scores_length, holding a non-number or a non-finite number → not_a_number / non_finite.
+    `typed`: the values come from a typed page (Columns.typed), where a vector is a tuple of floats."""
+    if typed and values and None not in values:
         out = np.array(values, dtype=float)
-        if out.shape == (len(values), width) and np.isfinite(out).all():
+        if out.shape == (len(values), width):
             return out
     out = np.full((len(values), width), np.nan)
     shape_ok = np.array([type(v) in (list, tuple) and len(v) == width for v in values], dtype=bool)

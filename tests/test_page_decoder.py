@@ -123,6 +123,7 @@ def test_score_vectors_are_decoded_as_tuples_and_parse_as_from_dicts(multiclass)
     decoded = PageDecoder(source_fields(multiclass))(response(docs))
     typed = [hit["_source"] for hit in decoded["hits"]["hits"]]
     assert Columns(typed)("prediction.class_scores") == [(0.1, 0.2, 0.7), (1.0, 0.0, 0.0), None, None, None]
+    assert Columns(typed).typed and not Columns(docs).typed
     typed_chunk, dict_chunk = parse_page(typed, multiclass), parse_page(docs, multiclass)
     pd.testing.assert_frame_equal(typed_chunk.predictions, dict_chunk.predictions)
     pd.testing.assert_frame_equal(typed_chunk.rejects, dict_chunk.rejects)
@@ -148,3 +149,10 @@ def test_a_field_two_monitors_type_differently_is_read_untyped(multiclass):
     assert shared_fields([multiclass, four])["prediction.class_scores"] is Any
     assert list(shared_fields([MONITOR, multiclass])) == list(dict.fromkeys([*source_fields(MONITOR),
                                                                             *source_fields(multiclass)]))
+
+
+def test_vectors_handed_over_as_dicts_are_checked_whatever_their_container(multiclass):
+    docs = [scored(0, (0.1, 0.2, 0.7)), scored(1, ("0.5", 0.2, 0.3)), scored(2, (True, 0.0, 0.0)), scored(3, (1, 2))]
+    chunk = parse_page(docs, multiclass)
+    assert chunk.predictions[score_column("long")].tolist() == [0.7]
+    assert chunk.rejected == {"not_a_number": 2, "scores_length": 1}

@@ -44,7 +44,8 @@ class Multiclass:
         """The logged class, and with `prediction.scores` a score column per class."""
         out = {PREDICTION: class_column(columns(monitor.prediction_label), monitor.classes, rejects)}
         if monitor.prediction_scores:
-            scores = score_vectors(columns(monitor.prediction_scores), len(monitor.classes), rejects)
+            scores = score_vectors(columns(monitor.prediction_scores), len(monitor.classes), rejects,
+                                   typed=columns.typed)
             out.update({score_column(c): scores[:, i] for i, c in enumerate(monitor.classes)})
         return out
 
