@@ -21,12 +21,19 @@ from typing import Any, Mapping, Optional, Sequence, TypedDict, Union
 import msgspec
 
 
+Fields = Union[Sequence[str], Mapping[str, Any]]     # dotted paths, or paths with the type of their value
+
+
+def field_types(fields: Fields) -> dict[str, Any]:
+    """Each path with the type of its value; a bare path's is Any (whatever it is)."""
+    return dict(fields) if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)
+
+
 class PageDecoder:
     """Callable: a search or scroll response's bytes → its dict with typed `_source`, or None."""
 
-    def __init__(self, fields: Union[Sequence[str], Mapping[str, Any]]):
-        """`fields`: dotted paths, or paths with the type of their value (Any: whatever it is)."""
-        document = _struct("Document", _tree(fields if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)))
+    def __init__(self, fields: Fields):
+        document = _struct("Document", _tree(field_types(fields)))
         hit = TypedDict("Hit", {"_source": Optional[document], "sort": Any}, total=False)      # type: ignore[misc]
         hits = TypedDict("Hits", {"hits": list[hit], "total": Any}, total=False)              # type: ignore[misc,valid-type]
         response = TypedDict("Response", {"hits": hits, "_scroll_id": Any}, total=False)      # type: ignore[misc,valid-type]

@@ -25,16 +25,15 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import format_timestamp
 from common.store import FastJsonSerializer, StoreSettings, StoreUnavailable, backend_kind, connect, probe
-from log_processor.page_decoder import PageDecoder
+from log_processor.page_decoder import Fields, PageDecoder, field_types
 
 T = TypeVar("T")
-Fields = Sequence[str] | Mapping[str, Any]     # dotted paths, or paths with their values' type (page_decoder.py)
 MAX_SLICES = 2000
 SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit one request
 
@@ -137,7 +136,7 @@ class EventStore:
         client = self.client()
         decode = None
         if fields is not None:
-            typed = fields if isinstance(fields, Mapping) else dict.fromkeys(fields, Any)
+            typed = field_types(fields)
             key = tuple(typed.items())
             decode = self._decoders.get(key) or self._decoders.setdefault(key, PageDecoder(typed))
         try:
