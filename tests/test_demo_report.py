@@ -352,3 +352,47 @@ def test_the_incident_rule_holds_per_monitor_with_two_monitors():
     runs, monitors = two_monitor_run([m for m in both if m[:2] != ("telegram", "trip_duration")])
     assert incident_rule_failures(runs, CHANNELS, monitors) == [
         "telegram (trip_duration): drift phase got 0 firing message(s), the one-message-per-incident rule allows 1"]
+
+
+class _Messages:
+    """Stands in for the mail and chat sinks: what they received, as the story reads it."""
+
+    def __init__(self) -> None:
+        self.mail: list[SimpleNamespace] = []
+        self.chat: dict[str, list[SimpleNamespace]] = {channel: [] for channel in CHANNELS if channel != "email"}
+
+    def receive(self, monitor: str, status: str, at: float) -> None:
+        tag = "FIRING:1" if status == "firing" else "RESOLVED"
+        self.mail.append(SimpleNamespace(subject=f"[{tag}] ModelQuality (monitor={monitor})",
+                                         path=SimpleNamespace(name=f"{int(at * 1e9)}-1.eml")))
+        for channel, received in self.chat.items():
+            received.append(SimpleNamespace(text=f"[{status.upper()}] monitor {monitor}: x", status=status,
+                                            body={"commonLabels": {"monitor": monitor}}, received_at=at))
+
+    def stack(self) -> SimpleNamespace:
+        return SimpleNamespace(settings=DemoSettings(), mail=SimpleNamespace(messages=lambda: list(self.mail)),
+                               notifications=SimpleNamespace(messages=lambda channel: list(self.chat[channel])))
+
+
+def test_the_drift_phase_waits_for_the_incident_of_every_exported_monitor():
+    """The CI run of 2026-12-07: trip_duration's firing message came after driver_ranker's, once the
+    drift phase had ended, and counted for the recovery; the drift phase now waits for it."""
+    sink = _Messages()
+    story = Story(sink.stack(), "driver_ranker", StatusWriter(io.StringIO()), others=("trip_duration",))
+    story.other_verdicts = {"trip_duration": Verdict("trip_duration", available=True)}
+    sink.receive("driver_ranker", "firing", at=100.0)
+    sink.receive("trip_duration", "firing", at=50.0)         # before the phase: an older incident
+    assert not story._every_incident_opened(started=90.0)
+    sink.receive("trip_duration", "resolved", at=101.0)      # a resolved message opens nothing
+    assert not story._every_incident_opened(started=90.0)
+    sink.receive("trip_duration", "firing", at=102.0)
+    assert story._every_incident_opened(started=90.0)
+
+
+def test_a_monitor_the_log_processor_does_not_export_is_not_waited_for():
+    sink = _Messages()
+    story = Story(sink.stack(), "driver_ranker", StatusWriter(io.StringIO()), others=("trip_duration",))
+    story.other_verdicts = {"trip_duration": Verdict("trip_duration", available=False)}
+    assert not story._every_incident_opened(started=0.0)
+    sink.receive("driver_ranker", "firing", at=1.0)
+    assert story._every_incident_opened(started=0.0)
