@@ -109,7 +109,6 @@ class MonitorRunner:
         """One evaluation cycle, its window from `cycle` (or a read of its own); returns its outcome
         (ok, insufficient_data, error). Never raises."""
         cycle = cycle or SharedCycle(self.reader, [self.monitor], self.clock())
-        started = cycle.now
         t0 = time.perf_counter()
         try:
             outcome, summary, evaluation = self._cycle(cycle)
