@@ -154,16 +154,17 @@ class Story:
         """A firing message since `started` on every channel for the first monitor and for every other
         monitor the log processor exports. Each monitor opens its own incident (Alertmanager groups by
         monitor), and a regression monitor's errors grow only as the drift phase's delayed feedback
-        lands, so its message may come well after the first monitor's: it still belongs to this phase."""
+        lands, so its message may come well after the first monitor's: it still belongs to this phase.
+        A message about no monitor counts for the first one, as in report.incident_rule_failures."""
         exported = [m for m, v in self.other_verdicts.items() if v.available]
-        return self._every_channel_has("firing", started) and all(
+        return self._every_channel_has("firing", started, self.monitor, "") and all(
             self._every_channel_has("firing", started, m) for m in exported)
 
-    def _every_channel_has(self, status: str, started: float, monitor: str | None = None) -> bool:
-        """A `status` message since `started` on e-mail and every chat channel (about `monitor`, if given)."""
+    def _every_channel_has(self, status: str, started: float, *monitors: str) -> bool:
+        """A `status` message since `started` on e-mail and every chat channel, about one of `monitors`."""
         channels = {"email", *(CHAT_CHANNELS if self.stack.notifications else ())}
         have = {channel for channel, about, got in self._messages_since(started)
-                if got == status and (monitor is None or about == monitor)}
+                if got == status and about in monitors}
         return channels <= have
 
     def _shipped_everything(self) -> bool:

@@ -380,13 +380,22 @@ def test_the_drift_phase_waits_for_the_incident_of_every_exported_monitor():
     sink = _Messages()
     story = Story(sink.stack(), "driver_ranker", StatusWriter(io.StringIO()), others=("trip_duration",))
     story.other_verdicts = {"trip_duration": Verdict("trip_duration", available=True)}
+    sink.receive("trip_duration", "firing", at=95.0)         # the other monitor's alone is not enough
+    assert not story._every_incident_opened(started=90.0)
     sink.receive("driver_ranker", "firing", at=100.0)
-    sink.receive("trip_duration", "firing", at=50.0)         # before the phase: an older incident
-    assert not story._every_incident_opened(started=90.0)
-    sink.receive("trip_duration", "resolved", at=101.0)      # a resolved message opens nothing
-    assert not story._every_incident_opened(started=90.0)
-    sink.receive("trip_duration", "firing", at=102.0)
     assert story._every_incident_opened(started=90.0)
+    assert not story._every_incident_opened(started=96.0)    # trip_duration's is older than that phase
+    sink.receive("trip_duration", "resolved", at=101.0)      # a resolved message opens nothing
+    assert not story._every_incident_opened(started=96.0)
+    sink.receive("trip_duration", "firing", at=102.0)
+    assert story._every_incident_opened(started=96.0)
+
+
+def test_a_message_about_no_monitor_counts_for_the_first_one():
+    sink = _Messages()
+    story = Story(sink.stack(), "driver_ranker", StatusWriter(io.StringIO()))
+    sink.receive("", "firing", at=1.0)
+    assert story._every_incident_opened(started=0.0)
 
 
 def test_a_monitor_the_log_processor_does_not_export_is_not_waited_for():
