@@ -23,11 +23,12 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 from demo.delay_queue import DelayQueue
 from common.env import SettingsError, env_number, flag, setting
+from serving.model import DURATION_MODEL_NAME, MODEL_NAME
 
 log = logging.getLogger("demo.traffic")
 
@@ -88,37 +89,56 @@ class TrafficSettings:
 
 
 @dataclass
-class PhaseCounts:
-    """Counters of one phase; feedback may finish after the phase itself (it is late by design)."""
-    phase: str
-    variant: str
-    planned: int
+class ModelCounts:
+    """One model's side of a phase: its predictions and their late ground truth."""
     sent: int = 0
     ok: int = 0
     errors: int = 0
     feedback_sent: int = 0
     feedback_ok: int = 0
     feedback_errors: int = 0
-    # the second model, trip_duration: its requests and its late realized durations
-    duration_sent: int = 0
-    duration_ok: int = 0
-    duration_errors: int = 0
-    duration_feedback_sent: int = 0
-    duration_feedback_ok: int = 0
-    duration_feedback_errors: int = 0
+
+
+@dataclass
+class PhaseCounts:
+    """Counters of one phase; feedback may finish after the phase itself (it is late by design).
+
+    `sent`, `ok` and `errors` count requests (each asks every model of the phase once: ok when every
+    model answered); `models` counts each model's own calls by its name (the `model.name` of its
+    events, which a monitor's `model_name` selects)."""
+    phase: str
+    variant: str
+    planned: int
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    models: dict[str, ModelCounts] = field(default_factory=dict)
     started_at: float = 0.0    # unix time
     finished_at: float = 0.0   # unix time the last request of the phase was answered
     last_error: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, **increments: int) -> None:
+    def add(self, model: str | None = None, **increments: int) -> None:
+        """Add to the request counters, or with `model` to that model's."""
         with self._lock:
+            target = self if model is None else self.models.setdefault(model, ModelCounts())
             for name, value in increments.items():
-                setattr(self, name, getattr(self, name) + value)
+                setattr(target, name, getattr(target, name) + value)
+
+    @property
+    def feedback_sent(self) -> int:
+        with self._lock:
+            return sum(m.feedback_sent for m in self.models.values())
 
     def snapshot(self) -> dict[str, Any]:
+        """Plain values: the request counters, `feedback_sent` over every model, and `models`
+        (name -> that model's counters)."""
         with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+            snap = {f.name: getattr(self, f.name) for f in fields(self)
+                    if not f.name.startswith("_") and f.name != "models"}
+            snap["models"] = {name: asdict(counts) for name, counts in self.models.items()}
+        snap["feedback_sent"] = sum(m["feedback_sent"] for m in snap["models"].values())
+        return snap
 
 
 def feedback_outcome(driver_ids: list[int], outcomes: list[int], chosen: int) -> int | None:
@@ -195,19 +215,20 @@ class TrafficGenerator:
                  duration: tuple[int, float] | None) -> None:
         """One request of the phase: the ranker, then (if given) trip_duration; one in-flight slot."""
         try:
-            self._predict(counts, driver_ids, outcomes)
+            ok = self._predict(counts, driver_ids, outcomes)
             if duration is not None:
-                self._predict_duration(counts, int(duration[0]), float(duration[1]))
+                ok = self._predict_duration(counts, int(duration[0]), float(duration[1])) and ok
+            counts.add(sent=1, ok=int(ok), errors=int(not ok))
         finally:
             self._in_flight.release()
 
-    def _schedule_feedback(self, counts: PhaseCounts, path: str, body: dict[str, Any], kind: str) -> None:
+    def _schedule_feedback(self, counts: PhaseCounts, model: str, path: str, body: dict[str, Any]) -> None:
         with self._outstanding_cond:
             self._outstanding += 1
         self._feedback.call_later(self.settings.feedback_delay,
-                                  lambda: self._pool.submit(self._send_feedback, counts, body, path, kind))
+                                  lambda: self._pool.submit(self._send_feedback, counts, model, path, body))
 
-    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int]) -> None:
+    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int]) -> bool:
         request_id = uuid.uuid4().hex
         status, body = self._post(f"{self.settings.base_url}/predict",
                                   {"request_id": request_id, "driver_ids": driver_ids},
@@ -215,34 +236,35 @@ class TrafficGenerator:
         chosen = body.get("best_driver_id") if isinstance(body, dict) else None
         outcome = feedback_outcome(driver_ids, outcomes, chosen) if status == 200 else None
         if outcome is None:
-            counts.add(sent=1, errors=1)
+            counts.add(MODEL_NAME, sent=1, errors=1)
             counts.last_error = f"/predict answered {status}: {str(body)[:200]}"
-            return
-        counts.add(sent=1, ok=1)
-        self._schedule_feedback(counts, "/feedback", {"request_id": body.get("request_id", request_id),
-                                                      "trip_completed": outcome}, "feedback")
+            return False
+        counts.add(MODEL_NAME, sent=1, ok=1)
+        self._schedule_feedback(counts, MODEL_NAME, "/feedback", {"request_id": body.get("request_id", request_id),
+                                                                  "trip_completed": outcome})
+        return True
 
-    def _predict_duration(self, counts: PhaseCounts, driver_id: int, minutes: float) -> None:
+    def _predict_duration(self, counts: PhaseCounts, driver_id: int, minutes: float) -> bool:
         request_id = uuid.uuid4().hex
         status, body = self._post(f"{self.settings.base_url}/predict/duration",
                                   {"request_id": request_id, "driver_id": driver_id}, self.settings.timeout)
         if status != 200 or not isinstance(body, dict):
-            counts.add(duration_sent=1, duration_errors=1)
+            counts.add(DURATION_MODEL_NAME, sent=1, errors=1)
             counts.last_error = f"/predict/duration answered {status}: {str(body)[:200]}"
-            return
-        counts.add(duration_sent=1, duration_ok=1)
-        self._schedule_feedback(counts, "/feedback/duration", {"request_id": body.get("request_id", request_id),
-                                                               "duration_minutes": minutes}, "duration_feedback")
+            return False
+        counts.add(DURATION_MODEL_NAME, sent=1, ok=1)
+        self._schedule_feedback(counts, DURATION_MODEL_NAME, "/feedback/duration",
+                                {"request_id": body.get("request_id", request_id), "duration_minutes": minutes})
+        return True
 
-    def _send_feedback(self, counts: PhaseCounts, feedback: dict[str, Any], path: str = "/feedback",
-                       kind: str = "feedback") -> None:
-        """POST one late label; `kind` names the counters (feedback_*, duration_feedback_*)."""
+    def _send_feedback(self, counts: PhaseCounts, model: str, path: str, feedback: dict[str, Any]) -> None:
+        """POST one late label of `model`."""
         try:
             status, body = self._post(f"{self.settings.base_url}{path}", feedback, self.settings.timeout)
             if 200 <= status < 300:
-                counts.add(**{f"{kind}_sent": 1, f"{kind}_ok": 1})
+                counts.add(model, feedback_sent=1, feedback_ok=1)
             else:
-                counts.add(**{f"{kind}_sent": 1, f"{kind}_errors": 1})
+                counts.add(model, feedback_sent=1, feedback_errors=1)
                 counts.last_error = f"{path} answered {status}: {str(body)[:200]}"
         finally:
             with self._outstanding_cond:
@@ -282,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         generator.close()
-    return 0 if all(c.errors == 0 and c.feedback_errors == 0 and c.duration_errors == 0
-                    and c.duration_feedback_errors == 0 for c in generator.phases) else 1
+    return 0 if all(c.errors == 0 and all(m.feedback_errors == 0 for m in c.models.values())
+                    for c in generator.phases) else 1
 
 
 if __name__ == "__main__":

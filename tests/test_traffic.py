@@ -130,8 +130,9 @@ def test_a_phase_predicts_then_sends_the_chosen_drivers_outcome_later(serving):
     finally:
         generator.close()
     snap = counts.snapshot()
-    assert (snap["sent"], snap["ok"], snap["errors"]) == (30, 30, 0)
-    assert (snap["feedback_sent"], snap["feedback_ok"], snap["feedback_errors"]) == (30, 30, 0)
+    assert (snap["sent"], snap["ok"], snap["errors"], snap["feedback_sent"]) == (30, 30, 0, 30)
+    assert snap["models"] == {"driver_ranker": {"sent": 30, "ok": 30, "errors": 0, "feedback_sent": 30,
+                                                "feedback_ok": 30, "feedback_errors": 0}}
 
     events = read_events(events_file)
     predictions = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.prediction"}
@@ -200,6 +201,7 @@ def test_an_unreachable_service_is_counted_as_errors_without_feedback():
         generator.close()
     snap = counts.snapshot()
     assert (snap["sent"], snap["ok"], snap["errors"], snap["feedback_sent"]) == (5, 0, 5, 0)
+    assert snap["models"]["driver_ranker"]["errors"] == 5
     assert snap["last_error"].startswith("/predict answered 0")
 
 
@@ -229,8 +231,10 @@ def test_a_phase_also_asks_trip_duration_and_sends_the_realized_minutes_later(se
     finally:
         generator.close()
     snap = counts.snapshot()
-    assert (snap["duration_sent"], snap["duration_ok"], snap["duration_errors"]) == (20, 20, 0)
-    assert (snap["duration_feedback_sent"], snap["duration_feedback_ok"], snap["ok"]) == (20, 20, 20)
+    duration = snap["models"]["trip_duration"]
+    assert (duration["sent"], duration["ok"], duration["errors"]) == (20, 20, 0)
+    assert (duration["feedback_sent"], duration["feedback_ok"], snap["ok"]) == (20, 20, 20)
+    assert snap["models"]["driver_ranker"]["ok"] == 20 and snap["feedback_sent"] == 40
     events = [e for e in read_events(events_file) if e["model"]["name"] == "trip_duration"]
     predictions = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.prediction"}
     feedback = {e["request_id"]: e for e in events if e["event"]["dataset"] == "ml.feedback"}
