@@ -2,8 +2,8 @@
 
 Starts the store, serving, the shipper, the log processor, Prometheus + Alertmanager, an SMTP sink
 and a Slack/webhook/Telegram sink on loopback; replays normal, drifted, then normal traffic again
-(the recovery, so the incident resolves); prints what the stack saw and what each channel received, for
-the ranker and for the second model, trip_duration (its own table: MAE/RMSE, target and dataset drift). Without
+(the recovery, so the incidents resolve); prints, for each monitor of the monitors file, what the
+stack saw and what each channel received (one table per monitor, its columns from its task). Without
 --once the stack stays up until Ctrl-C; with --once it exits 0 only when the story held.
 """
 from __future__ import annotations
@@ -15,37 +15,17 @@ import sys
 import threading
 import time
 
-import yaml
-
 from demo.processes import ChildFailed
-from demo.report import CHANNELS, PhaseResult, StatusWriter, phase_table, regression_table, story_failures
+from demo.report import CHANNELS, StatusWriter, monitor_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments
-from demo.stack import MONITORS_FILE, EmbeddedStack
+from demo.stack import EmbeddedStack
+from log_processor.monitors import ConfigError
 
 
 def shifted_features() -> set[str]:
     from serving.data import DRIFT_SPEC, FEATURE_COLUMNS
     return {name for name in FEATURE_COLUMNS if DRIFT_SPEC[name]["drifts"]}
-
-
-def monitors() -> list[dict]:
-    return yaml.safe_load(MONITORS_FILE.read_text())["monitors"]
-
-
-def monitor_name() -> str:
-    """The first monitor (the ranker): it drives the story's waits and the main table."""
-    return monitors()[0]["name"]
-
-
-def regression_monitors() -> tuple[str, ...]:
-    return tuple(m["name"] for m in monitors() if m.get("task") == "regression")
-
-
-def reporting_monitors(results: list[PhaseResult]) -> tuple[str, ...]:
-    """The first monitor and every other one the log processor gave a verdict for (its incident counts)."""
-    others = {name for r in results for name, v in r.monitors.items() if v.available}
-    return (monitor_name(), *sorted(others))
 
 
 def _on_interrupt(interrupted: threading.Event):
@@ -65,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = DemoSettings.from_env().with_args(args)
     except SettingsError as exc:
         parser.error(str(exc))
+    stack = EmbeddedStack(settings)
+    try:
+        monitors = stack.monitors()
+    except ConfigError as exc:
+        parser.error(str(exc))
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, filename=settings.log_dir / "demo-runner.log", filemode="w",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,18 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_interrupt(interrupted))
 
     started = time.monotonic()
-    stack = EmbeddedStack(settings)
     status = StatusWriter()
     exit_code = 0
     try:
         stack.start()
         print(f"stack up in {time.monotonic() - started:.0f}s; logs in {settings.log_dir}/demo-*.log\n", flush=True)
-        names = [m["name"] for m in monitors()]
-        story = Story(stack, names[0], status, interrupted=interrupted, others=tuple(names[1:]))
+        story = Story(stack, monitors, status, interrupted=interrupted)
         results = story.run()
-        print("\n" + phase_table(results) + "\n")
-        for name in regression_monitors():
-            print(regression_table(results, name) + "\n")
+        print()
+        for monitor in monitors:
+            print(monitor_table(results, monitor) + "\n")
         for note in story.notes:
             print(f"note: {note}")
         expect_email = stack.prometheus is not None
@@ -92,11 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             print("note: Prometheus/Alertmanager not running, so no alert e-mail is expected"
                   + (f" (missing: {', '.join(stack.alerts_missing)})" if stack.alerts_missing else ""))
         print_urls(stack)
-        active = reporting_monitors(results)
-        failures = story_failures(results, shifted_features(), expect_email,
-                                  channels=CHANNELS if expect_email else (),
-                                  monitors=active if len(active) > 1 else (),
-                                  regression_monitors=regression_monitors())
+        failures = story_failures(results, monitors, shifted_features(), expect_email,
+                                  channels=CHANNELS if expect_email else ())
         if settings.once:
             print(f"\nstory {'FAILED' if failures else 'held'} in {time.monotonic() - started:.0f}s"
                   + "".join(f"\n  - {f}" for f in failures), flush=True)

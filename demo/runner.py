@@ -1,14 +1,14 @@
 """The demo's story on a running embedded stack: normal traffic, drift, recovery, and what the stack saw.
 
 For each phase: replay the traffic, wait until its ground truth was sent, its events shipped and
-the log processor evaluated them twice (so the verdict describes this phase), read the verdict
-from /metrics; in the drift phase also wait for the DataDriftDetected e-mail and a firing message
-on every channel for every monitor, in the recovery phase (normal traffic again, so the incident clears) for a
-resolved message on every channel. All waits poll with deadlines and keep the status line moving.
+the log processor evaluated every monitor twice (so each verdict describes this phase), read the
+verdicts from /metrics; in the drift phase also wait for the DataDriftDetected e-mail and a firing
+message on every channel for every monitor, in the recovery phase (normal traffic again, so the
+incidents clear) for a resolved message on every channel for every monitor that fired. All waits
+poll with deadlines and keep the status line moving.
 
-The first monitor (driver_ranker) drives the waits and the main table; the others (trip_duration)
-are read from the same /metrics at each phase's end for their own table, and waited for only once
-the log processor exports them (a processor without their task support leaves their cells "-").
+Every monitor of the monitors file is treated alike: the story knows them only as log_processor.monitors
+Monitor objects (name, task, model_name), so a monitor added to the file needs no code here.
 """
 from __future__ import annotations
 
@@ -22,28 +22,27 @@ from demo.report import PhaseResult, StatusWriter, email_status, message_monitor
 from demo.stack import EmbeddedStack
 from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
 from demo.verdicts import Verdict, fetch_verdicts
+from log_processor.monitors import Monitor
 
 PHASES = ("normal", "drift", "recovery")
 VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serving.data traffic per phase
 
 
 class Story:
-    def __init__(self, stack: EmbeddedStack, monitor: str, status: StatusWriter,
-                 say: Callable[[str], None] = print, interrupted: threading.Event | None = None,
-                 others: tuple[str, ...] = ()) -> None:
+    def __init__(self, stack: EmbeddedStack, monitors: tuple[Monitor, ...], status: StatusWriter,
+                 say: Callable[[str], None] = print, interrupted: threading.Event | None = None) -> None:
         self.stack = stack
         self.interrupted = interrupted or threading.Event()     # set by the Ctrl-C handler (__main__)
         self.settings = stack.settings
-        self.monitor = monitor
+        self.monitors = tuple(monitors)
+        self.names = tuple(m.name for m in self.monitors)
         self.status = status
         self.say = say
         self.notes: list[str] = []      # waits that ran out, for the final report
         self.phase = "starting"
         self.phase_started: dict[str, float] = {}  # phase -> time.time() it began
         self.counts: PhaseCounts | None = None
-        self.verdict: Verdict | None = None
-        self.others = tuple(others)                 # further monitors (trip_duration)
-        self.other_verdicts: dict[str, Verdict] = {}
+        self.verdicts: dict[str, Verdict] = {}      # monitor name -> its latest verdict
 
     def run(self) -> list[PhaseResult]:
         s = self.settings
@@ -74,17 +73,14 @@ class Story:
         if self.interrupted.is_set():
             raise KeyboardInterrupt
         try:
-            verdicts = fetch_verdicts(self.stack.urls.log_processor + "/metrics", (self.monitor, *self.others))
-            self.verdict = verdicts.pop(self.monitor)
-            self.other_verdicts = verdicts
+            self.verdicts = fetch_verdicts(self.stack.urls.log_processor + "/metrics", self.names)
         except (urllib.error.URLError, OSError, ValueError):
             pass
         traffic = self.counts.snapshot() if self.counts else None
-        line = status_line(self.phase, traffic, self.stack.shipper.stats.snapshot(), self.verdict)
-        for name, verdict in self.other_verdicts.items():
-            if "mae" in verdict.regression_quality:
-                line += f" | {name} MAE {verdict.regression_quality['mae']:.2f}"
-        self.status.update(line)
+        shipper = self.stack.shipper.stats.snapshot()
+        line = status_line(self.phase, traffic, shipper, self.verdicts, self.monitors)
+        self.status.update(line, key=status_line(self.phase, traffic, shipper, self.verdicts, self.monitors,
+                                                 clock=False))
 
     # --- one phase ----------------------------------------------------------------------------
     def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int) -> PhaseResult:
@@ -106,39 +102,31 @@ class Story:
         self._wait(lambda: traffic.pending_feedback() == 0, self.settings.feedback_delay + 30,
                    f"{name}: ground truth sent", f"{name}: waiting for delayed feedback")
         self._wait(self._shipped_everything, 60, f"{name}: events shipped", f"{name}: shipping")
-        baseline = self._evaluations()
-        others = {m: v.evaluations for m, v in self.other_verdicts.items() if v.evaluations}
-        self._wait(lambda: self._evaluations() >= baseline + 2 and all(
-                       self._evaluations(m) >= n + 2 for m, n in others.items()),
+        baseline = {m: self._evaluations(m) for m in self.names}
+        self._wait(lambda: all(self._evaluations(m) >= n + 2 for m, n in baseline.items()),
                    30 + 4 * self.settings.eval_interval,
-                   f"{name}: two evaluations after shipping", f"{name}: waiting for the log processor")
-        verdict = self.verdict
-        result = PhaseResult(name, counts.snapshot(), verdict, monitors=dict(self.other_verdicts))
+                   f"{name}: two evaluations of every monitor after shipping", f"{name}: waiting for the log processor")
+        verdicts = dict(self.verdicts)
         if name == "drift" and self.stack.prometheus is not None:
             self._wait(lambda: any("DataDriftDetected" in m.subject for m in self.stack.mail.messages()),
                        self.settings.alert_timeout, "drift: DataDriftDetected e-mail",
                        "drift: waiting for the alert e-mail")
             self._wait(lambda: self._every_incident_opened(started),
                        self.settings.alert_timeout, "drift: a firing message on every channel for every monitor",
-                       "drift: waiting for Slack, webhook, Telegram")
+                       "drift: waiting for every monitor's firing messages")
         if name == "recovery" and self.stack.prometheus is not None:
-            opened = {monitor for _, monitor, status in self._messages_since(self.phase_started.get("drift", started))
-                      if status == "firing"}     # every incident of the drift phase, one per monitor
+            opened = self._opened_since(self.phase_started.get("drift", started))
             self._wait(lambda: all(self._every_channel_has("resolved", started, m) for m in opened),
                        self.settings.alert_timeout, "recovery: a resolved message on every channel for every monitor",
                        "recovery: waiting for the resolved messages")
-        result.alerts = self._firing_alerts()
-        result.emails = [m.subject for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
-        result.notifications = self._notifications_since(started)
-        result.messages = self._messages_since(started)
-        self.status.done(f"{name:>6} phase: {counts.ok}/{counts.sent} requests ok, "
-                         f"verdict: {verdict.summary() if verdict else 'none'}")
+        result = PhaseResult(name, counts.snapshot(), verdicts, alerts=self._firing_alerts(),
+                             emails=[m.subject for m in self.stack.mail.messages()
+                                     if _received_at(m.path.name) >= started],
+                             messages=self._messages_since(started))
+        self.status.done(f"{name:>8} phase: {counts.ok}/{counts.sent} requests ok; "
+                         + "; ".join(f"{m}: {verdicts[m].summary() if m in verdicts else 'no verdict'}"
+                                     for m in self.names))
         return result
-
-    def _notifications_since(self, started: float) -> dict[str, list[str]]:
-        sink = self.stack.notifications
-        return {channel: [m.status for m in sink.messages(channel) if m.received_at >= started]
-                for channel in CHAT_CHANNELS} if sink else {}
 
     def _messages_since(self, started: float) -> list[tuple[str, str, str]]:
         """(channel, monitor, status) of every message of the phase, for the incident rule per monitor."""
@@ -150,37 +138,40 @@ class Story:
                          for m in sink.messages(channel) if m.received_at >= started]
         return messages
 
-    def _every_incident_opened(self, started: float) -> bool:
-        """A firing message since `started` on every channel for the first monitor and for every other
-        monitor the log processor exports. Each monitor opens its own incident (Alertmanager groups by
-        monitor), and a regression monitor's errors grow only as the drift phase's delayed feedback
-        lands, so its message may come well after the first monitor's: it still belongs to this phase.
-        A message about no monitor counts for the first one, as in report.incident_rule_failures."""
-        exported = [m for m, v in self.other_verdicts.items() if v.available]
-        return self._every_channel_has("firing", started, self.monitor, "") and all(
-            self._every_channel_has("firing", started, m) for m in exported)
+    def _opened_since(self, started: float) -> list[str]:
+        """The monitors with a firing message since `started`: the incidents the recovery must close."""
+        return [m for m in self.names
+                if any(about == m and status == "firing" for _, about, status in self._messages_since(started))]
 
-    def _every_channel_has(self, status: str, started: float, *monitors: str) -> bool:
-        """A `status` message since `started` on e-mail and every chat channel, about one of `monitors`."""
+    def _every_incident_opened(self, started: float) -> bool:
+        """A firing message since `started` on every channel for every monitor. Each monitor opens its
+        own incident (Alertmanager groups by monitor), and a regression monitor's errors grow only as
+        the drift phase's delayed feedback lands, so its message may come well after another's: it
+        still belongs to this phase."""
+        return all(self._every_channel_has("firing", started, m) for m in self.names)
+
+    def _every_channel_has(self, status: str, started: float, monitor: str) -> bool:
+        """A `status` message since `started` on e-mail and every chat channel, about `monitor`."""
         channels = {"email", *(CHAT_CHANNELS if self.stack.notifications else ())}
         have = {channel for channel, about, got in self._messages_since(started)
-                if got == status and about in monitors}
+                if got == status and about == monitor}
         return channels <= have
 
     def _shipped_everything(self) -> bool:
         stats = self.stack.shipper.stats
         return stats.lag_bytes == 0 and stats.store_available and self.stack.events_file.exists()
 
-    def _evaluations(self, monitor: str | None = None) -> int:
-        verdict = self.verdict if monitor is None else self.other_verdicts.get(monitor)
+    def _evaluations(self, monitor: str) -> int:
+        verdict = self.verdicts.get(monitor)
         return verdict.evaluations if verdict else 0
 
-    def _firing_alerts(self) -> list[str]:
+    def _firing_alerts(self) -> list[tuple[str, str]]:
+        """(alert name, monitor or "") of every alert firing in Prometheus now."""
         if self.stack.prometheus is None:
             return []
         try:
-            return sorted({a["labels"]["alertname"] for a in self.stack.prometheus.alerts()
-                           if a.get("state") == "firing"})
+            return sorted({(a["labels"]["alertname"], a["labels"].get("monitor", ""))
+                           for a in self.stack.prometheus.alerts() if a.get("state") == "firing"})
         except (urllib.error.URLError, OSError, ValueError, KeyError):
             return []
 

@@ -51,6 +51,9 @@ class DemoSettings:
     grafana_url: str = "http://localhost:3000"
     kibana_url: str = "http://localhost:5601"
     log_dir: Path = REPO_ROOT / "var/log"
+    # The monitors the log processor runs and the story follows, each alike (the demo sets their
+    # interval and window); relative paths inside it are relative to the repository's root.
+    monitors_file: Path = REPO_ROOT / "log_processor/monitors.yaml"
     ports: Ports = Ports()
     seed: int = 42
 
@@ -76,6 +79,7 @@ class DemoSettings:
             grafana_url=env.get("DEMO_GRAFANA_URL") or cls.grafana_url,
             kibana_url=env.get("DEMO_KIBANA_URL") or cls.kibana_url,
             log_dir=Path(env.get("DEMO_LOG_DIR") or cls.log_dir),
+            monitors_file=Path(env.get("DEMO_MONITORS_FILE") or cls.monitors_file),
             ports=ports,
             seed=number("DEMO_SEED", cls.seed, int, 0),
         )
@@ -117,6 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not start Prometheus and Alertmanager")
     parser.add_argument("--no-recovery", dest="recovery", action="store_false", default=None,
                         help="stop after the drift phase (no recovery phase, so no resolved messages)")
+    parser.add_argument("--monitors-file", type=Path, metavar="PATH",
+                        help="the monitors to run and follow (default log_processor/monitors.yaml)")
     for name in PORT_NAMES:
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
                             help=f"{name.replace('_', ' ')} port (default: a free one)")

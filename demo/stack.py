@@ -28,10 +28,10 @@ from demo.mail_sink import MailSink
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS, NotificationSink
 from demo.processes import Child, ChildFailed, http_ok
 from demo.settings import REPO_ROOT, DemoSettings
+from log_processor.monitors import Monitor, load_monitors
 from shipper import Shipper, ShipperSettings
 
 log = logging.getLogger("demo")
-MONITORS_FILE = REPO_ROOT / "log_processor/monitors.yaml"
 INSTALL_HINT = ("Prometheus/Alertmanager not found ({missing}); running without alerts. "
                 "Install them with: sudo apt-get install prometheus prometheus-alertmanager "
                 "(or `make system-deps`)")
@@ -189,14 +189,19 @@ class EmbeddedStack:
         self.say(f"shipper:       {self.events_file.parent}/ml-events.jsonl* → {self.urls.store} "
                  f"(offsets: {settings.offsets_file})")
 
+    def monitors(self) -> tuple[Monitor, ...]:
+        """The monitors of settings.monitors_file, read and checked by the log processor's own loader
+        (ConfigError names the file, line and key): the story treats each one alike."""
+        return load_monitors(self.settings.monitors_file, base_dir=REPO_ROOT)
+
     def _monitors_file(self) -> Path:
-        """The project's monitors.yaml with the demo's interval and a window of the latest N predictions.
+        """settings.monitors_file (the project's monitors.yaml by default) with the demo's interval and a window of the latest N predictions.
 
         N is the shorter phase's length, so that after a phase the window holds only that phase's
         predictions and the verdict describes it alone. min_rows = N: no verdict on a half-filled
         window, whose small sample would flag normal traffic as drifted now and then.
         """
-        config = yaml.safe_load(MONITORS_FILE.read_text())
+        config = yaml.safe_load(self.settings.monitors_file.read_text())
         last = min(self.settings.normal_requests, self.settings.drift_requests)
         for monitor in config["monitors"]:
             monitor["interval"] = f"{self.settings.eval_interval:g}s"

@@ -40,7 +40,6 @@ import yaml
 from benchmarks import synthetic
 from common.schema import LOGS_INDEX_PREFIX, daily_index, utc_now
 from common.store import StoreSettings, connect
-from demo.__main__ import monitor_name
 from demo.alerting_stack import missing_binaries
 from demo.report import StatusWriter
 from demo.runner import Story
@@ -236,7 +235,7 @@ def demo_run(store_url, tmp_path):
     try:
         stack.start()
         index_multiclass_events(es)
-        story = Story(stack, monitor_name(), StatusWriter(io.StringIO()))
+        story = Story(stack, stack.monitors(), StatusWriter(io.StringIO()))
         story.run()
         # the alert messages are tests/test_demo_e2e.py's business; here only the data matters
         waits = [note for note in story.notes if "e-mail" not in note and "message" not in note]
