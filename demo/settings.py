@@ -36,8 +36,8 @@ class DemoSettings:
     # Phase lengths, in requests. The log processor's window is the latest min(normal, drift)
     # predictions; its drift thresholds are calibrated for that size (log_processor/calibration.py),
     # so any length from MIN_WINDOW up holds the story.
-    normal_requests: int = 800
-    drift_requests: int = 800
+    normal_requests: int = 600
+    drift_requests: int = 600
     rate: float = 40.0               # requests per second
     feedback_delay: float = 1.0      # seconds before each request's ground truth is sent
     eval_interval: float = 2.0       # log processor evaluation interval, seconds
@@ -109,9 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Elasticsearch-API store: osmem (default, in memory) or opensearch "
                              "(a real OpenSearch node from Maven Central; needs Java 21+ and Maven)")
     parser.add_argument("--normal-requests", type=_window, metavar="N",
-                        help=f"requests in the normal phase (default 800, at least {MIN_WINDOW})")
+                        help=f"requests in the normal phase (default 600, at least {MIN_WINDOW})")
     parser.add_argument("--drift-requests", type=_window, metavar="N",
-                        help=f"requests in the drift phase (default 800, at least {MIN_WINDOW})")
+                        help=f"requests in the drift phase (default 600, at least {MIN_WINDOW})")
     parser.add_argument("--rate", type=_at_least(1, float), help="requests per second (default 40)")
     parser.add_argument("--feedback-delay", type=_at_least(0, float), metavar="SECONDS",
                         help="delay of each request's ground truth (default 1)")

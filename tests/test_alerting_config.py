@@ -325,9 +325,10 @@ def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_
 
 
 def test_demo_timings_collect_an_incident_into_one_message():
-    # alerts of one incident start within group_wait (~7 s apart measured) and clear within ~35 s:
-    # the first flush after the firing message must come after the last clearing (demo/alerting_stack.py)
-    assert DEMO.group_wait == "15s" and DEMO.group_interval == "2m" and DEMO.alert_for == "2s"
+    # alerts of one incident start within group_wait (~11 s apart measured) and clear ~10-23 s after
+    # the firing message: the first flush after it (group_interval) must come after the last clearing,
+    # with room for a loaded machine (docs/demo.md#timings, demo/alerting_stack.py)
+    assert DEMO.group_wait == "15s" and DEMO.group_interval == "40s" and DEMO.alert_for == "2s"
 
 
 # --- the e-mail template, rendered by amtool (the running stack sends it for real in test_alerting_stack) ---
