@@ -1,7 +1,9 @@
 """The embedded stack: every part of the compose deployment, as small local stand-ins, on loopback.
 
 Start order follows the data: store → mail and notification sinks → serving → shipper → log processor → Alertmanager
-→ Prometheus; `stop` goes the other way. Each child runs in its own process group with its log in
+→ Prometheus, except that serving and the log processor, which do not need each other, are launched
+together and then waited for in turn (their imports and model loading are most of the start);
+`stop` goes the other way. Each child runs in its own process group with its log in
 var/log/demo-<part>.log.
 """
 from __future__ import annotations
@@ -83,9 +85,11 @@ class EmbeddedStack:
             self._start_store()
             self._start_mail_sink()
             self._start_notification_sink()
-            self._start_serving()
+            serving_ready = self._start_serving()
+            log_processor_ready = self._start_log_processor()
+            serving_ready()
             self._start_shipper()
-            self._start_log_processor()
+            log_processor_ready()
             self._start_alerting()
         except BaseException:
             self.stop()
@@ -165,7 +169,8 @@ class EmbeddedStack:
         env.update({"PYTHONUNBUFFERED": "1", "ELASTICSEARCH_URL": self.urls.store, **extra})
         return env
 
-    def _start_serving(self) -> None:
+    def _start_serving(self) -> Callable[[], None]:
+        """Launch serving; the function returned waits until it answers."""
         port = self.settings.ports.serving or free_port()
         self.urls.serving = f"http://127.0.0.1:{port}"
         child = Child("serving", [sys.executable, "-m", "serving"], self.log_file("serving"),
@@ -174,9 +179,12 @@ class EmbeddedStack:
                                           SERVING_EVENTS_FILE=str(self.events_file)),
                       cwd=REPO_ROOT)
         self._children.append(child)
-        child.wait_ready(lambda: http_ok(self.urls.serving + "/healthz", lambda s: s == 200), 90,
-                         "GET /healthz answered 200")
-        self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
+
+        def ready() -> None:
+            child.wait_ready(lambda: http_ok(self.urls.serving + "/healthz", lambda s: s == 200), 90,
+                             "GET /healthz answered 200")
+            self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
+        return ready
 
     def _start_shipper(self) -> None:
         settings = ShipperSettings(files=(self.events_file,), state_dir=self.settings.state_dir / "shipping",
@@ -212,7 +220,8 @@ class EmbeddedStack:
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target
 
-    def _start_log_processor(self) -> None:
+    def _start_log_processor(self) -> Callable[[], None]:
+        """Launch the log processor; the function returned waits until it answers."""
         port = self.settings.ports.log_processor or free_port()
         self.urls.log_processor = f"http://127.0.0.1:{port}"
         child = Child("log_processor", [sys.executable, "-m", "log_processor"], self.log_file("log_processor"),
@@ -220,9 +229,12 @@ class EmbeddedStack:
                                           LOGPROC_MONITORS_FILE=str(self._monitors_file())),
                       cwd=REPO_ROOT)
         self._children.append(child)
-        child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,
-                         "GET /metrics answered 200")
-        self.say(f"log processor: {self.urls.log_processor} (evaluates every {self.settings.eval_interval:g}s)")
+
+        def ready() -> None:
+            child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,
+                             "GET /metrics answered 200")
+            self.say(f"log processor: {self.urls.log_processor} (evaluates every {self.settings.eval_interval:g}s)")
+        return ready
 
     def _start_alerting(self) -> None:
         if not self.settings.alerts:
