@@ -6,7 +6,7 @@ Three ways of deciding drift per feature, side by side:
 - `K-S 0.05`: the Kolmogorov-Smirnov p-value < 0.05 (Evidently's default for references of at most
   1 000 rows);
 - `calibrated`: normed Wasserstein >= the threshold calibrated on the reference for this window size
-  at the shipped alpha (log_processor/calibration.py), Bonferroni over the three features.
+  at the shipped alpha (log_processor/evaluate/drift_thresholds.py), Bonferroni over the three features.
 
 The calibration promises its false-alarm rate over draws of the reference as well as of the window
 (the bootstrap estimates that null): one reference's own rate varies around it, the more so the
@@ -37,9 +37,9 @@ import pandas as pd
 from scipy import stats
 
 from benchmarks import regression_target_drift, synthetic, target_drift
-from log_processor.calibration import calibrate
+from log_processor.evaluate.drift_thresholds import fit_thresholds
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.validate import SCORE, TARGET
+from log_processor.columns import SCORE, TARGET
 
 FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips")
 SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
@@ -84,7 +84,7 @@ class Deciders:
         self.ref = {name: np.sort(reference[name].to_numpy(dtype=float)) for name in FEATURES}
         self.norm = {name: max(float(np.std(values)), 0.001) for name, values in self.ref.items()}
         started = time.perf_counter()
-        self.calibration = calibrate(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha)
+        self.calibration = fit_thresholds(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha)
         self.calibration_seconds = time.perf_counter() - started
 
     def flags(self, window) -> dict[str, set[str]]:

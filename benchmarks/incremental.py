@@ -27,10 +27,12 @@ from typing import Mapping
 from benchmarks import backends
 from benchmarks.log_processor import SPAN, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
 from common.store import StoreSettings
-from log_processor.evaluate import evaluate
-from log_processor.exporter import Exporter
-from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-from log_processor.store import EventStore
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.metrics import Exporter
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
 
 NEW_PER_CYCLE = (1_000, 10_000, 100_000)
 RUNS = 3

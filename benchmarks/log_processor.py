@@ -28,12 +28,14 @@ from benchmarks import backends
 from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index, stamp_ingested
 from common.store import StoreSettings, connect
 from benchmarks import synthetic
-from log_processor.evaluate import evaluate
-from log_processor.exporter import Exporter
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-from log_processor.store import EventStore
-from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
+from log_processor.columns import KEY, PREDICTION, SCORE, TARGET
 
 FEEDBACK_SHARE = 0.2
 STORE_KB_PER_DOC = 10         # osmem-server's live memory per stored document (measured: 9.6 KB)
@@ -54,7 +56,7 @@ def rss_peak_mb() -> float:
 
 def reset_peak() -> None:
     """Start a run's peak at what the process holds now, after collecting what earlier runs left in
-    reference cycles (the processor collects after each cycle, scheduler.IndexThread)."""
+    reference cycles (the processor collects after each cycle, schedule.IndexThread)."""
     gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")

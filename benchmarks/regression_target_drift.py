@@ -4,10 +4,10 @@ reference's (RegressionQualityDegraded fires at 1.5x).
 
 The verdict is the one `evaluate` gives a numerical target: the normed Wasserstein distance between the
 window's and the reference's realized values (scipy, as Evidently computes it; tests/test_drift_calibration.py
-checks the two agree), at or above the threshold that log_processor/calibration.py's numerical calibration
+checks the two agree), at or above the threshold that log_processor/evaluate/drift_thresholds.py's numerical calibration
 (`null_distribution(values, "numerical")`, the bootstrap every numerical feature gets) gives for that many
 labelled rows at the monitor's alpha. The target is tested at alpha on its own, like the classification
-target (`Calibration`'s docstring).
+target (`DriftThresholds`'s docstring).
 
 Pooled over fresh references of REFERENCE_ROWS labelled rows of synthetic trip_duration traffic
 (benchmarks/synthetic.py, seeds 700 000+), each calibrated on its own targets: the rate alpha promises
@@ -31,7 +31,7 @@ from scipy import stats
 
 from benchmarks import synthetic
 from benchmarks.drift_calibration import fmt, wilson
-from log_processor.calibration import null_distribution
+from log_processor.evaluate.drift_thresholds import null_distribution
 from log_processor.monitors import REPO_ROOT, load_monitors
 
 LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)

@@ -3,13 +3,13 @@
 
 The verdict: the Jensen-Shannon distance between the window's and the reference's class shares of the
 realized label, at or above the threshold the reference's calibration gives for that many labelled
-rows at the monitor's alpha (log_processor/calibration.py, as `evaluate` uses it). With two classes
+rows at the monitor's alpha (log_processor/evaluate/drift_thresholds.py, as `evaluate` uses it). With two classes
 the distance depends on the positive share alone, so a window is its count of positives: thousands
 of windows cost nothing, and each is drawn the way a real window is (rows of a fresh pool, or for
 power a binomial count of positives at the moved share, then that many rows of each class).
 
 Pooled over many fresh references of 2 000 labelled rows, each calibrated on its own labels with the
-null `calibrate` computes for the target (`null_distribution` of the labels as categories): with one
+null `fit_thresholds` computes for the target (`null_distribution` of the labels as categories): with one
 reference a window's count of positives has discrete steps, and where they fall against the threshold
 decides that reference's own rate, so the rate that alpha promises is over draws of the reference
 too, and it takes many references to measure it. Writes docs/target_drift.png. Runs inside
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.spatial import distance
 
 from benchmarks import synthetic
-from log_processor.calibration import null_distribution
+from log_processor.evaluate.drift_thresholds import null_distribution
 from log_processor.monitors import REPO_ROOT, load_monitors
 
 LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)

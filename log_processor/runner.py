@@ -1,7 +1,5 @@
-"""Every interval, per monitor: fetch → join → Evidently → export → summary document.
-
-One thread per index: the monitors over one index that are due together share one read of it
-(window_reader.py), then each is evaluated in turn.
+"""One monitor's cycle: read its window → evaluate it against the reference → export the evaluation
+(gauges, summary document, report pages). schedule.py decides when; processor.py wires the runners.
 
 Evaluations never run on a request. The latest state of each monitor (outcome, timestamps, the
 report) lives in a `MonitorState` that the web app reads under the runner's lock. A failing store
@@ -10,30 +8,24 @@ age visible in mlmon_last_success_timestamp_seconds and /healthz) until the stor
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import dataclasses
-import gc
 import logging
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
-from common.schema import MONITORING_INDEX_PREFIX, daily_index, format_timestamp
-from log_processor.evaluate import Evaluation, Reference, evaluate
-from log_processor.exporter import Exporter
-from log_processor.monitors import BINARY, Monitor, load_monitors
-from log_processor.settings import ProcessorSettings
-from log_processor.reference import ReferenceError, load_reference
-from log_processor.reports import Reports
-from log_processor.store import EventStore, StoreError
-from log_processor.held_window import HeldWindow
-from log_processor.validate import PREDICTION
-from log_processor.window import Window, sample
-from log_processor.window_reader import WindowReader, WindowReads
+from common.schema import MONITORING_INDEX_PREFIX, daily_index
+from log_processor.evaluate.evaluation import Evaluation, evaluate
+from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_reference
+from log_processor.export.metrics import Exporter
+from log_processor.export.reports import Reports
+from log_processor.export.summary import summary_document
+from log_processor.monitors import Monitor
+from log_processor.read.held_window import HeldWindow
+from log_processor.read.store import EventStore, StoreError
+from log_processor.read.window import Window, sample
+from log_processor.read.window_reader import WindowReader, WindowReads
 
 log = logging.getLogger("log_processor")
 
@@ -80,7 +72,7 @@ class MonitorState:
     last_error: str | None = None
     consecutive_errors: int = 0
     summary: dict[str, Any] = field(default_factory=dict)   # what /report.json shows
-    reports: Reports | None = None                           # what /report shows (reports.py)
+    reports: Reports | None = None                           # what /report shows (export/reports.py)
 
 
 class MonitorRunner:
@@ -102,7 +94,7 @@ class MonitorRunner:
     # --- the cycle -------------------------------------------------------------------------------
     @property
     def held(self) -> HeldWindow | None:
-        """This monitor's window between cycles (held_window.py), None until read or after an error."""
+        """This monitor's window between cycles (read/held_window.py), None until read or after an error."""
         return self.reader.held.get(self.monitor.name)
 
     def run_once(self, cycle: SharedCycle | None = None) -> str:
@@ -113,7 +105,7 @@ class MonitorRunner:
         try:
             outcome, summary, evaluation = self._cycle(cycle)
             error = None
-        except (StoreError, ReferenceError) as exc:
+        except (StoreError, ReferenceUnusable) as exc:
             outcome, summary, evaluation, error = "error", None, None, str(exc)
             if isinstance(exc, StoreError):
                 self.exporter.store_error(self.monitor.name, exc.operation)
@@ -137,15 +129,13 @@ class MonitorRunner:
             else:
                 s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
                 s.summary = summary or {}
-                s.reports = evaluation.reports if evaluation else None
+                s.reports = Reports(evaluation.snapshots) if evaluation else None
         return outcome
 
     def reference(self) -> Reference:
         if self._reference is None:
             self._reference = load_reference(self.monitor, self.store)
-            self.exporter.reference(self.monitor.name, self._reference,
-                                    self.monitor.estimation.alert_margin if self.monitor.estimation else None,
-                                    task=self.monitor.task, alert_ratio=self.monitor.quality_alert_ratio)
+            self.exporter.reference(self.monitor, self._reference)
             log.info("monitor %s: reference %s (%d rows, sha256 %s)", self.monitor.name,
                      self._reference.version, self._reference.rows, self._reference.sha256[:12])
         return self._reference
@@ -162,7 +152,7 @@ class MonitorRunner:
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         clock.lap("evaluate")
-        self.exporter.window(m.name, window, reference.rows, evaluation)
+        self.exporter.window(m, window, reference.rows, evaluation)
         outcome = "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
         clock.lap("export")
@@ -197,192 +187,3 @@ class MonitorRunner:
             return MonitorState(**self.state.__dict__)
 
 
-class Schedule:
-    """When each monitor of a thread is next due (monotonic seconds).
-
-    A monitor is due `next_delay()` after its last cycle ended, and joins a cycle that starts up to
-    `early` of its interval before it is due: one read instead of two a moment apart. Monitors with
-    the same interval stay due together; one whose interval is a multiple of another's falls in step
-    with it (as long as a cycle takes less than `early` of the shorter interval)."""
-
-    def __init__(self, intervals: list[float], early: float = 0.25):
-        self.intervals, self.early = intervals, early
-        self.due_at = [0.0] * len(intervals)
-
-    def due(self, now: float) -> list[int]:
-        if min(self.due_at) > now:
-            return []
-        return [i for i, at in enumerate(self.due_at) if at <= now + self.early * self.intervals[i]]
-
-    def ran(self, indexes: list[int], ended: float, delays: list[float]) -> None:
-        for i, delay in zip(indexes, delays):
-            self.due_at[i] = ended + delay
-
-    def next_at(self) -> float:
-        return min(self.due_at)
-
-
-class IndexThread:
-    """The runners of the monitors over one index, in one thread: each cycle, those due (Schedule)
-    share one read."""
-
-    def __init__(self, runners: list[MonitorRunner], reader: WindowReader):
-        self.runners, self.reader = runners, reader
-        self._thread: threading.Thread | None = None
-
-    def run_due(self, due: list[MonitorRunner]) -> None:
-        cycle = SharedCycle(self.reader, [r.monitor for r in due], due[0].clock())
-        for runner in due:
-            runner.run_once(cycle)
-
-    def start(self, stop: threading.Event) -> None:
-        def loop() -> None:
-            schedule = Schedule([r.monitor.interval_seconds for r in self.runners])
-            settled = False
-            while not stop.is_set():
-                due = schedule.due(time.monotonic())
-                if due:
-                    self.run_due([self.runners[i] for i in due])
-                    schedule.ran(due, time.monotonic(), [self.runners[i].next_delay() for i in due])
-                    if settled:
-                        gc.collect()    # what the cycle left in reference cycles goes now (settle_memory)
-                if not settled:
-                    settle_memory()
-                    settled = True
-                stop.wait(max(0.001, schedule.next_at() - time.monotonic()))
-        self._thread = threading.Thread(target=loop, name=f"monitors-{self.reader.index}", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-
-GC_YOUNG_THRESHOLD = 100_000     # allocations between young collections once settled
-
-
-def settle_memory() -> None:
-    """Freeze what start-up and the first cycle left alive (modules, Evidently's and plotly's
-    internals, the reference): it lives as long as the process, and otherwise every full garbage
-    collection walks it again, ~0.15 s that lands in whichever cycle triggers it (measured: the
-    10 k window took 0.45 or 0.60 s depending on that alone).
-
-    Then collect young objects every GC_YOUNG_THRESHOLD allocations instead of CPython's 700. A page
-    of 10 000 hits decodes into ~300 000 objects, alive until parsed; with next to nothing left in
-    the old generation after the freeze, CPython's rule ran a full collection over them about every
-    70 000 allocations, half the cost of decoding a window (1.2 M documents: 14 s of CPU, 7 s
-    without). Garbage in reference cycles (Evidently's report, pandas internals) would then wait
-    longer for a full collection, so the thread runs one after each cycle: with start-up frozen it
-    walks little."""
-    pin_mmap_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
-M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
-
-
-def pin_mmap_threshold(size: int = 256 * 1024) -> bool:
-    """Keep glibc serving large blocks with mmap, which go back to the system when freed.
-
-    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which a
-    held window's columns (8 MB per million rows, replaced every cycle) come from the heap, whose
-    free space it keeps: at a 1 M window the processor's RSS crept up ~30 MB a cycle, past 1 GiB.
-    A fixed threshold stops that (measured: flat at ~475 MB between cycles). Elsewhere than glibc:
-    nothing to do, False."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, size))
-    except (OSError, AttributeError):
-        return False
-
-
-def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evaluation | None,
-                     outcome: str, now: float) -> dict[str, Any]:
-    """The per-evaluation document for ml-monitoring-* (mapping in elasticsearch/), also /report.json."""
-    def ts(seconds: float) -> str:
-        return format_timestamp(datetime.fromtimestamp(seconds, timezone.utc))
-
-    doc: dict[str, Any] = {
-        "@timestamp": ts(now),
-        "monitor": m.name,
-        "task": m.task,
-        "model": {"name": reference.model_name, "version": reference.model_version},
-        "reference": {"version": reference.version, "sha256": reference.sha256},
-        "window": {"start": ts(window.start), "end": ts(window.end)},
-        "status": outcome,
-        "rows": {"current": window.rows, "reference": reference.rows, "labelled": window.labelled,
-                 "evaluated": ev.evaluated_rows if ev else 0},
-        "label_coverage": round(window.label_coverage, 6),
-        "label_delay_seconds": window.label_delay_quantiles(),
-        "rejected": dict(window.rejected),
-        "missing_values_share": window.missing_share,
-        "duplicated_ids": window.duplicated_ids,
-        "predicted_positive_share": float((window.frame[PREDICTION] == 1).mean())
-        if window.rows and m.task == BINARY else None,
-    }
-    if reference.quality_values is not None:
-        doc["reference_quality"] = reference.quality_values.metrics
-        if reference.quality_values.probabilistic:
-            doc["reference_probabilistic_quality"] = reference.quality_values.probabilistic
-    if ev is not None:
-        doc.update({
-            "dataset_drift": ev.dataset_drift,
-            "drifted_features": list(ev.drifted_features),
-            "drift_share": ev.drifted_share,
-            "feature_drift": [{"feature": f.column, "method": f.method, "score": f.score,
-                               "threshold": f.threshold, "detected": f.detected, "p_value": f.p_value}
-                              for f in ev.feature_drift],
-            "prediction_drift": dataclasses.asdict(ev.prediction_drift),
-            "target_drift": dataclasses.asdict(ev.target_drift) if ev.target_drift is not None else None,
-            "quality": ev.quality,
-            "stability": dataclasses.asdict(ev.stability),
-        })
-        if ev.class_quality:
-            doc["class_quality"] = [{"class": c, "metric": k, "value": v} for (c, k), v in ev.class_quality.items()]
-        if ev.probabilistic:
-            doc["probabilistic_quality"] = ev.probabilistic
-        if ev.calibration_curve:
-            doc["calibration_curve"] = [{"bin": b, "predicted": p, "observed": o}
-                                        for b, (p, o) in ev.calibration_curve.items()]
-        if ev.estimation is not None:
-            doc["estimated_quality"] = {m: {"value": e.value, "lower": e.lower, "upper": e.upper}
-                                        for m, e in ev.estimation.estimates.items()}
-            doc["estimation_error"] = ev.estimation.error
-    return doc
-
-
-class Processor:
-    """Every monitor's runner plus the shared store client and exporter: what one process runs."""
-
-    def __init__(self, settings: ProcessorSettings, monitors: tuple[Monitor, ...] | None = None):
-        pin_mmap_threshold()
-        self.settings = settings
-        self.monitors = monitors if monitors is not None else load_monitors(
-            settings.monitors_file, interval_override=settings.interval)
-        self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
-        self.exporter = Exporter(m.name for m in self.monitors)
-        reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
-        readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
-        self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
-                                              write_summaries=settings.write_summaries, reader=readers[m.index])
-                        for m in self.monitors}
-        self.threads = [IndexThread([r for r in self.runners.values() if r.monitor.index == index], reader)
-                        for index, reader in readers.items()]
-        self.started_at = time.time()
-        self._stop = threading.Event()
-
-    def start(self) -> None:
-        self.started_at = time.time()
-        for thread in self.threads:
-            thread.start(self._stop)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        for thread in self.threads:
-            thread.join(timeout)
-        self.store.close()
-
-    def stale_after(self, monitor: Monitor) -> float:
-        return self.settings.stale_after or max(3 * monitor.interval_seconds, 10.0)
