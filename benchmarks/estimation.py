@@ -45,7 +45,7 @@ import pandas as pd
 
 from benchmarks import backends
 from log_processor.evaluate import estimation as est
-from log_processor.monitors import REPO_ROOT, load_monitors
+from log_processor.monitors import REPO_ROOT
 from serving import data
 from serving.model import load_model
 
@@ -188,7 +188,7 @@ def plot(results, widths, method: str) -> None:
 
 def cost(quick: bool) -> list[tuple]:
     """Cycles of the shipped monitor (platt estimation) on a 100 k window, with and without estimation."""
-    from benchmarks.log_processor import SPAN, bench_monitor, load
+    from benchmarks.workload import SPAN, bench_monitor, load
     from common.store import StoreSettings
     from log_processor.export.metrics import Exporter
     from log_processor.memory import settle_memory

@@ -19,8 +19,7 @@ from statistics import median
 from tempfile import TemporaryDirectory
 
 from benchmarks import backends
-from benchmarks.incremental import CountingStore
-from benchmarks.log_processor import SPAN, bench_monitor, load, stores_for
+from benchmarks.workload import SPAN, CountingStore, bench_monitor, load, stores_for
 from common.store import StoreSettings
 from log_processor.memory import settle_memory
 from log_processor.read.window_reader import WindowReader, WindowReads

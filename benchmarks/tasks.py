@@ -37,7 +37,7 @@ from tempfile import TemporaryDirectory
 import yaml
 
 from benchmarks import backends, synthetic
-from benchmarks.log_processor import FEEDBACK_SHARE, SPAN, load_documents, repeats, reset_peak, rss_peak_mb
+from benchmarks.workload import FEEDBACK_SHARE, SPAN, load_documents, repeats, reset_peak, rss_peak_mb
 from common.store import StoreSettings
 from log_processor.evaluate.evaluation import evaluate
 from log_processor.export.metrics import Exporter

@@ -17,7 +17,7 @@ import time
 
 import yaml
 
-from demo.processes import ChildFailed
+from common.supervisor import ChildFailed
 from demo.report import CHANNELS, PhaseResult, StatusWriter, phase_table, regression_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments

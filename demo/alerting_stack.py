@@ -23,8 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from common.net import free_port
+from common.supervisor import Child, http_ok
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
 PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
@@ -268,7 +267,7 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 
 class _Process:
-    """A server binary on a loopback port: start, wait for /-/ready, stop with SIGTERM (then SIGKILL)."""
+    """A server binary on a loopback port: start, wait for /-/ready, stop (common.supervisor.Child)."""
 
     name = "process"
 
@@ -276,46 +275,22 @@ class _Process:
         self.binary, self.args, self.port = binary, args, port
         self.log_file, self.ready_timeout = log_file, ready_timeout
         self.url = f"http://127.0.0.1:{port}"
-        self._process: subprocess.Popen | None = None
+        self.child = Child(self.name, [binary, *args], log_file)
 
     def start(self):
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen([self.binary, *self.args], stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self._process.returncode}; "
-                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1.0) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise TimeoutError(f"{self.name} not ready on {self.url} after {self.ready_timeout:.0f}s; "
-                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
-            time.sleep(0.1)
+        """Start and wait for /-/ready; ChildExited (a RuntimeError) or ChildNotReady (a TimeoutError)
+        naming the log and showing its tail, with the process stopped."""
+        self.child.start()
+        try:
+            self.child.wait_ready(lambda: http_ok(self.url + "/-/ready", lambda s: s == 200, timeout=1.0),
+                                  self.ready_timeout, f"{self.url}/-/ready answered 200", interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        self.child.stop(grace=10.0)
 
     def __enter__(self):
         return self.start()

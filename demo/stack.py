@@ -23,10 +23,10 @@ from osmem_server import OsmemServer
 from common.net import free_port
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
+from common.supervisor import Child, ChildFailed, http_ok
 from demo import alerting_stack
 from demo.mail_sink import MailSink
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS, NotificationSink
-from demo.processes import Child, ChildFailed, http_ok
 from demo.settings import REPO_ROOT, DemoSettings
 from shipper import Shipper, ShipperSettings
 
@@ -173,7 +173,7 @@ class EmbeddedStack:
                                           SERVING_EVENT_SINKS="file",
                                           SERVING_EVENTS_FILE=str(self.events_file)),
                       cwd=REPO_ROOT)
-        self._children.append(child)
+        self._children.append(child.start())
         child.wait_ready(lambda: http_ok(self.urls.serving + "/healthz", lambda s: s == 200), 90,
                          "GET /healthz answered 200")
         self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
@@ -214,7 +214,7 @@ class EmbeddedStack:
                       env=self._child_env(LOGPROC_HOST="127.0.0.1", LOGPROC_PORT=str(port),
                                           LOGPROC_MONITORS_FILE=str(self._monitors_file())),
                       cwd=REPO_ROOT)
-        self._children.append(child)
+        self._children.append(child.start())
         child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,
                          "GET /metrics answered 200")
         self.say(f"log processor: {self.urls.log_processor} (evaluates every {self.settings.eval_interval:g}s)")
