@@ -1,6 +1,6 @@
 """The Prometheus tools at the versions compose runs, built from the Go module proxy into var/tools/bin.
 
-prometheus/go-tools.txt pins them (Alertmanager and amtool 0.27.0, promtool 2.55.1). Each is built
+prometheus/go-tools.txt pins them (Alertmanager and amtool 0.28.1, promtool 2.55.1). Each is built
 in a small generated wrapper module under var/tools/src/ that requires the tool's module at its pin
 and carries that module's own replace and exclude directives, read from its go.mod (`go install
 pkg@version` refuses a module with replace directives, as Prometheus's has). The binaries report
@@ -209,7 +209,7 @@ def build(*, tools_dir: Path = TOOLS_DIR, pins_file: Path = PINS_FILE, say: Call
         names = " and ".join(p.binary for p in group)
         say(f"go-tools: building {names} from {module}@{version} into {bin_dir} "
             f"(first time: downloads and compiles, a few minutes)")
-        directory = tools_dir / "src" / f"{module.rsplit('/', 1)[-1]}@{version}"
+        directory = _wrapper_dir(tools_dir, module, version)
         directory.mkdir(parents=True, exist_ok=True)
         _wrapper_go_mod(runner, module, version, directory)
         packages = [f"{module}/{p.package}@{version}" for p in group]
@@ -226,7 +226,15 @@ def build(*, tools_dir: Path = TOOLS_DIR, pins_file: Path = PINS_FILE, say: Call
             _stamp(bin_dir, p.binary).write_text(p.line + "\n")
         say(f"go-tools: {names} {group[0].reports} built in {time.monotonic() - started:.0f}s")
     _trim_caches(tools_dir)
+    wrappers = {_wrapper_dir(tools_dir, p.module, p.version) for p in pins}
+    for old in (tools_dir / "src").iterdir():
+        if old not in wrappers:
+            shutil.rmtree(old, ignore_errors=True)
     return [bin_dir / p.binary for p in pins]
+
+
+def _wrapper_dir(tools_dir: Path, module: str, version: str) -> Path:
+    return tools_dir / "src" / f"{module.rsplit('/', 1)[-1]}@{version}"
 
 
 def _trim_caches(tools_dir: Path) -> None:
