@@ -157,8 +157,17 @@ class _Go:
                          + (f", {downloads} modules downloaded" if downloads else ""))
         code = process.wait()
         if code != 0:
-            raise GoToolsUnavailable(f"`go {' '.join(args)}` failed ({what}, exit {code}):\n" + "".join(tail).rstrip())
+            said = "".join(tail).rstrip() or _json_error("".join(out)) or "".join(out[-25:]).rstrip()
+            raise GoToolsUnavailable(f"`go {' '.join(args)}` failed ({what}, exit {code}):\n{said}")
         return "".join(out)
+
+
+def _json_error(text: str) -> str | None:
+    """The "Error" of a -json command's output (go mod download -json reports failures there)."""
+    try:
+        return json.loads(text).get("Error")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _wrapper_go_mod(go: _Go, module: str, version: str, directory: Path) -> None:
@@ -269,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         build(tools_dir=args.tools_dir, pins_file=args.pins)
     except GoToolsUnavailable as exc:
         if args.if_possible and not required():
-            print(f"note: the pinned Prometheus tools cannot be built here: {exc}\n"
-                  f"      {FALLBACK_LOSS}.", flush=True)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[0] if len(lines) == 1 else f"{lines[0].split(' failed')[0]} failed: {lines[-1]}"
+            print(f"note: the Prometheus tools at compose's versions cannot be built here ({reason}); "
+                  f"{FALLBACK_LOSS}.", flush=True)
             return 0
         print(f"go-tools: {exc}" + ("\n(required: REQUIRE_GO_TOOLS=1 or CI=true)" if required() else ""),
               file=sys.stderr, flush=True)

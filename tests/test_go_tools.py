@@ -126,3 +126,15 @@ def test_the_wrapper_module_carries_the_replace_and_exclude_lines_of_the_tool_s_
     assert own["Replace"] and own["Exclude"]     # else this test proves nothing
     assert wrapper["Replace"] == own["Replace"] and wrapper["Exclude"] == own["Exclude"]
     assert wrapper["Require"] == [{"Path": pin.module, "Version": pin.version}]
+
+
+def test_without_the_module_proxy_the_note_gives_go_s_reason_in_one_line(tmp_path):
+    try:
+        go = go_tools.find_go()
+    except go_tools.GoToolsUnavailable as exc:
+        pytest.skip(str(exc))
+    result = run_build(tmp_path, "--if-possible", GO=go, GOPROXY="off")
+    assert result.returncode == 0, result.stderr
+    (note,) = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert "module lookup disabled by GOPROXY=off" in note and "no web UI" in note
+    assert not (tmp_path / "tools" / "bin" / "demo").exists()
