@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible compose-env
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible compose-env go-tools go-tools-if-possible
 
 help:
 	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
 	@echo "make test    - the full test suite (what CI runs)"
 	@echo "make bench   - benchmarks; prints tables (see docs/benchmarks.md)"
 	@echo "make setup   - data, model and Feast features only"
+	@echo "make go-tools - build Alertmanager, amtool and promtool at compose's versions from the Go module proxy"
 	@echo "make opensearch - fetch the real OpenSearch engine from Maven Central (needs Java 21+ and Maven)"
 	@echo "make compose-env - write .env for docker compose with random secrets (never overwrites one)"
 
@@ -36,7 +37,17 @@ setup: $(STAMP)
 
 data model features: setup
 
-demo: $(STAMP) system-deps setup
+# Alertmanager + amtool and promtool at compose's versions (prometheus/go-tools.txt), built from the Go
+# module proxy into var/tools/bin; only a changed pin rebuilds (docs/alerts.md#versions).
+go-tools: $(STAMP)
+	@$(PY) -m common.go_tools build
+
+# For `make demo` / `make test`: without Go or the proxy, a note and Debian's binaries
+# (REQUIRE_GO_TOOLS=1 or CI=true, as in .ci/run, turns that into a failure).
+go-tools-if-possible: $(STAMP)
+	@$(PY) -m common.go_tools build --if-possible
+
+demo: $(STAMP) system-deps go-tools-if-possible setup
 	@$(PY) -m demo $(ARGS)
 
 # The real engine (tests' second backend, `make demo ARGS="--store opensearch"`): jars into var/opensearch.
@@ -48,10 +59,10 @@ opensearch: $(STAMP)
 opensearch-if-possible: $(STAMP)
 	@$(PY) -m common.opensearch_runner resolve || echo "(the OpenSearch tests will be skipped)"
 
-test: $(STAMP) system-deps setup opensearch-if-possible
+test: $(STAMP) system-deps go-tools-if-possible setup opensearch-if-possible
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) setup
+test-fast: $(STAMP) go-tools-if-possible setup
 	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) setup

@@ -6,7 +6,7 @@ Three ways of deciding drift per feature, side by side:
 - `K-S 0.05`: the Kolmogorov-Smirnov p-value < 0.05 (Evidently's default for references of at most
   1 000 rows);
 - `calibrated`: normed Wasserstein >= the threshold calibrated on the reference for this window size
-  at the shipped alpha (log_processor/calibration.py), Bonferroni over the three features.
+  at the shipped alpha (log_processor/evaluate/drift_thresholds.py), Bonferroni over the three features.
 
 The calibration promises its false-alarm rate over draws of the reference as well as of the window
 (the bootstrap estimates that null): one reference's own rate varies around it, the more so the
@@ -30,16 +30,15 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from benchmarks import regression_target_drift, synthetic, target_drift
-from log_processor.calibration import calibrate
+from benchmarks import synthetic
+from benchmarks.stats import percent, wilson_error_bars
+from log_processor.evaluate.drift_thresholds import fit_thresholds
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.validate import SCORE, TARGET
+from log_processor.columns import SCORE
 
 FEATURES = ("conv_rate", "acc_rate", "avg_daily_trips")
 SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
@@ -50,30 +49,9 @@ SHIPPED_REFERENCE = 20_000
 PLOT = REPO_ROOT / "docs" / "drift_calibration.png"
 
 
-def fresh_rows(n: int, seed: int):
-    """n rows of genuinely distinct simulated requests: one generator seed per 4 000 rows."""
-    parts = [synthetic.chosen_rows("normal", synthetic.TRAFFIC_BASE, seed * 1000 + i)
-             for i in range(math.ceil(n / synthetic.TRAFFIC_BASE))]
-    return pd.concat(parts, ignore_index=True).iloc[:n]
-
-
 def windows_for(n: int, quick: bool) -> int:
     full = 600 if n <= 1_000 else 300 if n <= 10_000 else 150 if n <= 30_000 else 100
     return max(50, full // 5) if quick else full
-
-
-def wilson(hits: int, total: int) -> tuple[float, float]:
-    if total == 0:
-        return math.nan, math.nan
-    z, p = 1.96, hits / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def fmt(hits: int, total: int) -> str:
-    lo, hi = wilson(hits, total)
-    return f"{100 * hits / total:.1f} % [{100 * lo:.1f}-{100 * hi:.1f}]"
 
 
 class Deciders:
@@ -84,7 +62,7 @@ class Deciders:
         self.ref = {name: np.sort(reference[name].to_numpy(dtype=float)) for name in FEATURES}
         self.norm = {name: max(float(np.std(values)), 0.001) for name, values in self.ref.items()}
         started = time.perf_counter()
-        self.calibration = calibrate(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha)
+        self.calibration = fit_thresholds(reference, {name: "numerical" for name in FEATURES}, SCORE, alpha)
         self.calibration_seconds = time.perf_counter() - started
 
     def flags(self, window) -> dict[str, set[str]]:
@@ -105,7 +83,8 @@ class Deciders:
 
 def references(rows: int, alpha: float, quick: bool) -> list[Deciders]:
     count = max(2, REFERENCES[rows] // 4) if quick else REFERENCES[rows]
-    return [Deciders(fresh_rows(rows, rows + r), alpha) for r in range(count)]   # seeds the pool (987) never uses
+    # seeds the pool (987) never uses
+    return [Deciders(synthetic.fresh_rows(rows, rows + r), alpha) for r in range(count)]
 
 
 def windows(references: list[Deciders], n: int, quick: bool, pool, rng):
@@ -128,7 +107,7 @@ def false_alarms(refs: list[Deciders], pool, quick: bool, rng) -> list[tuple]:
                 anyf[k] += bool(found)
                 dataset[k] += len(found) / len(FEATURES) >= 0.5
         rows.append((n, total, anyf, dataset))
-        print(f"  unshifted n={n:,}: " + ", ".join(f"{k} {fmt(v, total)}" for k, v in anyf.items()), flush=True)
+        print(f"  unshifted n={n:,}: " + ", ".join(f"{k} {percent(v, total)}" for k, v in anyf.items()), flush=True)
     return rows
 
 
@@ -146,7 +125,7 @@ def power(refs: list[Deciders], pool, quick: bool, rng, cases=POWER_CASES) -> li
                 named[k] += "conv_rate" in found
                 others[k] += len(found - {"conv_rate"})
         rows.append((n, shift, total, named, others))
-        print(f"  {shift} sigma at n={n:,}: " + ", ".join(f"{k} {fmt(v, total)}" for k, v in named.items()), flush=True)
+        print(f"  {shift} sigma at n={n:,}: " + ", ".join(f"{k} {percent(v, total)}" for k, v in named.items()), flush=True)
     return rows
 
 
@@ -158,8 +137,7 @@ def plot(fa_rows, power_rows, alpha: float) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, style in (("fixed 0.1", "s--"), ("K-S 0.05", "^:"), ("calibrated", "o-")):
         rates = [100 * anyf[k] / total for _, total, anyf, _ in fa_rows]
-        errs = np.array([[100 * (anyf[k] / total - wilson(anyf[k], total)[0]),
-                          100 * (wilson(anyf[k], total)[1] - anyf[k] / total)] for _, total, anyf, _ in fa_rows]).T
+        errs = wilson_error_bars((anyf[k], total) for _, total, anyf, _ in fa_rows)
         left.errorbar([r[0] for r in fa_rows], rates, yerr=errs, fmt=style, label=k, capsize=3)
     left.axhline(100 * alpha, color="grey", lw=0.8)
     left.set(xscale="log", xlabel="window (rows)", ylabel="windows with any feature flagged (%)",
@@ -183,7 +161,7 @@ def plot(fa_rows, power_rows, alpha: float) -> None:
 def main(quick: bool) -> None:
     alpha = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0].drift.alpha
     rng = np.random.default_rng(int(os.environ.get("BENCH_DRIFT_SEED", "20261124")))
-    pool = fresh_rows(400_000, 987)                                # seeds the references never saw
+    pool = synthetic.fresh_rows(400_000, 987)                      # seeds the references never saw
     results = {}
     for ref_rows in REFERENCES:
         started = time.perf_counter()
@@ -199,9 +177,9 @@ def main(quick: bool) -> None:
         print("| window | windows | any feature: fixed 0.1 | K-S 0.05 | calibrated | dataset verdict: fixed 0.1 | calibrated |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, total, anyf, dataset in fa_rows:
-            print(f"| {n:,} | {total} | {fmt(anyf['fixed 0.1'], total)} | {fmt(anyf['K-S 0.05'], total)} | "
-                  f"{fmt(anyf['calibrated'], total)} | {fmt(dataset['fixed 0.1'], total)} | "
-                  f"{fmt(dataset['calibrated'], total)} |")
+            print(f"| {n:,} | {total} | {percent(anyf['fixed 0.1'], total)} | {percent(anyf['K-S 0.05'], total)} | "
+                  f"{percent(anyf['calibrated'], total)} | {percent(dataset['fixed 0.1'], total)} | "
+                  f"{percent(dataset['calibrated'], total)} |")
     fa_rows, power_rows, _, _ = results[SHIPPED_REFERENCE]
     print()
     print("One feature (conv_rate) shifted: share of windows naming it; others: share flagging each other feature")
@@ -209,11 +187,7 @@ def main(quick: bool) -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for ref_rows, (_, rows, _, count) in results.items():
         for n, shift, total, named, others in rows:
-            print(f"| {ref_rows:,} | {count} | {shift} σ | {n:,} | {total} | {fmt(named['fixed 0.1'], total)} | "
-                  f"{fmt(named['K-S 0.05'], total)} | {fmt(named['calibrated'], total)} | "
+            print(f"| {ref_rows:,} | {count} | {shift} σ | {n:,} | {total} | {percent(named['fixed 0.1'], total)} | "
+                  f"{percent(named['K-S 0.05'], total)} | {percent(named['calibrated'], total)} | "
                   f"{100 * others['calibrated'] / (2 * total):.1f} % |")
     plot(fa_rows, power_rows, alpha)
-    print("  target drift ...", flush=True)
-    target_drift.run(pool[TARGET].to_numpy(), alpha, quick, rng, fmt, wilson)
-    print("  regression target drift ...", flush=True)
-    regression_target_drift.main(quick)       # a numerical target: the trip_duration monitor

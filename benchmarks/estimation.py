@@ -1,7 +1,7 @@
 """Estimated against realized quality on fresh seeds, for this stack's model, and what the estimate costs.
 
 The model and the reference are the shipped ones (var/model/, written by serving/train.py); the
-score calibration is fitted on that reference with each method (log_processor/estimation.py). The
+score calibration is fitted on that reference with each method (log_processor/evaluate/estimation.py). The
 windows are serving's traffic made fresh from serving.data's world (the same 500 drivers per
 population, candidates per request, best-scored candidate logged, outcome drawn from the world's
 true completion probability), with seeds training and the reference never used:
@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import backends
-from log_processor import estimation as est
-from log_processor.monitors import REPO_ROOT, load_monitors
+from log_processor.evaluate import estimation as est
+from log_processor.monitors import REPO_ROOT
 from serving import data
 from serving.model import load_model
 
@@ -188,13 +188,15 @@ def plot(results, widths, method: str) -> None:
 
 def cost(quick: bool) -> list[tuple]:
     """Cycles of the shipped monitor (platt estimation) on a 100 k window, with and without estimation."""
-    from benchmarks.log_processor import SPAN, bench_monitor, load
+    from benchmarks.workload import SPAN, bench_monitor, load
     from common.store import StoreSettings
-    from log_processor.exporter import Exporter
-    from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-    from log_processor.store import EventStore
-    from log_processor.evaluate import evaluate
-    from log_processor.validate import PREDICTION, SCORE, TARGET
+    from log_processor.export.metrics import Exporter
+    from log_processor.memory import settle_memory
+    from log_processor.read.window_reader import WindowReads
+    from log_processor.runner import MonitorRunner
+    from log_processor.read.store import EventStore
+    from log_processor.evaluate.evaluation import evaluate
+    from log_processor.columns import PREDICTION, SCORE, TARGET
 
     rows = int(os.environ.get("BENCH_ESTIMATION_COST_ROWS", 10_000 if quick else COST_ROWS))
     results = []

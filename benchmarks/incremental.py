@@ -22,31 +22,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
 from tempfile import TemporaryDirectory
-from typing import Mapping
 
 from benchmarks import backends
-from benchmarks.log_processor import SPAN, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
+from benchmarks.workload import SPAN, CountingStore, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
 from common.store import StoreSettings
-from log_processor.evaluate import evaluate
-from log_processor.exporter import Exporter
-from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-from log_processor.store import EventStore
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.metrics import Exporter
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
 
 NEW_PER_CYCLE = (1_000, 10_000, 100_000)
 RUNS = 3
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "incremental_cycle.png"
-
-
-class CountingStore(EventStore):
-    """The processor's store client, counting the documents its searches and scrolls return."""
-    documents = 0
-
-    def _call(self, operation, fn, fields=None):
-        response = super()._call(operation, fn, fields)
-        hits = response.get("hits") if hasattr(response, "get") else None
-        if isinstance(hits, Mapping):
-            self.documents += len(hits.get("hits") or [])
-        return response
 
 
 @dataclass

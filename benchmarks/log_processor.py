@@ -11,9 +11,6 @@ the store's own CPU seconds per cycle and its RSS are read from /proc beside it.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import http.client
-import json
 import os
 import time
 from datetime import datetime, timedelta, timezone
@@ -25,92 +22,16 @@ import pandas as pd
 from elasticsearch import helpers
 
 from benchmarks import backends
-from common.schema import EVENTS_INDEX_PATTERN, EVENTS_INDEX_PREFIX, daily_index, stamp_ingested
+from benchmarks.workload import SPAN, bench_monitor, load, osmem_fits, repeats, reset_peak, rss_peak_mb
+from common.schema import EVENTS_INDEX_PATTERN
 from common.store import StoreSettings, connect
-from benchmarks import synthetic
-from log_processor.evaluate import evaluate
-from log_processor.exporter import Exporter
-from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-from log_processor.store import EventStore
-from log_processor.validate import KEY, PREDICTION, SCORE, TARGET
-
-FEEDBACK_SHARE = 0.2
-STORE_KB_PER_DOC = 10         # osmem-server's live memory per stored document (measured: 9.6 KB)
-SPAN = timedelta(minutes=15)
-
-
-def repeats(n: int) -> int:
-    """Small windows vary by tens of milliseconds from run to run: more runs, still minutes in all."""
-    return 9 if n <= 100_000 else 3
-
-
-def rss_peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak() -> None:
-    """Start a run's peak at what the process holds now, after collecting what earlier runs left in
-    reference cycles (the processor collects after each cycle, scheduler.IndexThread)."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return float("inf")
-
-
-def load(url: str, n: int, start: datetime, end: datetime, seed: int, *, quiet: bool = False) -> int:
-    """Bulk-load n predictions (+ feedback) spread over [start, end) as raw NDJSON, 10 000 documents per
-    request, with progress."""
-    rows = synthetic.chosen_rows("normal", n, seed)
-    docs = synthetic.events(rows, start, end, feedback_share=FEEDBACK_SHARE, delay_seconds=20, seed=seed)
-    return load_documents(url, docs, n, quiet=quiet)
-
-
-def load_documents(url: str, docs, n: int, *, quiet: bool = False) -> int:
-    """Bulk-load event documents (of n predictions, for the progress line) into their daily indices."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=600)
-    lines: list[str] = []
-    sent, t0 = 0, time.perf_counter()
-
-    def flush() -> None:
-        nonlocal sent
-        conn.request("POST", "/_bulk?filter_path=errors", body="".join(lines).encode(),
-                     headers={"Content-Type": "application/x-ndjson"})
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200 or b'"errors":true' in body:
-            raise RuntimeError(f"bulk failed: {response.status} {body[:300]!r}")
-        sent += len(lines)
-        lines.clear()
-        rate = sent / (time.perf_counter() - t0)
-        if not quiet:
-            print(f"\r  loading {n:,} predictions: {sent:,} docs ({rate:,.0f}/s)", end="", flush=True)
-
-    for doc in docs:
-        action = {"create": {"_index": daily_index(EVENTS_INDEX_PREFIX, doc["@timestamp"]), "_id": doc["event"]["id"]}}
-        lines.append(json.dumps(action) + "\n" + json.dumps(stamp_ingested(doc)) + "\n")
-        if len(lines) >= 10_000:
-            flush()
-    if lines:
-        flush()
-    conn.request("POST", "/_refresh")
-    conn.getresponse().read()
-    conn.close()
-    if not quiet:
-        print(f" — {time.perf_counter() - t0:.0f} s", flush=True)
-    return sent
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.metrics import Exporter
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
+from log_processor.columns import KEY, PREDICTION, SCORE, TARGET
 
 
 def _naive_cycle(url: str, monitor, reference, start: datetime, end: datetime) -> int:
@@ -169,32 +90,6 @@ def _measure(backend: backends.Backend, monitor, n: int, window_end: datetime, s
     print(f"  rows {rows}", flush=True)
     return (backend.name, n, docs, rows["evaluated"], ours, max(ours_mb), naive, max(naive_mb),
             median(store_cpu), max(store_mb))
-
-
-def stores_for(n: int, default: tuple[str, ...] = backends.ALL) -> list[str]:
-    """The chosen stores (BENCH_STORES) that can hold an n-prediction window on this machine."""
-    return [store for store in backends.chosen(default) if store != "osmem" or osmem_fits(n)]
-
-
-def osmem_fits(n: int) -> bool:
-    live_mb = n * STORE_KB_PER_DOC / 1024 * (1 + FEEDBACK_SHARE)
-    limit_mb = backends.OSMEM_MEMORY_LIMIT_GIB * 1024
-    store_mb = min(limit_mb, 2 * live_mb)     # GOGC=100 below the limit
-    if live_mb > limit_mb * 0.85 or _mem_available_mb() < store_mb + 4096:
-        print(f"  osmem {n:,}: skipped — osmem-server would hold ~{live_mb / 1024:.0f} GiB of documents "
-              f"(limit {backends.OSMEM_MEMORY_LIMIT_GIB} GiB) and up to {store_mb / 1024:.0f} GiB in all; "
-              f"{_mem_available_mb() / 1024:.0f} GiB are available (4 GiB kept for the cycle)", flush=True)
-        return False
-    return True
-
-
-def bench_monitor(tmp: Path):
-    """The shipped monitor on a 15-minute window without a count limit, over a synthetic reference."""
-    reference_path = tmp / "reference.parquet"
-    synthetic.reference_frame(5000, seed=101).to_parquet(reference_path)
-    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
-    return dataclasses.replace(base, window_last=None, model_name="driver_ranker",
-                               reference=dataclasses.replace(base.reference, parquet=reference_path, manifest=None))
 
 
 def main(quick: bool) -> None:

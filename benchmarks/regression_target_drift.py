@@ -4,10 +4,10 @@ reference's (RegressionQualityDegraded fires at 1.5x).
 
 The verdict is the one `evaluate` gives a numerical target: the normed Wasserstein distance between the
 window's and the reference's realized values (scipy, as Evidently computes it; tests/test_drift_calibration.py
-checks the two agree), at or above the threshold that log_processor/calibration.py's numerical calibration
+checks the two agree), at or above the threshold that log_processor/evaluate/drift_thresholds.py's numerical calibration
 (`null_distribution(values, "numerical")`, the bootstrap every numerical feature gets) gives for that many
 labelled rows at the monitor's alpha. The target is tested at alpha on its own, like the classification
-target (`Calibration`'s docstring).
+target (`DriftThresholds`'s docstring).
 
 Pooled over fresh references of REFERENCE_ROWS labelled rows of synthetic trip_duration traffic
 (benchmarks/synthetic.py, seeds 700 000+), each calibrated on its own targets: the rate alpha promises
@@ -30,8 +30,8 @@ import pandas as pd
 from scipy import stats
 
 from benchmarks import synthetic
-from benchmarks.drift_calibration import fmt, wilson
-from log_processor.calibration import null_distribution
+from benchmarks.stats import percent, wilson
+from log_processor.evaluate.drift_thresholds import null_distribution
 from log_processor.monitors import REPO_ROOT, load_monitors
 
 LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
@@ -119,7 +119,7 @@ def measure(refs: list[Reference], rows: pd.DataFrame, alpha: float, quick: bool
         hits, total = (sum(c[i] for c in per_ref.values()) for i in (0, 1))
         rates = np.array([f / w for f, w in per_ref.values()])
         false_alarms.append((n, total, hits, by_reference(rates), int((rates > 0.5).sum()), reference_interval(rates)))
-        print(f"  unshifted, {n:,} labelled rows: {fmt(hits, total)}; by reference {false_alarms[-1][3]}; "
+        print(f"  unshifted, {n:,} labelled rows: {percent(hits, total)}; by reference {false_alarms[-1][3]}; "
               f"references flagging most windows: {false_alarms[-1][4]}", flush=True)
     for shift in SHIFTS:
         hits = total = 0
@@ -127,7 +127,7 @@ def measure(refs: list[Reference], rows: pd.DataFrame, alpha: float, quick: bool
             total += 1
             hits += ref.flagged(window["target"].to_numpy() + shift * ref.sigma, alpha)
         power.append((shift, POWER_ROWS, total, hits))
-        print(f"  {shift} sigma, {POWER_ROWS:,} labelled rows: {fmt(hits, total)}", flush=True)
+        print(f"  {shift} sigma, {POWER_ROWS:,} labelled rows: {percent(hits, total)}", flush=True)
     for n in MAE_SIZES:
         ratios = np.array([float(np.abs(w["prediction"] - w["target"]).mean()) / ref.mae
                            for ref, w in _windows(refs, windows_for(POWER_ROWS, quick), n, rows, rng)])
@@ -143,14 +143,14 @@ def report(false_alarms, power, mae, alpha: float, refs: list[Reference], second
     print("| labelled rows | " + " | ".join(f"{row[0]:,}" for row in false_alarms) + " |")
     print("|---|" + "---:|" * len(false_alarms))
     print("| windows | " + " | ".join(f"{row[1]:,}" for row in false_alarms) + " |")
-    print("| unshifted windows flagged (Wilson over windows) | " + " | ".join(fmt(row[2], row[1]) for row in false_alarms) + " |")
+    print("| unshifted windows flagged (Wilson over windows) | " + " | ".join(percent(row[2], row[1]) for row in false_alarms) + " |")
     print("| the same, interval over references | " + " | ".join(row[3] for row in false_alarms) + " |")
     print(f"| references (of {len(refs)}) flagging most of their windows | " + " | ".join(str(row[4]) for row in false_alarms) + " |")
     print()
     print("| target moved | labelled rows | windows | flagged (power) |")
     print("|---:|---:|---:|---:|")
     for shift, n, total, hits in power:
-        print(f"| +{shift} σ | {n:,} | {total:,} | {fmt(hits, total)} |")
+        print(f"| +{shift} σ | {n:,} | {total:,} | {percent(hits, total)} |")
     print()
     print(f"Unshifted windows: window MAE / reference MAE (RegressionQualityDegraded fires above {ALERT_RATIO})")
     print("| labelled rows | windows | 99.9th percentile | windows above 1.5 |")

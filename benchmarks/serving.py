@@ -10,10 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +21,8 @@ from pathlib import Path
 
 import msgpack
 
+from common.net import free_port
+from common.supervisor import Child, http_ok
 from serving import data
 from serving.bootstrap import bootstrap
 from serving.settings import REPO_ROOT, ServingSettings
@@ -75,12 +75,6 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None):
     conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
     response = conn.getresponse()
@@ -88,28 +82,22 @@ def _request(conn: http.client.HTTPConnection, method: str, path: str, body: byt
 
 
 class Server:
-    """One `python -m serving` process with the given env; stdout (JSON logs) to a file."""
+    """One `python -m serving` process with the given env, its output (JSON logs) in `log_path`."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, **env, "SERVING_PORT": str(self.port), "PYTHONPATH": str(REPO_ROOT)}
-        self._log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "serving"], env=env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serving exited early; see {log_path}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                if _request(conn, "GET", "/healthz")[0] == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"serving did not become healthy; see {log_path}")
-            time.sleep(0.2)
+        self.child = Child("serving", [sys.executable, "-m", "serving"], log_path, env=env, cwd=REPO_ROOT).start()
+        try:
+            self.child.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz", lambda s: s == 200),
+                                  90, "GET /healthz answered 200")
+        except BaseException:
+            self.child.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
 
     def metrics(self) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -118,12 +106,7 @@ class Server:
         return text
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+        self.child.stop(grace=20.0)
 
 
 def _sender():
@@ -186,7 +169,7 @@ def start_mode(mode: str, workdir: Path, base_env: dict[str, str]) -> tuple[Serv
         receiver = DrainReceiver()
         env.update(SERVING_EVENT_SINKS="fluentd", SERVING_FLUENTD_PORT=str(receiver.port))
     else:  # nothing listens on that port; a small buffer so that it overflows (and drops) repeatedly
-        env.update(SERVING_EVENT_SINKS="fluentd", SERVING_FLUENTD_PORT=str(_free_port()),
+        env.update(SERVING_EVENT_SINKS="fluentd", SERVING_FLUENTD_PORT=str(free_port()),
                    SERVING_FLUENTD_BUFFER_BYTES=str(256 * 1024))
     return Server(env, workdir / f"serving-{mode}.log"), receiver, events_file
 
@@ -243,16 +226,18 @@ def main(quick: bool = False) -> None:
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         print(f"  starting {len(MODES)} servers: {', '.join(MODES)}", flush=True)
-        started = {mode: start_mode(mode, Path(tmp), base_env) for mode in MODES}
+        started: dict[str, tuple[Server, DrainReceiver | None, str | None]] = {}
         try:
+            for mode in MODES:      # one by one, so that a server that fails to start stops those before it
+                started[mode] = start_mode(mode, Path(tmp), base_env)
             ports = {mode: started[mode][0].port for mode in MODES}
             interleaved(ports, warmup, latency_clients)
             print(f"  latency: {latency_requests} requests per mode, interleaved, {latency_clients} clients",
                   flush=True)
-            cpu_before = {mode: process_cpu_seconds(started[mode][0].process.pid) for mode in MODES}
+            cpu_before = {mode: process_cpu_seconds(started[mode][0].pid) for mode in MODES}
             latencies = interleaved(ports, bodies, latency_clients)
             time.sleep(0.5)  # let the Fluentd sender threads finish their share of the work
-            cpu_ms = {mode: (process_cpu_seconds(started[mode][0].process.pid) - cpu_before[mode]) * 1000
+            cpu_ms = {mode: (process_cpu_seconds(started[mode][0].pid) - cpu_before[mode]) * 1000
                       / len(bodies) for mode in MODES}
             notes = {mode: delivery_note(mode, *started[mode], sent=len(warmup) + len(bodies)) for mode in MODES}
             rates: dict[str, list[float]] = {mode: [] for mode in MODES}

@@ -19,11 +19,10 @@ from statistics import median
 from tempfile import TemporaryDirectory
 
 from benchmarks import backends
-from benchmarks.incremental import CountingStore
-from benchmarks.log_processor import SPAN, bench_monitor, load, stores_for
+from benchmarks.workload import SPAN, CountingStore, bench_monitor, load, stores_for
 from common.store import StoreSettings
-from log_processor.scheduler import settle_memory
-from log_processor.window_reader import WindowReader, WindowReads
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReader, WindowReads
 
 RUNS = 3
 READS = WindowReads(incremental=True, overlap=1.0)     # 1 s: see benchmarks/incremental.py
@@ -76,7 +75,7 @@ def _measure(store: str, group: tuple, n: int, end: datetime) -> list[tuple[str,
 
 def main(quick: bool) -> None:
     n = 50_000 if quick else int(os.environ.get("BENCH_SHARED_WINDOW", "200000"))
-    settle_memory()                     # the processor's collector settings (scheduler.settle_memory)
+    settle_memory()                     # the processor's collector settings (memory.settle_memory)
     results = {}
     with TemporaryDirectory() as tmp:
         group = monitors(Path(tmp))

@@ -39,6 +39,13 @@ def chosen_rows(variant: str, n: int, seed: int) -> pd.DataFrame:
     return rows[["driver_id", *data.FEATURE_COLUMNS, "prediction", "prediction_score", "target"]]
 
 
+def fresh_rows(n: int, seed: int) -> pd.DataFrame:
+    """n rows of genuinely distinct simulated requests: one generator seed (seed * 1000 + i) per
+    TRAFFIC_BASE rows, where chosen_rows alone would resample TRAFFIC_BASE rows into a bootstrap."""
+    parts = [chosen_rows("normal", TRAFFIC_BASE, seed * 1000 + i) for i in range(math.ceil(n / TRAFFIC_BASE))]
+    return pd.concat(parts, ignore_index=True).iloc[:n]
+
+
 def reference_frame(n: int = 2000, seed: int = 101) -> pd.DataFrame:
     """A reference.parquet-shaped frame from normal traffic."""
     return chosen_rows("normal", n, seed)[[*data.FEATURE_COLUMNS, "prediction", "prediction_score", "target"]]

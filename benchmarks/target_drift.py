@@ -1,19 +1,18 @@
-"""Target drift's false-alarm rate and detection power against the number of labelled rows (part of
-`make bench ARGS=drift_calibration`).
+"""Target drift's false-alarm rate and detection power against the number of labelled rows
+(`make bench ARGS=target_drift`).
 
 The verdict: the Jensen-Shannon distance between the window's and the reference's class shares of the
 realized label, at or above the threshold the reference's calibration gives for that many labelled
-rows at the monitor's alpha (log_processor/calibration.py, as `evaluate` uses it). With two classes
+rows at the monitor's alpha (log_processor/evaluate/drift_thresholds.py, as `evaluate` uses it). With two classes
 the distance depends on the positive share alone, so a window is its count of positives: thousands
 of windows cost nothing, and each is drawn the way a real window is (rows of a fresh pool, or for
 power a binomial count of positives at the moved share, then that many rows of each class).
 
 Pooled over many fresh references of 2 000 labelled rows, each calibrated on its own labels with the
-null `calibrate` computes for the target (`null_distribution` of the labels as categories): with one
+null `fit_thresholds` computes for the target (`null_distribution` of the labels as categories): with one
 reference a window's count of positives has discrete steps, and where they fall against the threshold
 decides that reference's own rate, so the rate that alpha promises is over draws of the reference
-too, and it takes many references to measure it. Writes docs/target_drift.png. Runs inside
-`drift_calibration` and alone (`make bench ARGS=target_drift`).
+too, and it takes many references to measure it. Writes docs/target_drift.png.
 """
 from __future__ import annotations
 
@@ -23,7 +22,8 @@ import numpy as np
 from scipy.spatial import distance
 
 from benchmarks import synthetic
-from log_processor.calibration import null_distribution
+from benchmarks.stats import percent, wilson_error_bars
+from log_processor.evaluate.drift_thresholds import null_distribution
 from log_processor.monitors import REPO_ROOT, load_monitors
 
 LABEL_SIZES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
@@ -78,29 +78,29 @@ def measure(verdicts: list[TargetVerdict], pool_targets: np.ndarray, alpha: floa
     return false_alarms, power, base
 
 
-def report(false_alarms, power, base: float, alpha: float, references: int, fmt) -> None:
+def report(false_alarms, power, base: float, alpha: float, references: int) -> None:
     print()
     print(f"Target drift (binary label, positive share {100 * base:.1f} % in the fresh pool), {references} "
           f"references of {REFERENCE_ROWS:,} labelled rows, alpha {alpha}")
     print("| labelled rows | windows | unshifted: windows flagged |")
     print("|---:|---:|---:|")
     for n, total, hits in false_alarms:
-        print(f"| {n:,} | {total:,} | {fmt(hits, total)} |")
+        print(f"| {n:,} | {total:,} | {percent(hits, total)} |")
     print()
     print("| positive share moved | labelled rows | windows | flagged (power) |")
     print("|---:|---:|---:|---:|")
     for move, n, total, hits in power:
-        print(f"| {100 * move:+.0f} points | {n:,} | {total:,} | {fmt(hits, total)} |")
+        print(f"| {100 * move:+.0f} points | {n:,} | {total:,} | {percent(hits, total)} |")
 
 
-def plot(false_alarms, power, alpha: float, wilson) -> None:
+def plot(false_alarms, power, alpha: float) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     rates = [100 * h / t for _, t, h in false_alarms]
-    errs = np.array([[100 * (h / t - wilson(h, t)[0]), 100 * (wilson(h, t)[1] - h / t)] for _, t, h in false_alarms]).T
+    errs = wilson_error_bars((h, t) for _, t, h in false_alarms)
     left.errorbar([n for n, _, _ in false_alarms], rates, yerr=errs, fmt="o-", capsize=3, label="calibrated")
     left.axhline(100 * alpha, color="grey", lw=0.8, label=f"alpha {alpha}")
     left.set(xscale="log", xlabel="labelled rows in the window", ylabel="unshifted windows flagged (%)",
@@ -114,15 +114,11 @@ def plot(false_alarms, power, alpha: float, wilson) -> None:
     print(f"  plot: {PLOT.relative_to(REPO_ROOT)}", flush=True)
 
 
-def run(pool_targets: np.ndarray, alpha: float, quick: bool, rng, fmt, wilson) -> None:
-    verdicts = references(quick)
-    false_alarms, power, base = measure(verdicts, pool_targets, alpha, quick, rng)
-    report(false_alarms, power, base, alpha, len(verdicts), fmt)
-    plot(false_alarms, power, alpha, wilson)
-
-
 def main(quick: bool) -> None:
-    from benchmarks.drift_calibration import fmt, fresh_rows, wilson
     alpha = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0].drift.alpha
     rng = np.random.default_rng(20261203)
-    run(fresh_rows(400_000, 987)["target"].to_numpy(), alpha, quick, rng, fmt, wilson)
+    pool_targets = synthetic.fresh_rows(400_000, 987)["target"].to_numpy()   # the drift suite's pool
+    verdicts = references(quick)
+    false_alarms, power, base = measure(verdicts, pool_targets, alpha, quick, rng)
+    report(false_alarms, power, base, alpha, len(verdicts))
+    plot(false_alarms, power, alpha)

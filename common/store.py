@@ -136,7 +136,7 @@ def probe(settings: StoreSettings) -> dict[str, Any]:
 
 def backend_kind(info: Mapping[str, Any]) -> str:
     """"elasticsearch", "opensearch" or "osmem": osmem-server answers `GET /` as OpenSearch 3 does,
-    but names its cluster and build "osmem". Readers tune their requests by it (log_processor/store.py)."""
+    but names its cluster and build "osmem". Readers tune their requests by it (log_processor/read/store.py)."""
     if is_elasticsearch(info):
         return "elasticsearch"
     version = info.get("version") or {}

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 
-from demo.processes import ChildFailed
+from common.supervisor import ChildFailed
+from demo import alerting_stack
 from demo.report import CHANNELS, StatusWriter, monitor_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments
@@ -111,14 +112,25 @@ def print_urls(stack: EmbeddedStack) -> None:
         ("serving metrics", f"{u.serving}/metrics"),
         (f"Elasticsearch API ({stack.settings.store})", f"{u.store}/ml-events-*/_search"),
     ]
+    notes = []
     if u.prometheus:
-        rows += [("Prometheus UI", f"{u.prometheus}/alerts"), ("Alertmanager UI", u.alertmanager)]
+        # the UI page where this build serves it (Debian's 2.42: /classic/alerts), else the API
+        alerts_page = alerting_stack.prometheus_page(u.prometheus, "alerts")
+        rows.append(("Prometheus UI", alerts_page) if alerts_page else
+                    ("Prometheus alerts (API)", f"{u.prometheus}/api/v1/alerts"))
+        ui = alerting_stack.alertmanager_ui(u.alertmanager)
+        rows.append(("Alertmanager UI", ui) if ui else ("Alertmanager alerts (API)", f"{u.alertmanager}/api/v2/alerts"))
+        fallback = alerting_stack.alertmanager_fallback_note()
+        if fallback:
+            notes.append(fallback)
     rows.append(("alert e-mails", f"{stack.settings.mail_dir}/*.eml"))
     rows.append(("Slack / webhook / Telegram", f"{stack.settings.notifications_dir}/<channel>/*.json"))
     print("\nwhere to look:")
     width = max(len(name) for name, _ in rows)
     for name, url in rows:
         print(f"  {name.ljust(width)}  {url}")
+    for note in notes:
+        print(f"  note: {note}")
 
 
 if __name__ == "__main__":

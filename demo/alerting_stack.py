@@ -6,9 +6,14 @@ differs on one machine: scrape targets, the Alertmanager address, the SMTP smart
 files' directory and the Telegram API base, absolute rule and template paths, and (for tests) shorter
 intervals and `for:` durations. There is no second hand-written copy to keep in sync.
 
-The secret files are checked before Alertmanager starts (SecretFileError names a missing or empty
-one), and the *_file fields the installed Alertmanager is too old for (Debian's 0.25 has no
-webhook `url_file` or Telegram `bot_token_file`) are inlined into the rendered copy, written 0600.
+Alertmanager is the one compose runs (0.28.1, built from the Go module proxy into var/tools/bin by
+common/go_tools.py, with its web UI); it reads the *_file secrets itself, as compose's does, so the
+rendered copy only points them at the local secrets directory. The secret files are checked before
+Alertmanager starts (SecretFileError names a missing or empty one). Only where that build is
+missing does Debian's 0.25 run instead (go_tools.FALLBACK_LOSS says what is lost); it has no webhook
+`url_file` or Telegram `bot_token_file`, so for it alone those two secrets are inlined into the
+rendered copy, written 0600. Prometheus is Debian's either way: a server built from the Go module has
+no web UI (docs/alerts.md#versions).
 
     with AlertingStack(tmp_dir, targets={"log_processor": ["127.0.0.1:8309"]},
                        smarthost=mail.address, timings=FAST,
@@ -23,8 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -33,7 +36,9 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from common import go_tools
 from common.net import free_port
+from common.supervisor import Child, http_ok
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "prometheus"
 PROMETHEUS_YML = PROMETHEUS_DIR / "prometheus.yml"
@@ -41,8 +46,8 @@ ALERTMANAGER_YML = PROMETHEUS_DIR / "alertmanager.yml"
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name, upstream's name
 # Where prometheus/alertmanager.yml reads its secrets in compose (./secrets/alertmanager mounted there).
 COMPOSE_SECRETS_DIR = "/etc/alertmanager/secrets"
-# *_file fields the compose image (0.27) reads but Debian's 0.25 rejects ("field url_file not found"),
-# with the inline field the rendered copy uses instead on older binaries.
+# *_file fields the compose image (0.28.1) reads but Debian's 0.25 rejects ("field url_file not found"),
+# with the inline field the rendered copy uses instead on older binaries (the fallback only).
 FILE_FIELDS_SINCE = {"url_file": ((0, 26), "url"), "bot_token_file": ((0, 26), "bot_token")}
 CHAT_INTEGRATIONS = ("slack_configs", "webhook_configs", "telegram_configs")
 
@@ -85,7 +90,16 @@ def find_prometheus() -> str | None:
 
 
 def find_alertmanager() -> str | None:
-    return next((p for p in map(shutil.which, ALERTMANAGER_BINARIES) if p), None)
+    """The pinned build (var/tools/bin, compose's version), else Debian's or one on PATH."""
+    pinned = go_tools.tool("alertmanager")
+    return str(pinned) if pinned else next((p for p in map(shutil.which, ALERTMANAGER_BINARIES) if p), None)
+
+
+def alertmanager_fallback_note() -> str | None:
+    """One line when Alertmanager is not the pinned build (what is lost); None when it is."""
+    if go_tools.tool("alertmanager") or not find_alertmanager():
+        return None
+    return f"Alertmanager {go_tools.pin('alertmanager').reports} not built (`make go-tools`): {go_tools.FALLBACK_LOSS}"
 
 
 def missing_binaries() -> list[str]:
@@ -272,8 +286,33 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(response.read().decode())
 
 
+def _answers(url: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# Where a Prometheus serves its UI pages: upstream's builds (the compose image) at /<page>; Debian's
+# 2.42 only under /classic/<page> (its React UI is not packaged, /<page> answers 404).
+PROMETHEUS_UI_PREFIXES = ("", "/classic")
+
+
+def prometheus_page(url: str, page: str = "alerts") -> str | None:
+    """The URL of the running Prometheus's UI `page` (e.g. alerts), wherever this build serves it;
+    None when it serves none."""
+    return next((f"{url}{prefix}/{page}" for prefix in PROMETHEUS_UI_PREFIXES if _answers(f"{url}{prefix}/{page}")), None)
+
+
+def alertmanager_ui(url: str) -> str | None:
+    """The running Alertmanager's web UI, or None where the build has none (Debian's serves a page
+    saying so at /, and no app bundle)."""
+    return f"{url}/" if _answers(f"{url}/script.js") else None
+
+
 class _Process:
-    """A server binary on a loopback port: start, wait for /-/ready, stop with SIGTERM (then SIGKILL)."""
+    """A server binary on a loopback port: start, wait for /-/ready, stop (common.supervisor.Child)."""
 
     name = "process"
 
@@ -281,46 +320,22 @@ class _Process:
         self.binary, self.args, self.port = binary, args, port
         self.log_file, self.ready_timeout = log_file, ready_timeout
         self.url = f"http://127.0.0.1:{port}"
-        self._process: subprocess.Popen | None = None
+        self.child = Child(self.name, [binary, *args], log_file)
 
     def start(self):
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen([self.binary, *self.args], stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self._process.returncode}; "
-                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1.0) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise TimeoutError(f"{self.name} not ready on {self.url} after {self.ready_timeout:.0f}s; "
-                                   f"last log lines ({self.log_file}):\n{self._log_tail()}")
-            time.sleep(0.1)
+        """Start and wait for /-/ready; ChildExited (a RuntimeError) or ChildNotReady (a TimeoutError)
+        naming the log and showing its tail, with the process stopped."""
+        self.child.start()
+        try:
+            self.child.wait_ready(lambda: http_ok(self.url + "/-/ready", lambda s: s == 200, timeout=1.0),
+                                  self.ready_timeout, f"{self.url}/-/ready answered 200", interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        self.child.stop(grace=10.0)
 
     def __enter__(self):
         return self.start()

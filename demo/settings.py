@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from common.env import SettingsError, env_number, flag, setting
-from log_processor.calibration import SIZES as CALIBRATED_SIZES
+from log_processor.monitors import THRESHOLD_SIZES
 
 # Each phase is one window for the processor: the smallest it can give a calibrated verdict on.
-MIN_WINDOW = CALIBRATED_SIZES[0]
+MIN_WINDOW = THRESHOLD_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")

@@ -25,10 +25,10 @@ from osmem_server import OsmemServer
 from common.net import free_port
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
+from common.supervisor import Child, ChildFailed, http_ok
 from demo import alerting_stack
 from demo.mail_sink import MailSink
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS, NotificationSink
-from demo.processes import Child, ChildFailed, http_ok
 from demo.settings import REPO_ROOT, DemoSettings
 from log_processor.monitors import Monitor, load_monitors
 from shipper import Shipper, ShipperSettings
@@ -178,7 +178,7 @@ class EmbeddedStack:
                                           SERVING_EVENT_SINKS="file",
                                           SERVING_EVENTS_FILE=str(self.events_file)),
                       cwd=REPO_ROOT)
-        self._children.append(child)
+        self._children.append(child.start())
 
         def ready() -> None:
             child.wait_ready(lambda: http_ok(self.urls.serving + "/healthz", lambda s: s == 200), 90,
@@ -203,7 +203,8 @@ class EmbeddedStack:
         return load_monitors(self.settings.monitors_file, base_dir=REPO_ROOT)
 
     def _monitors_file(self) -> Path:
-        """settings.monitors_file (the project's monitors.yaml by default) with the demo's interval and a window of the latest N predictions.
+        """settings.monitors_file (the project's monitors.yaml by default) with the demo's interval and a
+        window of the latest N predictions.
 
         N is the shorter phase's length, so that after a phase the window holds only that phase's
         predictions and the verdict describes it alone. min_rows = N: no verdict on a half-filled
@@ -228,7 +229,7 @@ class EmbeddedStack:
                       env=self._child_env(LOGPROC_HOST="127.0.0.1", LOGPROC_PORT=str(port),
                                           LOGPROC_MONITORS_FILE=str(self._monitors_file())),
                       cwd=REPO_ROOT)
-        self._children.append(child)
+        self._children.append(child.start())
 
         def ready() -> None:
             child.wait_ready(lambda: http_ok(self.urls.log_processor + "/metrics", lambda s: s == 200), 90,

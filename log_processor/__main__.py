@@ -4,8 +4,8 @@ One worker (the monitor threads live in the process, and /metrics must see their
 few threads for concurrent scrapes; the app is built inside the worker, after the fork.
 
 `python -m log_processor prepare`: load every Parquet reference of the monitors file and cache its
-drift and score calibrations beside it, then exit (`make setup` runs it). Computing a calibration takes tens of
-seconds on 2 cores, which the first cycle would otherwise spend before its first verdict.
+drift thresholds and score calibration beside it, then exit (`make setup` runs it). Computing them takes
+tens of seconds on 2 cores, which the first cycle would otherwise spend before its first verdict.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _stop_processor(server, worker) -> None:
 
 
 def prepare(monitors) -> int:
-    from log_processor.reference import ReferenceError, load_reference
+    from log_processor.evaluate.reference import ReferenceUnusable, load_reference
 
     for monitor in monitors:
         if monitor.reference.parquet is None:
@@ -57,11 +57,11 @@ def prepare(monitors) -> int:
         started = time.perf_counter()
         try:
             reference = load_reference(monitor, store=None)
-        except ReferenceError as exc:
+        except ReferenceUnusable as exc:
             print(f"log_processor: monitor {monitor.name}: {exc}", file=sys.stderr)
             return 1
-        print(f"log_processor: monitor {monitor.name}: reference {reference.version} and its calibrations "
-              f"ready ({time.perf_counter() - started:.1f} s)", flush=True)
+        print(f"log_processor: monitor {monitor.name}: reference {reference.version}, its drift thresholds "
+              f"and score calibration ready ({time.perf_counter() - started:.1f} s)", flush=True)
     return 0
 
 

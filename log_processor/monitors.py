@@ -23,6 +23,12 @@ P_VALUE_METHODS = ("ks", "chisquare", "z")
 DISTANCE_METHODS = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger")
 DRIFT_METHODS = P_VALUE_METHODS + DISTANCE_METHODS
 # Evidently's own defaults, used when a rule names a method but no threshold.
+# drift.alpha: thresholds by window size come from the reference (evaluate/drift_thresholds.py), for
+# these window sizes, with the statistic of each column type.
+THRESHOLD_SIZES = (50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+THRESHOLD_METHODS = {"numerical": "wasserstein", "categorical": "jensenshannon"}
+# estimation.calibration: how scores map to probabilities on the reference (evaluate/estimation.py).
+SCORE_CALIBRATION_METHODS = ("isotonic", "platt")
 DEFAULT_THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "psi": 0.1,
                       "jensenshannon": 0.1, "kl_div": 0.1, "hellinger": 0.1}
 COLUMN_TYPES = ("numerical", "categorical")
@@ -61,7 +67,7 @@ class DriftConfig:
     drift_share: float
     per_column: dict[str, DriftRule]   # feature name -> rule
     prediction: DriftRule
-    alpha: float | None = None         # set: thresholds calibrated on the reference (calibration.py)
+    alpha: float | None = None         # set: thresholds by window size, from the reference (evaluate/drift_thresholds.py)
 
     def rule(self, column: str) -> DriftRule:
         return self.per_column.get(column, self.default)
@@ -69,7 +75,7 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class EstimationConfig:
-    """Quality estimated from calibrated scores before labels land (estimation.py)."""
+    """Quality estimated from calibrated scores before labels land (evaluate/estimation.py)."""
     calibration: str = "isotonic"      # isotonic | platt: how scores map to probabilities on the reference
     confidence: float = 0.95           # coverage of the band around each estimate
     alert_margin: float = 0.05         # EstimatedQualityDrop: band's upper edge this far below the reference
@@ -359,14 +365,12 @@ def _quality(s: _Section, task: str) -> float | None:
 
 
 def _estimation(monitor: _Section) -> EstimationConfig | None:
-    from log_processor.estimation import CALIBRATION_METHODS
-
     if not monitor.has("estimation"):
         return None
     s = monitor.section("estimation", ("calibration", "confidence", "alert_margin"))
     default = EstimationConfig()
     return EstimationConfig(
-        calibration=s.choice("calibration", CALIBRATION_METHODS, default.calibration),
+        calibration=s.choice("calibration", SCORE_CALIBRATION_METHODS, default.calibration),
         confidence=s.number("confidence", default.confidence, check=lambda v: 0.5 <= v < 1, expect=" in [0.5, 1)"),
         alert_margin=s.number("alert_margin", default.alert_margin, check=lambda v: 0 <= v < 1, expect=" in [0, 1)"),
     )
@@ -420,7 +424,7 @@ def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int, task
     feature_names = [f.name for f in features]
     share = s.number("drift_share", 0.5, check=lambda v: 0 < v <= 1, expect=" in (0, 1]")
     if s.has("alpha"):
-        return _calibrated_drift(s, features, share, min_rows, task)
+        return _alpha_drift(s, features, share, min_rows, task)
     default = _rule(s, DriftRule("wasserstein", 0.1))
     per_column: dict[str, DriftRule] = {}
     columns = s.raw("columns", {})
@@ -438,24 +442,22 @@ def _drift(monitor: _Section, features: tuple[Feature, ...], min_rows: int, task
     return DriftConfig(default=default, drift_share=share, per_column=per_column, prediction=prediction)
 
 
-def _calibrated_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int,
+def _alpha_drift(s: _Section, features: tuple[Feature, ...], share: float, min_rows: int,
                       task: str = BINARY) -> DriftConfig:
-    """`alpha`: each column's method follows its type (calibration.CALIBRATED_METHODS) and its threshold
-    comes from the reference, so neither may be set by hand; windows below the calibrated sizes are
+    """`alpha`: each column's method follows its type (THRESHOLD_METHODS) and its threshold
+    comes from the reference, so neither may be set by hand; windows below the sizes the thresholds cover are
     refused here, with the smallest usable size."""
-    from log_processor.calibration import CALIBRATED_METHODS, SIZES
-
     alpha = s.number("alpha", check=lambda v: 0 < v < 0.5, expect=" in (0, 0.5)")
     for key in ("method", "threshold", "columns", "prediction"):
         if s.has(key):
-            raise s.doc.error(s.key(key), "not with `alpha`: calibrated drift sets each column's method "
+            raise s.doc.error(s.key(key), "not with `alpha`: drift.alpha sets each column's method "
                                           "(wasserstein for numerical, jensenshannon for categorical) and threshold")
-    if min_rows < SIZES[0]:
+    if min_rows < THRESHOLD_SIZES[0]:
         raise s.doc.error(s.key("alpha").rsplit(".", 2)[0] + ".min_rows",
-                          f"{min_rows} is below the smallest window the drift calibration covers: "
-                          f"min_rows must be at least {SIZES[0]}")
-    per_column = {f.name: DriftRule(CALIBRATED_METHODS[f.type], math.nan) for f in features}
-    numerical = DriftRule(CALIBRATED_METHODS["numerical"], math.nan)
-    prediction = DriftRule(CALIBRATED_METHODS["categorical" if task == MULTICLASS else "numerical"], math.nan)
+                          f"{min_rows} is below the smallest window the drift thresholds cover: "
+                          f"min_rows must be at least {THRESHOLD_SIZES[0]}")
+    per_column = {f.name: DriftRule(THRESHOLD_METHODS[f.type], math.nan) for f in features}
+    numerical = DriftRule(THRESHOLD_METHODS["numerical"], math.nan)
+    prediction = DriftRule(THRESHOLD_METHODS["categorical" if task == MULTICLASS else "numerical"], math.nan)
     return DriftConfig(default=numerical, drift_share=share, per_column=per_column, prediction=prediction,
                        alpha=alpha)

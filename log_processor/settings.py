@@ -20,7 +20,7 @@ class ProcessorSettings:
     interval: float | None = None        # overrides every monitor's interval (tests, demo)
     threads: int = 4                     # gunicorn threads of the single worker
     fetch_workers: int = 2               # parallel time-slice queries per window
-    page_size: int | None = None         # documents per search page; None: the store's (log_processor/store.py)
+    page_size: int | None = None         # documents per search page; None: the store's (log_processor/read/store.py)
     backoff_max: float = 60.0            # longest wait after store errors
     stale_after: float | None = None     # seconds; default 3 x interval per monitor
     write_summaries: bool = True

@@ -4,6 +4,9 @@
 - OpenSearch (real Lucene engine, `common.opensearch_runner`): one node per session, emptied per
   test; marked `opensearch`. Where Java 21+ or Maven is missing its tests are skipped with the reason,
   unless REQUIRE_OPENSEARCH=1 (CI), which makes a missing engine an error.
+
+The Prometheus tools at compose's versions (`pinned_tool`, built by `make go-tools`) are skipped the
+same way where they could not be built, unless REQUIRE_GO_TOOLS=1 or CI=true.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 from osmem_server import OsmemServer
 
+from common import go_tools
 from common.net import free_port  # noqa: F401 (the tests import it from here)
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.store import StoreSettings, apply_index_templates, connect
@@ -36,6 +40,18 @@ def start_opensearch(nodes: int, base_dir: Path, **kwargs) -> OpenSearchCluster:
         if os.environ.get("REQUIRE_OPENSEARCH", "") not in ("", "0"):
             pytest.fail(f"REQUIRE_OPENSEARCH is set and the engine cannot run: {exc}", pytrace=False)
         pytest.skip(f"OpenSearch leg skipped: {exc}")
+
+
+def pinned_tool(binary: str) -> Path:
+    """var/tools/bin/<binary> at its pin, or a skip saying how to build it (a failure when required)."""
+    path = go_tools.tool(binary)
+    if path is None:
+        pin = go_tools.pin(binary)
+        reason = f"{binary} {pin.reports} (compose's version) is not built: run `make go-tools`"
+        if go_tools.required():
+            pytest.fail(f"REQUIRE_GO_TOOLS or CI is set and {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
 
 
 @pytest.fixture(scope="session")

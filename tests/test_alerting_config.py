@@ -1,7 +1,10 @@
 """The alerting configuration checked by the real tools: promtool (config, rules, rule unit tests) and amtool.
 
 Both the compose files in prometheus/ and the loopback variants rendered by demo/alerting_stack.py
-must pass, and the rules may only use series from docs/metrics.md.
+must pass, and the rules may only use series from docs/metrics.md. The tools are the ones at compose's
+versions (promtool 2.55.1, amtool 0.28.1, built by `make go-tools`); the Prometheus checks also run
+with Debian's promtool 2.42, the Prometheus the demo runs, and the Alertmanager fallback's rendering
+is checked with Debian's amtool 0.25 (docs/alerts.md#versions).
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common import go_tools
 from demo.alerting_stack import (DEMO, FAST, FILE_FIELDS_SINCE, PRODUCTION, SecretFileError, Timings,
                                  alertmanager_version, find_alertmanager, render_alertmanager_config,
-                                 render_prometheus_config)
+                                 render_prometheus_config, secret_file_fields)
 from demo.notification_sink import write_secret
+from tests.conftest import pinned_tool
 
 REPO = Path(__file__).resolve().parent.parent
 PROM = REPO / "prometheus"
@@ -28,10 +33,33 @@ ISSUE_ALERTS = {
     "EventsDropped", "EstimatedQualityDrop", "RegressionQualityDegraded",
 }
 
-promtool = shutil.which("promtool")
-amtool = shutil.which("amtool")
-needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not installed (Debian package: prometheus)")
-needs_amtool = pytest.mark.skipif(amtool is None, reason="amtool not installed (Debian package: prometheus-alertmanager)")
+DEBIAN_PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
+
+
+def debian_tool(name: str) -> Path:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (Debian package: {DEBIAN_PACKAGES[name]})")
+    return Path(path)
+
+
+@pytest.fixture(params=["compose", "debian"])
+def promtool(request) -> Path:
+    """promtool at compose's Prometheus version and Debian's (the Prometheus the demo runs): every
+    check must pass on both."""
+    return pinned_tool("promtool") if request.param == "compose" else debian_tool("promtool")
+
+
+@pytest.fixture
+def amtool() -> Path:
+    """amtool at compose's Alertmanager version, the one the demo runs too."""
+    return pinned_tool("amtool")
+
+
+@pytest.fixture
+def debian_amtool() -> Path:
+    """Debian's amtool (0.25), for the fallback where the pinned Alertmanager is not built."""
+    return debian_tool("amtool")
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess:
@@ -49,28 +77,24 @@ def all_rules() -> list[dict]:
 
 # --- the files as committed (compose) ------------------------------------------------------------
 
-@needs_promtool
-def test_compose_prometheus_config_is_valid_including_its_rule_files():
+def test_compose_prometheus_config_is_valid_including_its_rule_files(promtool):
     # Relative rule paths resolve next to the file, so the full check (not --syntax-only) works here.
     result = run(promtool, "check", "config", PROM / "prometheus.yml")
     assert_ok(result)
     assert f"{len(RULE_FILES)} rule files found" in result.stdout
 
 
-@needs_promtool
-def test_rule_files_are_valid():
+def test_rule_files_are_valid(promtool):
     assert_ok(run(promtool, "check", "rules", *RULE_FILES))
 
 
-@needs_promtool
-def test_promtool_rule_unit_tests_pass():
+def test_promtool_rule_unit_tests_pass(promtool):
     """Each alert fires on its series and stays silent on the near misses (prometheus/tests/*.yml)."""
     tests = sorted((PROM / "tests").glob("*.yml"))
     assert tests
     assert_ok(run(promtool, "test", "rules", *tests))
 
 
-@needs_promtool
 @pytest.mark.parametrize("before, after, alert", [
     ("< 0.70", "< 0.60", "ModelQualityDegraded"),                       # a loosened threshold
     ('metric=~"f1|f1_macro"', 'metric="f1"', "ModelQualityDegraded"),   # multi-class macro F1 forgotten
@@ -82,7 +106,7 @@ def test_promtool_rule_unit_tests_pass():
      '(mlmon_window_rows{kind="labelled"} >= 100)\n        for: 15m\n        labels:\n          severity: critical\n          metric: mae',
      "RegressionQualityDegraded"),                                     # too few labelled rows let through
 ])
-def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path, before, after, alert):
+def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path, promtool, before, after, alert):
     """The unit tests are not vacuous: moving one threshold of an alert makes them fail on that alert."""
     (tmp_path / "rules").mkdir()
     source = (PROM / "rules" / "ml_monitoring.yml").read_text()
@@ -108,36 +132,56 @@ def secrets(tmp_path) -> Path:
     return directory
 
 
-def installed_version() -> tuple[int, int, int] | None:
+def test_compose_alertmanager_config_as_shipped_passes_amtool_at_the_compose_version(amtool):
+    """The file compose mounts, unrendered: amtool at its version accepts every *_file field, and the template
+    glob (one pattern, resolved beside the file) parses."""
+    version = run(amtool, "--version")
+    assert f"version {go_tools.pin('amtool').reports}" in version.stdout + version.stderr
+    result = run(amtool, "check-config", PROM / "alertmanager.yml")
+    assert_ok(result)
+    assert "1 templates" in result.stdout and "3 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+
+
+def test_the_demo_runs_the_pinned_alertmanager_and_renders_the_secrets_as_files(tmp_path, secrets, amtool):
+    """The demo's Alertmanager is the pinned build (compose's version): its rendered copy keeps every
+    secret in its file (no secret in the copy), and amtool at that version accepts it."""
     binary = find_alertmanager()
-    return alertmanager_version(binary) if binary else None
-
-
-@needs_amtool
-def test_compose_alertmanager_config_is_valid_with_its_templates_as_the_installed_alertmanager_reads_it(
-        tmp_path, secrets):
-    """The compose file names the secrets by *_file; rendered for the installed binary (0.25 here:
-    url_file and bot_token_file inlined into the 0600 copy) amtool accepts it with all four templates."""
+    assert binary == str(pinned_tool("alertmanager"))
+    assert ".".join(map(str, alertmanager_version(binary))) == go_tools.pin("alertmanager").reports
     path = render_alertmanager_config(tmp_path / "out", "mailpit:1025", secrets_dir=secrets,
-                                      version=installed_version())
+                                      version=alertmanager_version(binary))
+    text = path.read_text()
+    assert not [secret.read_text() for secret in secrets.iterdir() if secret.read_text() in text]
+    fields = [(where, key, value[key]) for where, value, key in secret_file_fields(yaml.safe_load(text))]
+    shipped = [(where, key) for where, _, key in secret_file_fields(yaml.safe_load((PROM / "alertmanager.yml").read_text()))]
+    assert [(where, key) for where, key, _ in fields] == shipped
+    assert {Path(path).parent for _, _, path in fields} == {secrets}
     result = run(amtool, "check-config", path)
+    assert_ok(result)
+    assert "4 templates" in result.stdout and "3 receivers" in result.stdout
+
+
+def test_debian_amtool_rejects_exactly_the_file_fields_it_is_too_old_for(debian_amtool):
+    """Why the fallback inlines: amtool 0.25 refuses url_file and bot_token_file by name (and nothing
+    else in the file)."""
+    version = alertmanager_version(str(debian_amtool))
+    if version is None or version >= (0, 26, 0):
+        pytest.skip(f"the installed amtool is {version}, not older than the *_file fields")
+    result = run(debian_amtool, "check-config", PROM / "alertmanager.yml")
+    assert result.returncode != 0
+    rejected = set(re.findall(r"field (\w+) not found", result.stdout + result.stderr))
+    assert rejected == set(FILE_FIELDS_SINCE)
+
+
+def test_the_fallback_copy_for_debian_s_alertmanager_passes_its_amtool(tmp_path, secrets, debian_amtool):
+    """Debian's 0.25 (the fallback): url_file and bot_token_file inlined into the 0600 copy, which its
+    amtool accepts with all four templates."""
+    path = render_alertmanager_config(tmp_path / "out", "mailpit:1025", secrets_dir=secrets,
+                                      version=alertmanager_version(str(debian_amtool)))
+    result = run(debian_amtool, "check-config", path)
     assert_ok(result)
     assert "4 templates" in result.stdout and "3 receivers" in result.stdout and "2 inhibit rules" in result.stdout
     assert path.stat().st_mode & 0o777 == 0o600
-
-
-@needs_amtool
-def test_the_installed_amtool_rejects_exactly_the_file_fields_it_is_too_old_for():
-    """Why the pre-start step inlines: amtool 0.25 refuses url_file and bot_token_file by name
-    (and nothing else in the file); from 0.26 the compose file passes as it is."""
-    result = run(amtool, "check-config", PROM / "alertmanager.yml")
-    version = installed_version()
-    if version is not None and version < (0, 26, 0):
-        assert result.returncode != 0
-        rejected = set(re.findall(r"field (\w+) not found", result.stdout + result.stderr))
-        assert rejected == set(FILE_FIELDS_SINCE)
-    else:
-        assert_ok(result)
 
 
 def test_secret_file_fields_are_used_for_every_chat_secret_and_nothing_is_inline():
@@ -170,18 +214,20 @@ def test_secrets_are_inlined_only_for_an_alertmanager_without_the_file_field(tmp
                                          ("webhook_url", "webhook_configs[0].url_file"),
                                          ("telegram_bot_token", "telegram_configs[0].bot_token_file")])
 @pytest.mark.parametrize("broken", ["missing", "empty"])
-def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets, name, field, broken):
+@pytest.mark.parametrize("version", [(0, 27, 0), (0, 25, 0)], ids=["native", "fallback"])
+def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets, name, field, broken, version):
+    """Alertmanager (from 0.26) reads the files itself, and would only fail when it sends: the check before
+    start names the file either way."""
     (secrets / name).unlink() if broken == "missing" else (secrets / name).write_text("  \n")
     problem = "does not exist" if broken == "missing" else "is empty"
     with pytest.raises(SecretFileError, match=re.escape(f"receivers[ml-oncall].{field}: secret file "
                                                         f"{secrets / name} {problem}")):
-        render_alertmanager_config(tmp_path / "out", "127.0.0.1:2525", secrets_dir=secrets, version=(0, 25, 0))
+        render_alertmanager_config(tmp_path / "out", "127.0.0.1:2525", secrets_dir=secrets, version=version)
     assert not (tmp_path / "out" / "alertmanager.yml").exists()
 
 
-# --- the routing tree, by amtool on the rendered file ---------------------------------------------
+# --- the routing tree, by amtool at compose's version on the file as shipped ------------------------
 
-@needs_amtool
 @pytest.mark.parametrize("labels, receiver", [
     ({"alertname": "DataDriftDetected", "team": "ml", "monitor": "m", "severity": "warning"}, "ml-oncall"),
     ({"alertname": "ModelQualityDegraded", "team": "ml", "monitor": "m", "severity": "critical"}, "ml-oncall"),
@@ -194,9 +240,9 @@ def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets,
     ({"alertname": "ServingDown", "team": "platform", "severity": "critical"}, "platform-oncall"),
     ({"alertname": "DataDriftDetected", "monitor": "m", "severity": "warning"}, "platform-oncall"),  # no team
 ])
-def test_amtool_routes_each_alert_to_its_receiver(tmp_path, secrets, labels, receiver):
-    path = render_alertmanager_config(tmp_path, "127.0.0.1:2525", secrets_dir=secrets, version=installed_version())
-    result = run(amtool, "config", "routes", "test", f"--config.file={path}", f"--verify.receivers={receiver}",
+def test_amtool_routes_each_alert_to_its_receiver(amtool, labels, receiver):
+    result = run(amtool, "config", "routes", "test", f"--config.file={PROM / 'alertmanager.yml'}",
+                 f"--verify.receivers={receiver}",
                  *(f"{k}={v}" for k, v in labels.items()))
     assert_ok(result)
     assert result.stdout.strip() == receiver
@@ -276,9 +322,8 @@ def test_drift_alerts_name_the_drifted_features():
 
 # --- rendered for loopback --------------------------------------------------------------------------
 
-@needs_promtool
 @pytest.mark.parametrize("timings", [PRODUCTION, FAST], ids=["production", "fast"])
-def test_rendered_prometheus_config_is_valid_and_points_at_loopback(tmp_path, timings):
+def test_rendered_prometheus_config_is_valid_and_points_at_loopback(tmp_path, promtool, timings):
     path = render_prometheus_config(
         tmp_path, {"serving": ["127.0.0.1:18000"], "log_processor": ["127.0.0.1:18309"]}, ["127.0.0.1:19093"],
         external_labels={"log_processor_url": "http://127.0.0.1:18309"}, timings=timings)
@@ -310,8 +355,7 @@ def test_rendering_an_unknown_job_names_the_file_and_the_job(tmp_path):
         render_prometheus_config(tmp_path, {"fluentd": ["127.0.0.1:24224"]})
 
 
-@needs_amtool
-def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_path):
+def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_path, amtool):
     path = render_alertmanager_config(tmp_path, "127.0.0.1:2525", timings=FAST)
     assert_ok(run(amtool, "check-config", path))
     config = yaml.safe_load(path.read_text())
@@ -333,7 +377,7 @@ def test_demo_timings_collect_an_incident_into_one_message():
 
 # --- the e-mail template, rendered by amtool (the running stack sends it for real in test_alerting_stack) ---
 
-def render_template(tmp_path: Path, name: str, alerts: list[dict], status: str = "firing") -> str:
+def render_template(amtool: Path, tmp_path: Path, name: str, alerts: list[dict], status: str = "firing") -> str:
     def common(key: str) -> dict:
         first = alerts[0][key]
         return {k: v for k, v in first.items() if all(a[key].get(k) == v for a in alerts)}
@@ -355,29 +399,27 @@ LINK_LABELS = {"grafana_url": "http://grafana.test", "kibana_url": "http://kiban
                "log_processor_url": "http://lp.test"}
 
 
-@needs_amtool
-def test_template_for_a_serving_alert_has_no_monitor_features_or_report(tmp_path):
+def test_template_for_a_serving_alert_has_no_monitor_features_or_report(tmp_path, amtool):
     alert = {"labels": {"alertname": "ServingDown", "severity": "critical", "job": "serving",
                         "instance": "serving:8000", **LINK_LABELS},
              "annotations": {"summary": "Serving serving:8000 is down", "dashboard": "ml-service-health"}}
-    subject = render_template(tmp_path, "mlmon.email.subject", [alert])
+    subject = render_template(amtool, tmp_path, "mlmon.email.subject", [alert])
     assert subject.strip() == "[FIRING:1] ServingDown instance=serving:8000"
-    body = render_template(tmp_path, "mlmon.email.text", [alert])
+    body = render_template(amtool, tmp_path, "mlmon.email.text", [alert])
     assert "Monitor:  -\n" in body and "Features: -\n" in body
     assert "Grafana:       http://grafana.test/d/ml-service-health\n" in body
     assert "Drift report" not in body and "grafana_url" not in body
 
 
-@needs_amtool
-def test_template_lists_each_feature_of_a_feature_drift_group(tmp_path):
+def test_template_lists_each_feature_of_a_feature_drift_group(tmp_path, amtool):
     alerts = [{"labels": {"alertname": "FeatureDrift", "monitor": "m1", "feature": f, "severity": "info",
                           **LINK_LABELS},
                "annotations": {"summary": f"Feature {f} drifted", "features": f, "dashboard": "ml-drift",
                                "description": f"{f} score 0.{i + 4}"}}
               for i, f in enumerate(["acc_rate", "conv_rate"])]
-    subject = render_template(tmp_path, "mlmon.email.subject", alerts, status="resolved")
+    subject = render_template(amtool, tmp_path, "mlmon.email.subject", alerts, status="resolved")
     assert subject.strip() == "[RESOLVED] FeatureDrift monitor=m1 features: acc_rate, conv_rate"
-    body = render_template(tmp_path, "mlmon.email.text", alerts, status="resolved")
+    body = render_template(amtool, tmp_path, "mlmon.email.text", alerts, status="resolved")
     assert "acc_rate score 0.4" in body and "conv_rate score 0.5" in body
     assert "Grafana:       http://grafana.test/d/ml-drift?var-monitor=m1" in body
     assert "Drift report:  http://lp.test/report?monitor=m1" in body

@@ -9,19 +9,16 @@ true completion probability, so the reference and the normal traffic share one g
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from elasticsearch import helpers
 
 from common.schema import EVENTS_INDEX_PREFIX, daily_index, feedback_event, prediction_event
+from common.supervisor import Child, http_ok
 from demo.alerting_stack import FAST, AlertingStack, missing_binaries
 from demo.mail_sink import MailSink
 from tests.conftest import REPO_ROOT, free_port
@@ -98,10 +95,6 @@ def load(es, docs: list[dict]) -> None:
     es.indices.refresh(index=f"{EVENTS_INDEX_PREFIX}*")
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
 @pytest.fixture
 def log_processor(tmp_path, store_url):
     reference = tmp_path / "reference.parquet"
@@ -112,33 +105,16 @@ def log_processor(tmp_path, store_url):
     port, log = free_port(), tmp_path / "log_processor.log"
     env = {**os.environ, "ELASTICSEARCH_URL": store_url, "LOGPROC_HOST": "127.0.0.1", "LOGPROC_PORT": str(port),
            "LOGPROC_MONITORS_FILE": str(monitors), "LOGPROC_INTERVAL": "1", "LOGPROC_THREADS": "2"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "log_processor"], cwd=REPO_ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            assert process.poll() is None, f"log_processor exited {process.returncode}:\n{log_tail(log)}"
-            try:
-                urllib.request.urlopen(f"http://{address}/metrics", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"log_processor not serving /metrics:\n{log_tail(log)}"
-                time.sleep(0.2)
-        yield address, log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # gunicorn master and its worker, by our own group id
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    with Child("log_processor", [sys.executable, "-m", "log_processor"], log, env=env, cwd=REPO_ROOT) as child:
+        child.wait_ready(lambda: http_ok(f"http://{address}/metrics", lambda status: status == 200, timeout=1),
+                         60, "GET /metrics answered 200")
+        yield address, child
 
 
 def test_drift_mail_names_the_drifted_features_and_resolves_when_data_is_normal_again(
         tmp_path, es, log_processor):
-    address, processor_log = log_processor
+    address, processor = log_processor
     now = datetime.now(timezone.utc)
     load(es, events(chosen_rows("drift", WINDOW_ROWS, 6), "drift", now - timedelta(minutes=5),
                     timedelta(milliseconds=100)))
@@ -148,7 +124,7 @@ def test_drift_mail_names_the_drifted_features_and_resolves_when_data_is_normal_
             external_labels={"log_processor_url": f"http://{address}"}) as stack:
         def diagnostics() -> str:
             return (f"\nprometheus alerts: {stack.prometheus.alerts()}\n"
-                    f"log_processor log:\n{log_tail(processor_log)}")
+                    f"log_processor log ({processor.log_file}):\n{processor.tail(25)}")
 
         started = time.monotonic()
         try:

@@ -26,10 +26,10 @@ from common.schema import (daily_index, feedback_event, format_timestamp, predic
 from common.store import StoreSettings
 from kibana import import_saved_objects as importer
 from benchmarks import synthetic
-from log_processor.exporter import Exporter
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import MonitorRunner
-from log_processor.store import EventStore
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
 from serving.logs import JsonFormatter
 
 REPO = Path(__file__).resolve().parent.parent

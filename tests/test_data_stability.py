@@ -14,12 +14,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import synthetic
-from log_processor.calibration import calibrate
-from log_processor.evaluate import evaluate, prepare_reference
-from log_processor.exporter import Exporter
+from log_processor.evaluate.drift_thresholds import fit_thresholds
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.evaluate.reference import prepare_reference
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import DriftRule, Feature
-from log_processor.stability import ALMOST_CONSTANT_SHARE
-from log_processor.validate import SCORE
+from log_processor.evaluate.stability import ALMOST_CONSTANT_SHARE
+from log_processor.columns import SCORE
 from tests.test_log_processor_window import MONITOR as WINDOW_MONITOR, current, pred, window_of
 
 TIERS = ("low", "mid", "high")
@@ -40,7 +41,7 @@ def calibrated(frame, monitor):
     """As the loader prepares a monitor with drift.alpha."""
     prepared = prepare_reference(frame, monitor, model_name="m", model_version="1", version="1", sha256="x")
     kinds = {f.name: f.type for f in monitor.features}
-    return dataclasses.replace(prepared, calibration=calibrate(frame, kinds, SCORE, monitor.drift.alpha))
+    return dataclasses.replace(prepared, drift_thresholds=fit_thresholds(frame, kinds, SCORE, monitor.drift.alpha))
 
 
 def test_unshifted_traffic_stays_inside_the_reference_and_drift_leaves_it(reference, reference_frame):
@@ -111,11 +112,12 @@ def test_the_gauges_show_the_window_and_go_when_the_verdict_goes(reference):
     docs = [pred(f"r{i}", at=i) for i in range(120)] + [pred("r1", at=130)]
     window = window_of(docs)
     exporter = Exporter(["m"])
-    exporter.window("m", window, reference.rows, ev)
+    monitor = dataclasses.replace(MONITOR, name="m")
+    exporter.window(monitor, window, reference.rows, ev)
     got = _samples(exporter)
     share = got[("mlmon_feature_out_of_range_share", (("feature", "conv_rate"), ("monitor", "m")))]
     assert share == pytest.approx(ev.stability.out_of_range_share["conv_rate"]) and share > 0.05
     assert got[("mlmon_constant_columns", (("kind", "constant"), ("monitor", "m")))] == 0
     assert got[("mlmon_window_duplicated_ids", (("monitor", "m"),))] == 1
-    exporter.window("m", window, reference.rows, None)          # too few rows now: no stability verdict
+    exporter.window(monitor, window, reference.rows, None)          # too few rows now: no stability verdict
     assert not any(name == "mlmon_feature_out_of_range_share" for name, _ in _samples(exporter))

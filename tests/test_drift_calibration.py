@@ -16,11 +16,13 @@ from scipy import stats
 from scipy.spatial import distance
 
 from benchmarks import synthetic
-from log_processor.calibration import SIZES, calibrate, column_alpha, null_distribution
-from log_processor.evaluate import evaluate, prepare_reference
+from log_processor.evaluate.drift_thresholds import column_alpha, fit_thresholds, null_distribution
+from log_processor.monitors import THRESHOLD_SIZES
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.evaluate.reference import prepare_reference
 from log_processor.monitors import ConfigError, DriftRule, Feature, load_monitors
-from log_processor.reference import calibration_key, load_calibration
-from log_processor.validate import SCORE
+from log_processor.evaluate.reference import drift_thresholds_key, load_drift_thresholds
+from log_processor.columns import SCORE
 from tests.conftest import REPO_ROOT
 
 MONITOR = dataclasses.replace(load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0], window_last=None,
@@ -36,7 +38,7 @@ def reference_frame():
 
 @pytest.fixture(scope="module")
 def calibration(reference_frame):
-    return calibrate(reference_frame, {f.name: f.type for f in MONITOR.features}, SCORE, ALPHA)
+    return fit_thresholds(reference_frame, {f.name: f.type for f in MONITOR.features}, SCORE, ALPHA)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def flagged(reference_frame, calibration, window: pd.DataFrame) -> set[str]:
 
 def test_the_statistic_is_evidentlys_and_the_null_matches_a_direct_bootstrap(reference_frame, calibration, fresh):
     reference = dataclasses.replace(prepare_reference(reference_frame, MONITOR, model_name="m", model_version="1",
-                                                      version="1", sha256="x"), calibration=calibration)
+                                                      version="1", sha256="x"), drift_thresholds=calibration)
     window = fresh.iloc[:700].assign(target=lambda f: f["target"].astype(float))
     ev = evaluate(reference, window, MONITOR)
     for drift in ev.feature_drift:
@@ -104,7 +106,7 @@ def test_a_shift_is_found_and_named_and_the_others_are_not(reference_frame, cali
 
 def test_evaluate_gives_the_calibrated_threshold_and_a_p_value(reference_frame, calibration, fresh):
     reference = dataclasses.replace(prepare_reference(reference_frame, MONITOR, model_name="m", model_version="1",
-                                                      version="1", sha256="x"), calibration=calibration)
+                                                      version="1", sha256="x"), drift_thresholds=calibration)
     normal = fresh.iloc[:100].assign(target=lambda f: f["target"].astype(float))
     drifted = synthetic.chosen_rows("drift", 100, 9).assign(target=lambda f: f["target"].astype(float))
     quiet, loud = evaluate(reference, normal, MONITOR), evaluate(reference, drifted, MONITOR)
@@ -138,7 +140,7 @@ def test_a_categorical_feature_is_calibrated_too(reference_frame, fresh):
                                                              "tier": DriftRule("jensenshannon", float("nan"))}))
     kinds = {f.name: f.type for f in monitor.features}
     reference = dataclasses.replace(prepare_reference(ref, monitor, model_name="m", model_version="1", version="1",
-                                                      sha256="y"), calibration=calibrate(ref, kinds, SCORE, ALPHA))
+                                                      sha256="y"), drift_thresholds=fit_thresholds(ref, kinds, SCORE, ALPHA))
     shifted = fresh.iloc[:500].assign(tier="high", target=lambda f: f["target"].astype(float))
     ev = evaluate(reference, shifted, monitor)
     tier_drift = next(f for f in ev.feature_drift if f.column == "tier")
@@ -150,18 +152,18 @@ def test_the_cache_is_reused_and_a_new_reference_invalidates_it(tmp_path, refere
     reference_frame.to_parquet(path)
     reference = prepare_reference(reference_frame, MONITOR, model_name="m", model_version="1", version="1",
                                   sha256="a" * 64)
-    cache = tmp_path / "reference.parquet.calibration.npz"
-    first = load_calibration(MONITOR, reference, cache)
+    cache = tmp_path / "reference.parquet.drift_thresholds.npz"
+    first = load_drift_thresholds(MONITOR, reference, cache)
     written = cache.stat().st_mtime_ns
-    again = load_calibration(MONITOR, reference, cache)
+    again = load_drift_thresholds(MONITOR, reference, cache)
     assert cache.stat().st_mtime_ns == written                 # read, not recomputed
     assert np.array_equal(again.features["conv_rate"].draws, first.features["conv_rate"].draws)
     other = dataclasses.replace(reference, sha256="b" * 64)
-    assert calibration_key(MONITOR, other) != calibration_key(MONITOR, reference)
-    load_calibration(MONITOR, other, cache)
+    assert drift_thresholds_key(MONITOR, other) != drift_thresholds_key(MONITOR, reference)
+    load_drift_thresholds(MONITOR, other, cache)
     assert cache.stat().st_mtime_ns != written                 # recomputed for the new reference
     with np.load(cache) as data:
-        assert str(data["key"]) == calibration_key(MONITOR, other)
+        assert str(data["key"]) == drift_thresholds_key(MONITOR, other)
 
 
 def _monitor_yaml(tmp_path, drift: str, min_rows: int = 100):
@@ -175,10 +177,10 @@ def _monitor_yaml(tmp_path, drift: str, min_rows: int = 100):
     return path
 
 
-def test_a_window_below_the_calibration_is_refused_with_the_smallest_usable_size(tmp_path):
+def test_a_window_below_the_thresholds_sizes_is_refused_with_the_smallest_usable_size(tmp_path):
     path = _monitor_yaml(tmp_path, "    drift:\n      alpha: 0.01\n", min_rows=30)
     with pytest.raises(ConfigError, match=rf"monitors.yaml:\d+: monitors\[0\].min_rows: 30 is below the smallest "
-                                          rf"window the drift calibration covers: min_rows must be at least {SIZES[0]}"):
+                                          rf"window the drift thresholds cover: min_rows must be at least {THRESHOLD_SIZES[0]}"):
         load_monitors(path)
 
 

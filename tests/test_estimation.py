@@ -1,4 +1,4 @@
-"""Confidence-based performance estimation (log_processor/estimation.py) on synthetic data whose
+"""Confidence-based performance estimation (log_processor/evaluate/estimation.py) on synthetic data whose
 calibration is known: probabilities drawn first, labels drawn from them, scores a known distortion."""
 import dataclasses
 
@@ -7,9 +7,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from benchmarks import synthetic
-from log_processor import estimation as est
+from log_processor.evaluate import estimation as est
 from log_processor.monitors import load_monitors
-from log_processor.reference import load_reference
+from log_processor.evaluate.reference import load_reference
 from tests.conftest import REPO_ROOT
 
 

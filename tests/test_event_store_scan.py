@@ -13,8 +13,8 @@ from elasticsearch import helpers
 
 from common.schema import format_timestamp, parse_timestamp, stamp_ingested
 from common.store import StoreSettings
-from log_processor.store import READ_PLANS, SLICE_FILL, EventStore
-from log_processor.validate import Columns
+from log_processor.read.store import READ_PLANS, SLICE_FILL, EventStore
+from log_processor.columns import Columns
 
 START = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 

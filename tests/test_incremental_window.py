@@ -23,13 +23,14 @@ from elasticsearch import helpers
 from common.net import free_port
 from common.schema import EVENTS_INDEX_PREFIX, daily_index, feedback_event, prediction_event, stamp_ingested
 from common.store import StoreSettings
-from log_processor.exporter import Exporter
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import MonitorRunner, WindowReads
-from log_processor.store import EventStore
-from log_processor.validate import TIMESTAMP
-from log_processor.window import sample
-from log_processor.window_reader import WindowReader
+from log_processor.read.window_reader import WindowReads
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
+from log_processor.columns import TIMESTAMP
+from log_processor.read.window import sample
+from log_processor.read.window_reader import WindowReader
 from tests.conftest import REPO_ROOT, record_reads
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -158,9 +159,9 @@ def test_new_rows_merge_into_the_held_order_as_a_full_sort_would(seed):
     """held_window._merged re-sorts only the held tail the new rows reach into; with new rows that
     interleave that tail, tie with it on the millisecond and come in no order, the result must be the
     full (timestamp, event id) sort of everything."""
-    from log_processor.held_window import _merged
-    from log_processor.validate import EID
-    from log_processor.window import in_order
+    from log_processor.read.held_window import _merged
+    from log_processor.columns import EID
+    from log_processor.read.window import in_order
     rng = random.Random(seed)
     def rows(n: int, lo: float, hi: float) -> pd.DataFrame:
         return pd.DataFrame({TIMESTAMP: np.array([round(rng.uniform(lo, hi), 3) for _ in range(n)], dtype=float),

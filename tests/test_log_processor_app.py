@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks import synthetic
 from log_processor.app import create_app
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import Processor
+from log_processor.processor import Processor
 from log_processor.settings import ProcessorSettings
 from common.store import StoreSettings
 from tests.conftest import REPO_ROOT, free_port, record_reads

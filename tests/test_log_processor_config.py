@@ -168,7 +168,7 @@ def _prepare(monitors_file: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_prepare_caches_the_drift_calibration_beside_the_reference(tmp_path):
+def test_prepare_caches_the_drift_thresholds_beside_the_reference(tmp_path):
     """`make setup` runs it, so the first cycle of a fresh checkout does not spend tens of seconds on it."""
     shipped = (REPO_ROOT / "log_processor/monitors.yaml").read_text()
     reference = tmp_path / "reference.parquet"
@@ -178,8 +178,8 @@ def test_prepare_caches_the_drift_calibration_beside_the_reference(tmp_path):
                         .replace("manifest: var/model/manifest.json", f"manifest: {REPO_ROOT / 'var/model/manifest.json'}"))
     result = _prepare(monitors)
     assert result.returncode == 0, result.stderr
-    assert "calibrations ready" in result.stdout
-    assert (tmp_path / "reference.parquet.calibration.npz").is_file()
+    assert "drift thresholds and score calibration ready" in result.stdout
+    assert (tmp_path / "reference.parquet.drift_thresholds.npz").is_file()
     assert (tmp_path / "reference.parquet.score_calibration.npz").is_file()
 
 

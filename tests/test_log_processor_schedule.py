@@ -1,6 +1,6 @@
-"""When a thread's monitors are due (scheduler.Schedule): monitors over one index fall in step, so
+"""When a thread's monitors are due (schedule.Schedule): monitors over one index fall in step, so
 they share reads, and none runs more often than its interval allows."""
-from log_processor.scheduler import Schedule
+from log_processor.schedule import Schedule
 
 
 def simulate(intervals: list[float], cycle_seconds: float, until: float) -> tuple[list[int], int]:

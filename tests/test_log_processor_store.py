@@ -13,11 +13,12 @@ from prometheus_client import generate_latest
 from common.schema import prediction_event
 from common.store import StoreSettings, apply_index_templates, connect
 from benchmarks import synthetic
-from log_processor.exporter import Exporter
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import IndexThread, MonitorRunner
-from log_processor.window_reader import WindowReader
-from log_processor.store import EventStore
+from log_processor.runner import MonitorRunner
+from log_processor.schedule import IndexThread
+from log_processor.read.window_reader import WindowReader
+from log_processor.read.store import EventStore
 from tests.conftest import REPO_ROOT, free_port, record_reads
 
 
@@ -220,10 +221,10 @@ def test_reference_from_a_time_range_in_the_store(es, store_url, reference_file)
 
 def test_the_runner_thread_freezes_start_up_objects_after_its_first_cycle(es, store_url, reference_file):
     """Long-lived start-up objects leave the collector's full passes, and young collections come
-    every GC_YOUNG_THRESHOLD allocations (scheduler.settle_memory)."""
+    every GC_YOUNG_THRESHOLD allocations (memory.settle_memory)."""
     import gc
     import threading
-    from log_processor.scheduler import GC_YOUNG_THRESHOLD
+    from log_processor.memory import GC_YOUNG_THRESHOLD
     load(es, traffic("normal", 300, 12, feedback_share=0.0))
     runner, _ = runner_for(store_url, monitor_for(reference_file))
     gc.unfreeze()

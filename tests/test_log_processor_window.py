@@ -10,14 +10,15 @@ from evidently.metrics import DriftedColumnsCount
 
 from common.schema import feedback_event, format_timestamp, prediction_event
 from benchmarks import synthetic
-from log_processor.calibration import calibrate
-from log_processor.estimation import fit_calibration
-from log_processor.evaluate import evaluate, prepare_reference
+from log_processor.evaluate.drift_thresholds import fit_thresholds
+from log_processor.evaluate.estimation import fit_calibration
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.evaluate.reference import prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.reports import Reports
-from log_processor.validate import (KEY_HASH, RANK, SCORE, _timestamps, combine, key_hashes, numbers, parse_page,
-                                   parse_page_for, sample_ranks)
-from log_processor.window import assemble, sample
+from log_processor.export.reports import Reports
+from log_processor.columns import KEY_HASH, RANK, SCORE, numbers
+from log_processor.read.parse import _timestamps, combine, key_hashes, parse_page, parse_page_for, sample_ranks
+from log_processor.read.window import assemble, sample
 from serving.data import DRIFT_SPEC
 from tests.conftest import REPO_ROOT
 
@@ -165,7 +166,7 @@ def reference():
     kinds = {f.name: f.type for f in MONITOR.features}
     scores = fit_calibration(frame[SCORE].to_numpy(), frame["target"].to_numpy(), frame["prediction"].to_numpy(),
                              MONITOR.estimation.calibration)
-    return dataclasses.replace(prepared, calibration=calibrate(frame, kinds, SCORE, MONITOR.drift.alpha),
+    return dataclasses.replace(prepared, drift_thresholds=fit_thresholds(frame, kinds, SCORE, MONITOR.drift.alpha),
                                score_calibration=scores)
 
 
@@ -241,13 +242,15 @@ def test_quality_uses_the_logged_labels_on_labelled_rows_only(reference):
     assert ev.quality["precision"] == pytest.approx(tp / (labelled["prediction"] == 1).sum())
     assert ev.confusion[("1", "1")] == tp and sum(ev.confusion.values()) == 2000
     assert ev.class_share[("prediction", "1")] == pytest.approx((cur["prediction"] == 1).mean())
-    assert "<html" in ev.reports.html("drift").lower() and "<html" in ev.reports.html("quality").lower()
+    reports = Reports(ev.snapshots)
+    assert "<html" in reports.html("drift").lower() and "<html" in reports.html("quality").lower()
 
 
 def test_the_reports_are_rendered_on_the_first_request_only(reference):
     ev = evaluate(reference, current("normal"), MONITOR)
-    page = ev.reports.html("quality")
-    assert "<html" in page.lower() and ev.reports.html("quality") is page     # the same string: cached
+    reports = Reports(ev.snapshots)
+    page = reports.html("quality")
+    assert "<html" in page.lower() and reports.html("quality") is page     # the same string: cached
     with pytest.raises(ValueError, match="everything"):
         Reports({"everything": None})
 
@@ -257,7 +260,8 @@ def test_too_few_labels_gives_no_quality(reference):
     cur["target"] = np.nan
     cur.loc[:29, "target"] = 1.0
     ev = evaluate(reference, cur, MONITOR)
-    assert ev.quality == {} and not ev.reports.has("quality") and ev.reports.html("quality") is None
+    reports = Reports(ev.snapshots)
+    assert ev.quality == {} and not reports.has("quality") and reports.html("quality") is None
 
 
 def test_rows_missing_a_feature_are_measured_then_kept_out_of_the_evaluation():

@@ -1,4 +1,4 @@
-"""Search pages decoded straight into the fields a read needs (log_processor/page_decoder.py): the
+"""Search pages decoded straight into the fields a read needs (log_processor/read/page_decoder.py): the
 same chunks as from dicts, malformed documents included; what the types do not fit goes to the usual
 decoder; the typed decoding is the asking thread's alone; an error answer keeps its message."""
 import dataclasses
@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from common.store import FastJsonSerializer, StoreSettings
-from log_processor.page_decoder import PageDecoder
-from log_processor.store import EventStore, StoreError
+from log_processor.read.page_decoder import PageDecoder
+from log_processor.read.store import EventStore, StoreError
 from log_processor.monitors import load_monitors
-from log_processor.validate import Columns, parse_page, score_column, shared_fields, source_fields
+from log_processor.columns import Columns, score_column
+from log_processor.read.parse import parse_page, shared_fields, source_fields
 from tests import task_data as data
 from tests.test_log_processor_window import MONITOR, fb, pred
 from tests.test_tasks_validate import feedback, prediction

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
+from common.supervisor import Child, http_ok
 from serving.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.serving_support import metric_value, wait_for, world
@@ -33,28 +32,12 @@ def server(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SERVING_VAR_DIR": str(world().var_dir),
            "SERVING_PORT": str(port), "SERVING_WORKERS": "2", "SERVING_THREADS": "4",
            "SERVING_EVENT_SINKS": "file", "SERVING_EVENTS_FILE": str(tmp_path / "events.jsonl")}
-    stdout = open(tmp_path / "stdout.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=tmp_path, env=env, stdout=stdout,
-                               stderr=subprocess.STDOUT)
+    child = Child("serving", [sys.executable, "-m", "serving"], tmp_path / "stdout.log", env=env, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        assert process.poll() is None, (tmp_path / "stdout.log").read_text()
-        try:
-            return call(f"{base}/healthz")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=60, interval=0.2)
+    with child:
+        child.wait_ready(lambda: http_ok(f"{base}/healthz", lambda status: status == 200), 60,
+                         "GET /healthz answered 200")
         yield base, tmp_path
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        stdout.close()
 
 
 @pytest.mark.slow

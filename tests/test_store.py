@@ -20,7 +20,7 @@ def test_real_elasticsearch_info_is_recognised():
 
 def test_each_backend_is_told_apart_and_the_reader_takes_its_plan(store_url, store_backend):
     """osmem-server and OpenSearch both say "opensearch 3.8": the reader still tells them apart."""
-    from log_processor.store import READ_PLANS, EventStore
+    from log_processor.read.store import READ_PLANS, EventStore
 
     assert backend_kind(probe(StoreSettings(url=store_url))) == store_backend
     reader = EventStore(StoreSettings(url=store_url))

@@ -16,11 +16,12 @@ import pytest
 from scipy.spatial import distance
 
 from benchmarks import synthetic
-from log_processor.calibration import calibrate
-from log_processor.evaluate import evaluate, prepare_reference
-from log_processor.reference import calibration_key, load_calibration
+from log_processor.evaluate.drift_thresholds import fit_thresholds
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.evaluate.reference import prepare_reference
+from log_processor.evaluate.reference import drift_thresholds_key, load_drift_thresholds
 from log_processor.tasks import binary
-from log_processor.validate import SCORE, TARGET
+from log_processor.columns import SCORE, TARGET
 from tests.test_drift_calibration import MONITOR, fresh, reference_frame  # noqa: F401 (fixtures)
 
 ALPHA = MONITOR.drift.alpha
@@ -31,7 +32,7 @@ def reference(reference_frame):  # noqa: F811
     prepared = prepare_reference(reference_frame, MONITOR, model_name="m", model_version="1", version="1",
                                  sha256="t" * 64)
     kinds = {f.name: f.type for f in MONITOR.features}
-    return dataclasses.replace(prepared, calibration=calibrate(reference_frame, kinds, SCORE, ALPHA,
+    return dataclasses.replace(prepared, drift_thresholds=fit_thresholds(reference_frame, kinds, SCORE, ALPHA,
                                                                target=(TARGET, binary.TASK.target_kind)))
 
 
@@ -56,7 +57,7 @@ def test_unshifted_labels_give_no_target_drift_and_a_moved_share_does(reference,
     assert quiet.method == "jensenshannon" and not quiet.detected and quiet.p_value > ALPHA
     assert loud.detected and loud.score >= loud.threshold and loud.p_value <= ALPHA
     # the threshold is the calibrated one for 1 000 labelled rows, and shrinks with more
-    target_null = reference.calibration.target
+    target_null = reference.drift_thresholds.target
     assert quiet.threshold == target_null.threshold(1000, ALPHA) > target_null.threshold(10_000, ALPHA) > 0
 
 
@@ -76,13 +77,13 @@ def test_only_labelled_rows_count_and_too_few_give_no_verdict(reference, fresh):
     window = labelled(fresh.iloc[:1000])
     window.loc[:799, "target"] = np.nan                         # 200 labelled: the threshold is for 200 rows
     ev = evaluate(reference, window, MONITOR)
-    assert ev.target_drift.threshold == reference.calibration.target.threshold(200, ALPHA)
+    assert ev.target_drift.threshold == reference.drift_thresholds.target.threshold(200, ALPHA)
 
 
 def test_unshifted_100_row_label_windows_almost_never_alarm(reference, reference_frame, fresh):  # noqa: F811
     """300 windows of 100 labelled rows: at alpha 0.01, 3 expected; more than 9 would be p < 0.001."""
     ref_share = float(reference_frame["target"].mean())
-    threshold = reference.calibration.target.threshold(100, ALPHA)
+    threshold = reference.drift_thresholds.target.threshold(100, ALPHA)
     rng = np.random.default_rng(17)
     targets = fresh["target"].to_numpy()
     alarms = 0
@@ -93,13 +94,13 @@ def test_unshifted_100_row_label_windows_almost_never_alarm(reference, reference
 
 
 def test_the_target_null_is_cached_with_the_features(tmp_path, reference):
-    cache = tmp_path / "reference.parquet.calibration.npz"
-    first = load_calibration(MONITOR, reference, cache)
-    again = load_calibration(MONITOR, reference, cache)
+    cache = tmp_path / "reference.parquet.drift_thresholds.npz"
+    first = load_drift_thresholds(MONITOR, reference, cache)
+    again = load_drift_thresholds(MONITOR, reference, cache)
     assert first.target is not None and np.array_equal(again.target.draws, first.target.draws)
-    assert "target:jensenshannon" in calibration_key(MONITOR, reference)
+    assert "target:jensenshannon" in drift_thresholds_key(MONITOR, reference)
     unlabelled = dataclasses.replace(reference, frame=reference.frame.assign(target=np.nan), sha256="u" * 64)
-    assert load_calibration(MONITOR, unlabelled, tmp_path / "other.npz").target is None
+    assert load_drift_thresholds(MONITOR, unlabelled, tmp_path / "other.npz").target is None
 
 
 def test_below_the_calibrations_smallest_size_there_is_quality_but_no_target_verdict(reference, fresh):  # noqa: F811

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics as sk
 
-from log_processor.evaluate import evaluate, prepare_reference
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.evaluate.reference import prepare_reference
 from log_processor.monitors import load_monitors
-from log_processor.reference import calibration_key, load_calibration
+from log_processor.evaluate.reference import drift_thresholds_key, load_drift_thresholds
 from tests import task_data as data
 
 
@@ -20,7 +21,7 @@ def prepared(tmp_path_factory, yaml_text: str, frame: pd.DataFrame):
     tmp = tmp_path_factory.mktemp("task")
     (monitor,) = load_monitors(data.write_monitor(tmp, yaml_text, frame))
     reference = prepare_reference(frame, monitor, model_name="m", model_version="1", version="1", sha256="r" * 64)
-    return monitor, dataclasses.replace(reference, calibration=load_calibration(monitor, reference, None))
+    return monitor, dataclasses.replace(reference, drift_thresholds=load_drift_thresholds(monitor, reference, None))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_regression_prediction_drift_is_the_predicted_value(regression):
     shifted = data.regression_rows(1000, seed=9)
     shifted["prediction"] += 4.0
     assert evaluate(reference, shifted, monitor).prediction_drift.detected
-    assert "prediction" in reference.calibration.__dict__ and "task:regression" in calibration_key(monitor, reference)
+    assert "prediction" in reference.drift_thresholds.__dict__ and "task:regression" in drift_thresholds_key(monitor, reference)
 
 
 def test_regression_target_drift_is_numerical_and_calibrated(regression):
@@ -70,7 +71,7 @@ def test_regression_target_drift_is_numerical_and_calibrated(regression):
     assert quiet.column == loud.column == "target.duration_minutes" and quiet.method == "wasserstein"
     assert not quiet.detected and quiet.p_value > 0.01
     assert loud.detected and loud.p_value <= 0.01
-    null = reference.calibration.target
+    null = reference.drift_thresholds.target
     assert quiet.threshold == pytest.approx(null.threshold(1000, 0.01))
     # labelled rows below the calibration's smallest size (50): quality, but no target verdict
     few = data.regression_rows(300, seed=12)
@@ -175,19 +176,70 @@ def test_binary_quality_is_unchanged_and_gains_the_probabilistic_family(tmp_path
 def test_a_window_without_verdict_removes_the_tasks_series_and_keeps_the_references(regression):
     from collections import Counter
 
-    from log_processor.exporter import Exporter
-    from log_processor.window import DELAY, Window
+    from log_processor.export.metrics import Exporter
+    from log_processor.read.window import DELAY, Window
     from tests.test_log_processor_store import samples
 
     monitor, reference = regression
     frame = data.regression_rows(600, seed=50).assign(**{DELAY: 1.0})
     window = Window(start=0.0, end=900.0, frame=frame, rejected=Counter())
     exporter = Exporter([monitor.name])
-    exporter.reference(monitor.name, reference, task=monitor.task, alert_ratio=monitor.quality_alert_ratio)
-    exporter.window(monitor.name, window, reference.rows, evaluate(reference, frame, monitor))
+    exporter.reference(monitor, reference)
+    exporter.window(monitor, window, reference.rows, evaluate(reference, frame, monitor))
     assert len(samples(exporter, "mlmon_regression_quality")) == 7
     assert samples(exporter, "mlmon_target_drift_score")
-    exporter.window(monitor.name, window, reference.rows, None)
+    exporter.window(monitor, window, reference.rows, None)
     assert samples(exporter, "mlmon_regression_quality") == {} and samples(exporter, "mlmon_target_drift_score") == {}
     assert len(samples(exporter, "mlmon_reference_regression_quality")) == 7
     assert samples(exporter, "mlmon_monitor_task") == {(("task", "regression"),): 1.0}
+
+
+WINDOW_FACTS = {"mlmon_window_duplicated_ids", "mlmon_window_start_timestamp_seconds", "mlmon_label_coverage_ratio",
+                "mlmon_window_end_timestamp_seconds", "mlmon_verdict_available", "mlmon_window_rows",
+                "mlmon_label_delay_seconds", "mlmon_missing_values_share"}
+
+
+@pytest.mark.parametrize("kind", ["regression", "multiclass"])
+def test_every_series_of_a_verdict_goes_with_it_without_a_list_to_clear(kind, request):
+    """The exporter renders each monitor's latest samples: once a window has no verdict, only its
+    facts and the reference's series remain, whichever gauges the task declared."""
+    from collections import Counter
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from log_processor.export.metrics import Exporter, families
+    from log_processor.read.window import DELAY, Window
+    from log_processor.tasks import task_for
+
+    monitor, reference = request.getfixturevalue(kind)
+    rows = data.regression_rows(600, seed=51) if kind == "regression" else data.multiclass_rows(600, seed=51)
+    frame = rows.assign(**{DELAY: 1.0})
+    window = Window(start=0.0, end=900.0, frame=frame, rejected=Counter())
+    exporter = Exporter([monitor.name])
+
+    def shown() -> set[str]:
+        text = generate_latest(exporter.registry).decode()
+        return {f.name for f in text_string_to_metric_families(text)
+                if any(s.labels.get("monitor") == monitor.name for s in f.samples)}
+
+    exporter.reference(monitor, reference)
+    exporter.window(monitor, window, reference.rows, evaluate(reference, frame, monitor))
+    with_verdict = shown()
+    own = {f.name for f in task_for(monitor).families}
+    assert own <= with_verdict            # every gauge the task declares is filled by a window and its reference
+    assert {f.name for f in families()} >= own
+    exporter.window(monitor, window, reference.rows, None)
+    reference_only = {"mlmon_info", "mlmon_monitor_task", "mlmon_reference_probabilistic_quality",
+                      *(f for f in own if "reference" in f or "alert_ratio" in f)}
+    counters = ("mlmon_evaluations", "mlmon_store_errors", "mlmon_rejected_documents")
+    assert {f for f in shown() if not f.startswith(counters)} == (WINDOW_FACTS | reference_only) & with_verdict
+
+
+def test_every_exported_family_is_in_the_metric_contract():
+    from log_processor.export.metrics import families
+    from tests.conftest import REPO_ROOT
+
+    contract = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    missing = [f.name for f in families() if f"`{f.name}`" not in contract]
+    assert missing == []

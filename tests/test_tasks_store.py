@@ -9,10 +9,10 @@ import pytest
 from elasticsearch import helpers
 
 from common.store import StoreSettings
-from log_processor.exporter import Exporter
+from log_processor.export.metrics import Exporter
 from log_processor.monitors import load_monitors
-from log_processor.scheduler import MonitorRunner
-from log_processor.store import EventStore
+from log_processor.runner import MonitorRunner
+from log_processor.read.store import EventStore
 from tests import task_data as data
 from tests.test_log_processor_store import one, samples
 
@@ -131,7 +131,7 @@ def test_multiclass_cycle_and_its_wrong_documents(es, store_url, multiclass_moni
 
 def test_report_shows_the_regression_section_beside_the_reference(es, store_url, regression_monitor):
     from log_processor.app import create_app
-    from log_processor.scheduler import Processor
+    from log_processor.processor import Processor
     from log_processor.settings import ProcessorSettings
 
     load(es, data.regression_events(data.regression_rows(500, seed=33), *span(), seed=33))

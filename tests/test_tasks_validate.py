@@ -1,11 +1,12 @@
 """Reading each task's event fields: typed columns, and every wrong document counted by its reason
-(validate.py), one page at a time; what a wrong document does to the rest of the page: nothing."""
+(parse.py), one page at a time; what a wrong document does to the rest of the page: nothing."""
 from __future__ import annotations
 
 import numpy as np
 
 from log_processor.monitors import load_monitors
-from log_processor.validate import PREDICTION, TARGET, parse_page, score_column, source_fields
+from log_processor.columns import PREDICTION, TARGET, score_column
+from log_processor.read.parse import parse_page, source_fields
 from tests import task_data as data
 
 

@@ -10,9 +10,11 @@ import pandas as pd
 from evidently import BinaryClassification, DataDefinition
 from evidently.metrics import Accuracy, F1Score, Precision, Recall
 
+from log_processor.columns import PREDICTION, SCORE, TARGET, Columns, Rejects, number_column
 from log_processor.monitors import BINARY, Monitor
-from log_processor.tasks import ONE_CONFUSION_MATRIX, TaskQuality, finite, probabilistic
-from log_processor.validate import PREDICTION, SCORE, TARGET, Columns, Rejects, number_column
+from log_processor.tasks import probabilistic
+from log_processor.tasks.base import (CLASSIFICATION_QUALITY, ONE_CONFUSION_MATRIX, REFERENCE_CLASSIFICATION_QUALITY,
+                                     Samples, TaskQuality, finite, samples_of)
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
 
@@ -22,6 +24,8 @@ class Binary:
     prediction_kind = "numerical"
     target_kind = "categorical"
     drift_column = SCORE
+    families = (CLASSIFICATION_QUALITY, REFERENCE_CLASSIFICATION_QUALITY)
+    title = "Classification quality"
 
     def prediction_field(self, monitor: Monitor) -> str:
         return monitor.prediction_score
@@ -70,6 +74,15 @@ class Binary:
         y, p = labelled[TARGET].to_numpy(dtype=float), labelled[SCORE].to_numpy(dtype=float)
         hand, curve = probabilistic.by_hand(p, y, p[:, None], y[:, None])
         return TaskQuality(metrics=finite(own), probabilistic=finite({**evidently, **hand}), calibration_curve=curve)
+
+    def samples(self, quality: TaskQuality, monitor: Monitor) -> Samples:
+        return samples_of(CLASSIFICATION_QUALITY, quality.metrics)
+
+    def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples:
+        return samples_of(REFERENCE_CLASSIFICATION_QUALITY, quality.metrics) if quality else {}
+
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+        return {"predicted_positive_share": float((frame[PREDICTION] == 1).mean()) if len(frame) else None}
 
 
 TASK = Binary()

@@ -19,12 +19,15 @@ from evidently.metrics import (Accuracy, F1ByLabel, F1Score, Precision, Precisio
                                RecallByLabel)
 
 from log_processor.monitors import MULTICLASS, Monitor
-from log_processor.tasks import ONE_CONFUSION_MATRIX, TaskQuality, finite, probabilistic
-from log_processor.validate import (PREDICTION, TARGET, Columns, Rejects, class_column, score_column,
+from log_processor.tasks import probabilistic
+from log_processor.tasks.base import (CLASSIFICATION_QUALITY, ONE_CONFUSION_MATRIX, REFERENCE_CLASSIFICATION_QUALITY,
+                                     Family, Samples, TaskQuality, finite, samples_of)
+from log_processor.columns import (PREDICTION, TARGET, Columns, Rejects, class_column, score_column,
                                    score_vectors)
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision_macro": Precision, "recall_macro": Recall, "f1_macro": F1Score}
 PER_CLASS = {"precision": PrecisionByLabel, "recall": RecallByLabel, "f1": F1ByLabel}
+CLASS_QUALITY = Family("mlmon_class_quality", "Per-class quality on labelled rows (multi-class)", ("class", "metric"))
 
 
 class Multiclass:
@@ -32,6 +35,8 @@ class Multiclass:
     prediction_kind = "categorical"
     target_kind = "categorical"
     drift_column = PREDICTION
+    families = (CLASSIFICATION_QUALITY, REFERENCE_CLASSIFICATION_QUALITY, CLASS_QUALITY)
+    title = "Multi-class classification quality"
 
     def prediction_field(self, monitor: Monitor) -> str:
         return monitor.prediction_label
@@ -110,6 +115,15 @@ class Multiclass:
         _, evidently = probabilistic.split(raw)
         return TaskQuality(metrics=quality.metrics, per_class=quality.per_class, calibration_curve=curve,
                            probabilistic=finite({**evidently, **hand}))
+
+    def samples(self, quality: TaskQuality, monitor: Monitor) -> Samples:
+        return {**samples_of(CLASSIFICATION_QUALITY, quality.metrics), **samples_of(CLASS_QUALITY, quality.per_class)}
+
+    def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples:
+        return samples_of(REFERENCE_CLASSIFICATION_QUALITY, quality.metrics) if quality else {}
+
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+        return {"predicted_positive_share": None}     # class shares: mlmon_class_share
 
 
 TASK = Multiclass()

@@ -4,7 +4,8 @@ positive-class score) and the multi-class monitor that logs a score vector.
 ROC AUC and log loss are Evidently's (`RocAuc`, `LogLoss`; multi-class: one-vs-rest macro AUC); Evidently
 0.7 has no Brier score, calibration error or calibration curve, so those are computed here:
 - brier: mean squared distance between the score vector and the one-hot target (binary: (p - y)²);
-- calibration_error: expected calibration error over 10 equal-width bins (estimation.calibration_error);
+- calibration_error: expected calibration error over 10 equal-width bins (`calibration_error`, which the score calibration of evaluate/estimation.py
+  reports too);
 - calibration curve: per bin, the mean predicted probability and the observed share of hits.
 Multi-class calibration is top-label calibration: the predicted probability is the highest score and a
 hit is that class being the realized one.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 from evidently.metrics import LogLoss, RocAuc
 
-from log_processor.estimation import calibration_error
 
 BINS = 10
 PROBAS = "probas"       # the name of the Evidently classification that reads the scores
@@ -50,3 +50,13 @@ def by_hand(probabilities: np.ndarray, hits: np.ndarray, scores: np.ndarray, one
     predicted, observed = np.bincount(which, p, BINS), np.bincount(which, y, BINS)
     curve = {str(b): (float(predicted[b] / rows[b]), float(observed[b] / rows[b])) for b in range(BINS) if rows[b]}
     return values, curve
+
+
+def calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = BINS) -> float:
+    """Expected calibration error: over equal-width probability bins, the row-weighted
+    |mean predicted probability - share of positives|."""
+    p, y = np.asarray(probabilities, dtype=float), np.asarray(targets, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    rows = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, p, bins) - np.bincount(which, y, bins))
+    return float(gap.sum() / max(rows.sum(), 1))

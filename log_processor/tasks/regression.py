@@ -12,15 +12,20 @@ import pandas as pd
 from evidently import DataDefinition, Regression as EvidentlyRegression
 from evidently.metrics import MAE, MAPE, RMSE, MeanError, R2Score
 
+from log_processor.columns import PREDICTION, TARGET, Columns, Rejects, number_column, numbers
 from log_processor.monitors import REGRESSION, Monitor
-from log_processor.tasks import TaskQuality, finite, metric_value
-from log_processor.validate import PREDICTION, TARGET, Columns, Rejects, number_column, numbers
+from log_processor.tasks.base import Family, Samples, TaskQuality, finite, metric_value, samples_of
 
 QUALITY_METRICS = {"mae": MAE, "rmse": RMSE, "mape": MAPE, "r2": R2Score, "mean_error": MeanError}
 SCALE = {"mape": 0.01}      # Evidently's percent -> a ratio
 # No plots in the quality report: each costs Evidently another pass that validates every distinct
 # target value (a regression target has as many as rows), and at 40 000 labelled rows the five
 # defaults were a third of a steady cycle. The values and error quantiles are gauges and on /report.
+QUALITY = Family("mlmon_regression_quality", "Regression quality on labelled rows", ("metric",))
+REFERENCE_QUALITY = Family("mlmon_reference_regression_quality", "Regression quality on the reference's labelled rows",
+                           ("metric",))
+ALERT_RATIO = Family("mlmon_regression_quality_alert_ratio",
+                     "RegressionQualityDegraded fires above this x the reference's MAE (monitors.yaml quality.alert_ratio)")
 PLOTS = {"mae": {"error_distr": False}, "rmse": {"error_distr": False}, "mape": {"perc_error_plot": False},
          "mean_error": {"error_plot": False}}
 
@@ -30,6 +35,8 @@ class Regression:
     prediction_kind = "numerical"
     target_kind = "numerical"
     drift_column = PREDICTION
+    families = (QUALITY, REFERENCE_QUALITY, ALERT_RATIO)
+    title = "Regression quality"
 
     def prediction_field(self, monitor: Monitor) -> str:
         return monitor.prediction_value
@@ -70,6 +77,18 @@ class Regression:
         if len(error):
             raw["abs_error_p50"], raw["abs_error_p90"] = (float(q) for q in np.quantile(error, [0.5, 0.9]))
         return TaskQuality(metrics=finite(raw))
+
+    def samples(self, quality: TaskQuality, monitor: Monitor) -> Samples:
+        return samples_of(QUALITY, quality.metrics)
+
+    def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples:
+        out = samples_of(REFERENCE_QUALITY, quality.metrics) if quality else {}
+        if monitor.quality_alert_ratio is not None:
+            out[ALERT_RATIO] = [((), monitor.quality_alert_ratio)]
+        return out
+
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+        return {"predicted_positive_share": None}
 
 
 TASK = Regression()

@@ -1,7 +1,8 @@
-"""Load a monitor's reference once: the Parquet written by training (checked against its manifest)
-or a time range of events in the store (parsed and joined exactly like a current window); and, for
-monitors with `drift.alpha`, its drift calibration, and for monitors with `estimation`, its score
-calibration, both cached beside a Parquet reference."""
+"""A monitor's reference, loaded and prepared once per process: the Parquet written by training
+(checked against its manifest) or a time range of events in the store (parsed and joined exactly like
+a current window); its Evidently datasets and its own quality; and, for monitors with `drift.alpha`,
+its drift thresholds by window size, and for monitors with `estimation`, its score calibration, both
+cached beside a Parquet reference."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,28 +10,37 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from evidently import Dataset
 
-from log_processor import calibration as cal
-from log_processor import estimation as est
-from log_processor.evaluate import Reference, prepare_reference
-from log_processor.monitors import Monitor
-from log_processor.store import EventStore
+from log_processor.columns import PREDICTION, SCORE, TARGET
+from log_processor.evaluate import drift_thresholds as thresholds
+from log_processor.evaluate import estimation as est
+from log_processor.evaluate.datasets import drift_dataset, target_dataset
+from log_processor.evaluate.drift_thresholds import DriftThresholds
+from log_processor.evaluate.estimation import ScoreCalibration
+from log_processor.evaluate.quality import task_quality
+from log_processor.evaluate.stability import Bounds, reference_bounds
+from log_processor.monitors import THRESHOLD_METHODS, THRESHOLD_SIZES, Monitor
+from log_processor.read.parse import combine, parse_page, source_fields
+from log_processor.read.store import EventStore
+from log_processor.read.window import assemble
 from log_processor.tasks import task_for
-from log_processor.validate import PREDICTION, SCORE, TARGET, combine, parse_page, source_fields
-from log_processor.window import assemble
+from log_processor.tasks.base import TaskQuality
 
 log = logging.getLogger("log_processor")
 
 
-CALIBRATION_VERSION = "v3"      # v3: the prediction column and the target by the task's kinds (regression, multi-class)
+DRIFT_THRESHOLDS_VERSION = "v3"      # v3: the prediction column and the target by the task's kinds (regression, multi-class)
 
 
-class ReferenceError(RuntimeError):
-    """The reference cannot be used (missing file, hash mismatch, no rows)."""
+class ReferenceUnusable(RuntimeError):
+    """The reference cannot be used (missing file, hash mismatch, no rows): the monitor waits, the
+    others go on."""
 
 
 def sha256_of(path: Path) -> str:
@@ -41,12 +51,55 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The reference, prepared once: Evidently datasets for the drift and target reports plus what describes it."""
+    frame: pd.DataFrame
+    drift: Dataset
+    target: Dataset | None                     # the labelled reference rows' target (None: no labels)
+    model_name: str
+    model_version: str
+    version: str
+    sha256: str
+    bounds: Bounds                             # the values the reference had (data stability)
+    drift_thresholds: DriftThresholds | None = None   # by window size (monitors with drift.alpha)
+    score_calibration: ScoreCalibration | None = None   # scores -> probabilities (monitors with estimation)
+    quality_values: TaskQuality | None = None  # the task's quality on the reference's labelled rows
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def prepare_reference(frame: pd.DataFrame, monitor: Monitor, *, model_name: str, model_version: str,
+                      version: str, sha256: str) -> Reference:
+    """Check the reference's columns, build its Evidently datasets and compute its own quality (done
+    once per process)."""
+    task = task_for(monitor)
+    needed = [*monitor.feature_names, *task.reference_columns(monitor)]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"reference lacks columns {missing} for task {task.name} (has {list(frame.columns)})")
+    if TARGET not in frame.columns:
+        frame = frame.assign(**{TARGET: float("nan")})
+    frame = task.normalise(frame, monitor)
+    labelled = task.quality_frame(frame, monitor)
+    values = task_quality(task, labelled, monitor)[0] if len(labelled) else None
+    return Reference(
+        frame=frame,
+        drift=drift_dataset(frame, monitor),
+        target=target_dataset(labelled, task) if len(labelled) else None, quality_values=values,
+        bounds=reference_bounds(frame, monitor),
+        model_name=model_name, model_version=model_version, version=version, sha256=sha256,
+    )
+
+
 def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
     config = monitor.reference
     if config.parquet is not None:
         reference = _from_parquet(monitor, config.parquet, config.manifest)
     elif store is None:
-        raise ReferenceError(f"monitor {monitor.name}: its reference is a range of the store, and no store was given")
+        raise ReferenceUnusable(f"monitor {monitor.name}: its reference is a range of the store, and no store was given")
     else:
         reference = _from_store(monitor, store)
     if monitor.estimation is not None:
@@ -54,8 +107,8 @@ def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
         reference = dataclasses.replace(reference, score_calibration=load_score_calibration(monitor, reference, cache))
     if monitor.drift.alpha is None:
         return reference
-    cache = config.parquet.with_name(config.parquet.name + ".calibration.npz") if config.parquet else None
-    return dataclasses.replace(reference, calibration=load_calibration(monitor, reference, cache))
+    cache = config.parquet.with_name(config.parquet.name + ".drift_thresholds.npz") if config.parquet else None
+    return dataclasses.replace(reference, drift_thresholds=load_drift_thresholds(monitor, reference, cache))
 
 
 def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> est.ScoreCalibration:
@@ -77,7 +130,7 @@ def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path |
         result = est.fit_calibration(labelled[SCORE].to_numpy(dtype=float), labelled[TARGET].to_numpy(dtype=int),
                                      labelled[PREDICTION].to_numpy(dtype=int), method)
     except ValueError as exc:
-        raise ReferenceError(f"monitor {monitor.name}: reference cannot calibrate the scores: {exc}") from None
+        raise ReferenceUnusable(f"monitor {monitor.name}: reference cannot calibrate the scores: {exc}") from None
     _write_cache(cache, key, monitor, "score calibration",
                  x=result.x, y=result.y, calibration_error=np.array(result.calibration_error),
                  raw_calibration_error=np.array(result.raw_calibration_error),
@@ -109,32 +162,32 @@ def _write_cache(cache: Path | None, key: str, monitor: Monitor, what: str, **ar
         log.warning("monitor %s: %s not cached at %s: %s", monitor.name, what, cache, exc)
 
 
-def calibration_key(monitor: Monitor, reference: Reference) -> str:
+def drift_thresholds_key(monitor: Monitor, reference: Reference) -> str:
     """What the cached draws depend on: the reference's bytes, each column's statistic, the sizes,
     the number of draws and the seed (alpha is not in it: thresholds are quantiles of the draws)."""
     task = task_for(monitor)
-    kinds = ",".join(f"{f.name}:{cal.CALIBRATED_METHODS[f.type]}" for f in monitor.features)
-    return (f"{CALIBRATION_VERSION}|{reference.sha256}|{kinds}|task:{task.name}"
-            f"|score:{cal.CALIBRATED_METHODS[task.prediction_kind]}|target:{cal.CALIBRATED_METHODS[task.target_kind]}"
-            f"|sizes:{','.join(map(str, cal.SIZES))}|replicates:{cal.REPLICATES}|seed:0")
+    kinds = ",".join(f"{f.name}:{THRESHOLD_METHODS[f.type]}" for f in monitor.features)
+    return (f"{DRIFT_THRESHOLDS_VERSION}|{reference.sha256}|{kinds}|task:{task.name}"
+            f"|score:{THRESHOLD_METHODS[task.prediction_kind]}|target:{THRESHOLD_METHODS[task.target_kind]}"
+            f"|sizes:{','.join(map(str, THRESHOLD_SIZES))}|replicates:{thresholds.REPLICATES}|seed:0")
 
 
-def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> cal.Calibration:
+def load_drift_thresholds(monitor: Monitor, reference: Reference, cache: Path | None) -> thresholds.DriftThresholds:
     """The calibration from `cache` when its key matches, else computed (seconds) and cached."""
-    key = calibration_key(monitor, reference)
+    key = drift_thresholds_key(monitor, reference)
     names = [*monitor.feature_names, "__score__"]
     data = _read_cache(cache, key, monitor, "calibration")
     if data is not None:
         try:
-            nulls = {n: cal.NullDistribution(cal.SIZES, data[n]) for n in names}
-            target = cal.NullDistribution(cal.SIZES, data["__target__"]) if "__target__" in data else None
-            return cal.Calibration(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
+            nulls = {n: thresholds.NullDistribution(THRESHOLD_SIZES, data[n]) for n in names}
+            target = thresholds.NullDistribution(THRESHOLD_SIZES, data["__target__"]) if "__target__" in data else None
+            return thresholds.DriftThresholds(monitor.drift.alpha, {n: nulls[n] for n in monitor.feature_names},
                                    nulls["__score__"], target)
         except KeyError as exc:
             log.warning("monitor %s: calibration cache %s unreadable (%s); recomputing", monitor.name, cache, exc)
     started = time.perf_counter()
     task = task_for(monitor)
-    result = cal.calibrate(reference.frame, {f.name: f.type for f in monitor.features}, task.drift_column,
+    result = thresholds.fit_thresholds(reference.frame, {f.name: f.type for f in monitor.features}, task.drift_column,
                            monitor.drift.alpha, target=(TARGET, task.target_kind), prediction_kind=task.prediction_kind)
     log.info("monitor %s: drift calibration computed in %.1f s", monitor.name, time.perf_counter() - started)
     arrays = {**{n: result.features[n].draws for n in monitor.feature_names}, "__score__": result.prediction.draws,
@@ -145,24 +198,24 @@ def load_calibration(monitor: Monitor, reference: Reference, cache: Path | None)
 
 def _from_parquet(monitor: Monitor, path: Path, manifest_path: Path | None) -> Reference:
     if not path.exists():
-        raise ReferenceError(f"reference file {path} does not exist (run `python -m serving.bootstrap`)")
+        raise ReferenceUnusable(f"reference file {path} does not exist (run `python -m serving.bootstrap`)")
     digest = sha256_of(path)
     model_name, model_version, version = monitor.model_name or monitor.name, "unknown", digest[:12]
     if manifest_path is not None:
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as exc:
-            raise ReferenceError(f"cannot read manifest {manifest_path}: {exc}") from exc
+            raise ReferenceUnusable(f"cannot read manifest {manifest_path}: {exc}") from exc
         expected = (manifest.get("reference") or {}).get("sha256")
         if expected and expected != digest:
-            raise ReferenceError(f"{path} has sha256 {digest[:12]}…, but {manifest_path} expects "
+            raise ReferenceUnusable(f"{path} has sha256 {digest[:12]}…, but {manifest_path} expects "
                                  f"{expected[:12]}… (the model and its reference are out of step)")
         model_name = manifest.get("model_name", model_name)
         model_version = str(manifest.get("model_version", model_version))
         version = model_version
     frame = pd.read_parquet(path)
     if frame.empty:
-        raise ReferenceError(f"reference file {path} has no rows")
+        raise ReferenceUnusable(f"reference file {path} has no rows")
     return prepare_reference(frame, monitor, model_name=model_name, model_version=model_version,
                              version=version, sha256=digest)
 
@@ -175,7 +228,7 @@ def _from_store(monitor: Monitor, store: EventStore) -> Reference:
     window = assemble(combine(chunks, monitor), dataclasses.replace(monitor, window_last=None), start, end,
                       labels_until=end + monitor.label_horizon_seconds)
     if window.rows == 0:
-        raise ReferenceError(f"no {monitor.prediction_dataset} events in the reference range "
+        raise ReferenceUnusable(f"no {monitor.prediction_dataset} events in the reference range "
                              f"{monitor.reference.store_start.isoformat()} .. {monitor.reference.store_end.isoformat()}")
     span = f"{monitor.reference.store_start.isoformat()}/{monitor.reference.store_end.isoformat()}"
     digest = hashlib.sha256(f"{monitor.index}|{span}|{window.rows}".encode()).hexdigest()

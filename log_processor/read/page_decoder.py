@@ -8,10 +8,10 @@ pages through a typed response as through any other; only `_source` is a struct 
 What does not fit the types is not decoded here: `PageDecoder` returns None and the client decodes
 the response as usual (common/store.py). That is an error body, and a page holding a document
 whose value is not an object where a field path needs one (`"event": "x"` for event.id): that page
-is read as dicts, and validate.py rejects the malformed document alone, as before. Leaves are `Any`
-(a string where a number belongs is kept and counted by validate.py, never a failed page) unless the
+is read as dicts, and parse.py rejects the malformed document alone, as before. Leaves are `Any`
+(a string where a number belongs is kept and counted by parse.py, never a failed page) unless the
 read gives a field a type: a multi-class score vector is read as a tuple of so many floats, several
-times cheaper to turn into an array than a list whose every value validate.py must check, and a
+times cheaper to turn into an array than a list whose every value parse.py must check, and a
 page where one vector does not fit is read as dicts and checked value by value.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Drift thresholds that depend on the window size, calibrated on the reference.
+"""Drift thresholds that depend on the window size, estimated on the reference (monitors.yaml
+`drift.alpha`). The word "calibration" belongs to the scores (estimation.py); here it is thresholds.
 
 A fixed distance threshold is wrong at both ends: an unshifted window of a few hundred rows reaches
 a normed Wasserstein distance of 0.1 by chance, and a window of 100 000 rows stays under 0.1 while
@@ -12,12 +13,12 @@ them. That is the two-sample bootstrap under the null: both samples come from on
 reference's empirical distribution), independently, at the sizes of the real comparison. Drawing
 the window alone and comparing it with the reference itself would share rows between the two and
 understate the null distance. The threshold at size n is the (1 - alpha_column) quantile of that
-distribution, interpolated in log n between the calibrated sizes; a score's p-value is the share
+distribution, interpolated in log n between the sizes of THRESHOLD_SIZES; a score's p-value is the share
 of null draws at or above it.
 
 Both statistics are computed from counts over the reference's distinct sorted values (or
-categories), which makes one draw O(distinct values) whatever n is: the whole calibration of a
-monitor takes a few seconds.
+categories), which makes one draw O(distinct values) whatever n is: a monitor's thresholds take a few
+seconds.
 
 Pure: arrays in, arrays out. The cache file lives in reference.py.
 """
@@ -28,25 +29,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIZES = (50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+from log_processor.monitors import THRESHOLD_SIZES
+
 REPLICATES = 2000
-CALIBRATED_METHODS = {"numerical": "wasserstein", "categorical": "jensenshannon"}
 _CHUNK = 250
 
 
 class WindowTooSmall(ValueError):
-    """The window is below the smallest size the calibration covers."""
+    """The window is below the smallest size the thresholds cover."""
 
 
 @dataclass(frozen=True)
 class NullDistribution:
-    """Sorted null draws of one column's statistic, one row per calibrated window size."""
+    """Sorted null draws of one column's statistic, one row per window size."""
     sizes: tuple[int, ...]
     draws: np.ndarray            # shape (len(sizes), replicates), each row sorted ascending
 
     def _bracket(self, n: int) -> tuple[int, int, float]:
         if n < self.sizes[0]:
-            raise WindowTooSmall(f"{n} rows: the calibration starts at {self.sizes[0]} rows")
+            raise WindowTooSmall(f"{n} rows: the thresholds start at {self.sizes[0]} rows")
         if n >= self.sizes[-1]:
             last = len(self.sizes) - 1
             return last, last, 0.0
@@ -57,7 +58,7 @@ class NullDistribution:
 
     def threshold(self, n: int, alpha: float) -> float:
         """The (1 - alpha) quantile of the statistic for a window of n rows. Beyond the largest
-        calibrated size the largest size's threshold holds: the null shrinks with n, so that errs
+        size the largest size's threshold holds: the null shrinks with n, so that errs
         on the side of fewer false alarms."""
         lo, hi, w = self._bracket(n)
         q = lambda row: float(np.quantile(self.draws[row], 1 - alpha, method="higher"))  # noqa: E731
@@ -71,7 +72,7 @@ class NullDistribution:
         return p(lo) if lo == hi else (1 - w) * p(lo) + w * p(hi)
 
 
-def null_distribution(values: np.ndarray, kind: str, *, sizes=SIZES, replicates: int = REPLICATES,
+def null_distribution(values: np.ndarray, kind: str, *, sizes=THRESHOLD_SIZES, replicates: int = REPLICATES,
                       seed: int = 0) -> NullDistribution:
     """The statistic Evidently uses for `kind` (normed Wasserstein, Jensen-Shannon distance) between a
     bootstrap pseudo-reference and a bootstrap window, `replicates` times per size. A chunk of
@@ -147,8 +148,8 @@ def column_alpha(alpha: float, columns: int) -> float:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """A monitor's calibrated thresholds: one null distribution per feature, for the prediction
+class DriftThresholds:
+    """A monitor's thresholds by window size: one null distribution per feature, for the prediction
     score and for the realized target (target drift, on the labelled rows; None when the reference
     has no labels). The features share the dataset verdict's alpha (Bonferroni); the prediction
     score and the target, which are not part of that verdict, are each tested at alpha on their own."""
@@ -166,9 +167,9 @@ class Calibration:
                 self.prediction.threshold(n, self.alpha))
 
 
-def calibrate(reference, feature_kinds: dict[str, str], score_column: str, alpha: float, *,
+def fit_thresholds(reference, feature_kinds: dict[str, str], score_column: str, alpha: float, *,
               target: tuple[str, str] | None = None, prediction_kind: str = "numerical",
-              replicates: int = REPLICATES, seed: int = 0) -> Calibration:
+              replicates: int = REPLICATES, seed: int = 0) -> DriftThresholds:
     """Every feature (by its kind), the prediction column `score_column` (the binary score and a regression's
     predicted value are numerical, a multi-class predicted class categorical) and, given `target` = (column,
     kind), the target over the reference's labelled rows (a regression's target: numerical)."""
@@ -181,7 +182,7 @@ def calibrate(reference, feature_kinds: dict[str, str], score_column: str, alpha
         column, kind = target
         target_null = null_distribution(_values(reference[column].dropna(), kind), kind, replicates=replicates,
                                         seed=seed + len(feature_kinds) + 1)
-    return Calibration(alpha, features, prediction, target_null)
+    return DriftThresholds(alpha, features, prediction, target_null)
 
 
 def _values(series, kind: str) -> np.ndarray:

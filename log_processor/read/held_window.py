@@ -1,6 +1,6 @@
 """A monitor's events kept between cycles, so that a cycle reads only what reached the store since.
 
-Pure: chunks in, a Window out; the scheduler does the reading. The held events are every parsed
+Pure: chunks in, a Window out; window_reader.py does the reading. The held events are every parsed
 prediction, feedback and rejected document with @timestamp from the span's start on (no upper
 bound: an event stamped ahead of the processor's clock enters the window when its time comes).
 `window.last` is applied when the window is assembled, not by evicting: keeping the span is what
@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from log_processor.monitors import Monitor
-from log_processor.validate import EID, TIMESTAMP, Chunk
-from log_processor.window import Window, assemble, in_order, time_ordered
+from log_processor.columns import EID, TIMESTAMP
+from log_processor.read.parse import Chunk
+from log_processor.read.window import Window, assemble, in_order, time_ordered
 
 
 @dataclass

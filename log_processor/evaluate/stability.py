@@ -1,6 +1,6 @@
 """Data stability: values the model never saw in training, and columns that stopped varying.
 
-Pure: no I/O. One metric family beside drift and quality (evaluate.py composes them):
+Pure: no I/O. One metric family beside drift and quality (evaluation.py composes them):
 - per numerical feature, the share of evaluated rows outside the reference's [min, max], and per
   categorical feature the share whose category the reference never had: Evidently's
   `OutRangeValueCount` / `OutListValueCount`, run in the drift report (so they are in `/report`);

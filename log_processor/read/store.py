@@ -11,7 +11,7 @@ only where one millisecond holds a whole page.
 Whole hits are asked for from OpenSearch and osmem-server, where `_source` filtering and
 filter_path cost the store more than they save; the needed fields only from Elasticsearch.
 Queries carry only the time range (and, for an incremental read, a range on event.ingested:
-held_window.py): dataset and model are filtered client-side (validate.py), which is also how
+held_window.py): dataset and model are filtered client-side (parse.py), which is also how
 unknown datasets are counted.
 
 Each page is decoded straight into the fields the read needs (page_decoder.py) and handed to
@@ -31,7 +31,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from common.schema import format_timestamp
 from common.store import FastJsonSerializer, StoreSettings, StoreUnavailable, backend_kind, connect, probe
-from log_processor.page_decoder import Fields, PageDecoder, field_types
+from log_processor.read.page_decoder import Fields, PageDecoder, field_types
 
 T = TypeVar("T")
 MAX_SLICES = 2000

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from log_processor.monitors import Monitor
-from log_processor.validate import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Chunk
+from log_processor.columns import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP
+from log_processor.read.parse import Chunk
 
 DELAY = "label_delay_seconds"
 

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-CALIBRATION_METHODS = ("isotonic", "platt")
+from log_processor.monitors import SCORE_CALIBRATION_METHODS as CALIBRATION_METHODS
+from log_processor.tasks.probabilistic import calibration_error
+
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 DRAWS = 1000                     # Monte Carlo draws per estimate
 LABEL_DRAW_CELLS = 1_000_000     # rows x draws up to which the labels themselves are drawn
@@ -128,16 +130,6 @@ def _platt(z: np.ndarray, y: np.ndarray, *, ridge: float = 1e-6, steps: int = 50
         if np.max(np.abs(step)) < 1e-9:
             break
     return theta
-
-
-def calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error: over equal-width probability bins, the row-weighted
-    |mean predicted probability - share of positives|."""
-    p, y = np.asarray(probabilities, dtype=float), np.asarray(targets, dtype=float)
-    which = np.minimum((p * bins).astype(int), bins - 1)
-    rows = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, p, bins) - np.bincount(which, y, bins))
-    return float(gap.sum() / max(rows.sum(), 1))
 
 
 def fit_calibration(scores: np.ndarray, targets: np.ndarray, predicted: np.ndarray, method: str = "isotonic",

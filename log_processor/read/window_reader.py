@@ -3,7 +3,7 @@
 Monitors that watch the same index (several models, or one model with a short and a long window)
 want the same documents: the read, the store's part of a cycle and most of its cost, is made once
 for the monitors due together, over the union of their spans and fields, and every page is parsed
-for each monitor (validate.py: its model, datasets, features; what they read alike, once). Each
+for each monitor (parse.py: its model, datasets, features; what they read alike, once). Each
 monitor keeps its own HeldWindow (held_window.py), so a monitor's window is exactly what reading it
 alone would give: what another monitor's wider span brings is evicted before the window is
 assembled, and what the read brings twice is dropped by event id.
@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-from log_processor.held_window import HeldWindow
+from log_processor.read.held_window import HeldWindow
 from log_processor.monitors import Monitor
-from log_processor.store import EventStore
-from log_processor.validate import combine, parse_page_for, shared_fields
-from log_processor.window import Window
+from log_processor.read.store import EventStore
+from log_processor.read.parse import combine, parse_page_for, shared_fields
+from log_processor.read.window import Window
 
 log = logging.getLogger("log_processor")
 
