@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from common.env import SettingsError, env_number, flag, setting
 from log_processor.monitors import THRESHOLD_SIZES
 
-# Each phase is one window for the processor: the smallest it can give a calibrated verdict on.
+# Each phase is one window for the processor: the smallest its drift thresholds cover.
 MIN_WINDOW = THRESHOLD_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ class DemoSettings:
     once: bool = False               # run the story, check it, exit (0 = the story held)
     store: str = "osmem"             # osmem (in memory, PyPI) or opensearch (real engine, needs Java 21+)
     # Phase lengths, in requests. The log processor's window is the latest min(normal, drift)
-    # predictions; its drift thresholds are calibrated for that size (log_processor/calibration.py),
+    # predictions; its drift thresholds are sized for that window (log_processor/evaluate/drift_thresholds.py),
     # so any length from MIN_WINDOW up holds the story.
     normal_requests: int = 600
     drift_requests: int = 600
@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _window(raw: str) -> int:
     value = _at_least(1, int)(raw)
     if value < MIN_WINDOW:
-        raise argparse.ArgumentTypeError(f"{raw!r} is below the smallest window the drift calibration covers: "
+        raise argparse.ArgumentTypeError(f"{raw!r} is below the smallest window the drift thresholds cover: "
                                          f"use at least {MIN_WINDOW}")
     return value
 

@@ -317,7 +317,7 @@ def test_bad_environment_names_the_variable(env, message):
 @pytest.mark.parametrize("argv, message", [
     (["--rate", "x"], "argument --rate: 'x' is not a number"),
     (["--drift-requests", "3"], "argument --drift-requests: '3' is below the smallest window the drift "
-                                "calibration covers: use at least 50"),
+                                "thresholds cover: use at least 50"),
     (["--smtp-port", "99999"], "argument --smtp-port: '99999' is not a port"),
 ])
 def test_bad_flags_name_the_flag(argv, message, capsys):
