@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from demo.verdicts import Verdict
 from log_processor.monitors import REGRESSION, Monitor
@@ -54,10 +54,6 @@ def email_status(subject: str) -> str:
     return "resolved" if subject.startswith("[RESOLVED") else "firing" if subject.startswith("[FIRING") else "?"
 
 
-def is_regression(monitor: Monitor) -> bool:
-    return monitor.task == REGRESSION
-
-
 def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, Any],
                 verdicts: dict[str, Verdict], monitors: tuple[Monitor, ...] = (), clock: bool = True) -> str:
     """`[phase] | requests | shipped | <monitor>: verdict, quality | ...`, one part per monitor in
@@ -76,7 +72,7 @@ def status_line(phase: str, traffic: dict[str, Any] | None, shipper: dict[str, A
         verdict = verdicts.get(monitor.name)
         if verdict is None:
             continue
-        quality = regression_text(verdict) if is_regression(monitor) else quality_text(verdict)
+        quality = quality_view(monitor)[0](verdict)
         parts.append(f"{monitor.name}: {verdict.summary()}" + (f", {quality}" if quality else ""))
     return " | ".join(parts)
 
@@ -189,7 +185,18 @@ def _regression_columns(v: Verdict | None) -> dict[str, str]:
 def task_columns(monitor: Monitor, verdict: Verdict | None) -> dict[str, str]:
     """The verdict's cells a monitor's task has (header -> cell): regression errors and target drift,
     or classification quality (binary and multi-class alike)."""
-    return _regression_columns(verdict) if is_regression(monitor) else _classification_columns(verdict)
+    return quality_view(monitor)[1](verdict)
+
+
+# How a task's quality shows in the demo: (status-line text, table cells). One entry per task that
+# shows differently from the classifiers (binary and multi-class share theirs).
+QUALITY_VIEWS: dict[str, tuple[Callable[[Verdict], str], Callable[[Verdict | None], dict[str, str]]]] = {
+    REGRESSION: (regression_text, _regression_columns),
+}
+
+
+def quality_view(monitor: Monitor) -> tuple[Callable[[Verdict], str], Callable[[Verdict | None], dict[str, str]]]:
+    return QUALITY_VIEWS.get(monitor.task, (quality_text, _classification_columns))
 
 
 def monitor_table(results: list[PhaseResult], monitor: Monitor) -> str:
