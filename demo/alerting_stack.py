@@ -79,7 +79,7 @@ FAST = Timings(scrape_interval="1s", evaluation_interval="1s", alert_for="2s",
 # message), and they clear while the recovery's normal traffic fills the window, ~10-30 s after that
 # message. group_interval is longer than that, so the group's first flush after its firing message
 # finds every alert cleared (one resolved message); a flush falling between two clearings would
-# send a partial update (a 30 s one did). 45 s leaves ~15 s of margin and ends the story 75 s
+# send a partial update (a 30 s one did). 40 s leaves at least 10 s of margin and ends the story 80 s
 # sooner than the 2 min it had.
 DEMO = Timings(scrape_interval="1s", evaluation_interval="1s", alert_for="2s",
                group_wait="15s", group_interval="40s", repeat_interval="1h")

@@ -88,9 +88,17 @@ def events(rows: pd.DataFrame, tag: str, first: datetime, step: timedelta) -> li
 
 
 def load(es, docs: list[dict]) -> None:
+    """`docs` become visible to the processor at once: one bulk request (osmem-server shows each
+    request's documents as soon as it is applied) and, on OpenSearch, no periodic refresh before the
+    explicit one. A half-loaded window, half drift and half normal, clears the incident's alerts one
+    cycle apart, which the FAST 2 s group interval reports as partial updates."""
     actions = [{"_index": daily_index(EVENTS_INDEX_PREFIX, d["@timestamp"]), "_id": d["event"]["id"], "_source": d}
                for d in docs]
-    ok, errors = helpers.bulk(es, actions, raise_on_error=False)
+    for index in sorted({a["_index"] for a in actions}):
+        if es.indices.exists(index=index):
+            es.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1"}})
+    ok, errors = helpers.bulk(es, actions, raise_on_error=False, chunk_size=max(1, len(actions)),
+                              max_chunk_bytes=1 << 30)
     assert ok == len(docs), errors[:3]
     es.indices.refresh(index=f"{EVENTS_INDEX_PREFIX}*")
 
@@ -149,14 +157,17 @@ def test_drift_mail_names_the_drifted_features_and_resolves_when_data_is_normal_
         load(es, events(chosen_rows("normal", WINDOW_ROWS, 7), "normal", datetime.now(timezone.utc)
                         - timedelta(minutes=1), timedelta(milliseconds=100)))
         started = time.monotonic()
-        try:
-            resolved = mail.wait_for(
-                lambda m: m.subject.startswith("[RESOLVED] DataDriftDetected") and f"monitor={MONITOR}" in m.subject,
-                timeout=30)
+        before = {m.path.name for m in mail.messages()}
+        try:   # the incident's end: every alert of the monitor cleared
+            resolved = mail.wait_for(lambda m: m.subject.startswith("[RESOLVED]") and f"monitor={MONITOR}" in m.subject,
+                                     timeout=30)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}{diagnostics()}") from None
         assert "is RESOLVED: every alert of this incident has cleared" in resolved.body
-        assert "== RESOLVED: Data drift on monitor" in resolved.body
         assert "Resolved: " in resolved.body
+        # DataDriftDetected's resolution is in the incident's last mail, or (were its alerts to clear
+        # an evaluation apart) in the update Alertmanager sent between; never missing.
+        since = [m for m in mail.messages() if m.path.name not in before]
+        assert any("== RESOLVED: Data drift on monitor" in m.body for m in since), [m.subject for m in since]
         print(f"\nalerting e2e: stack up → firing mail {firing_after:.1f}s; "
               f"normal data loaded → resolved mail {time.monotonic() - started:.1f}s")
