@@ -26,6 +26,8 @@ KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "predicti
 # window of a million rows would keep ~100 MB of key strings alive), and the row's sampling rank
 # (window.sample keeps the lowest ranks).
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
+# When the store took the prediction (`event.ingested`, epoch seconds; NaN when absent): the ingest lag.
+INGESTED = "_ingested"
 
 
 def score_column(cls: str) -> str:

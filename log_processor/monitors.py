@@ -118,10 +118,20 @@ class Monitor:
     prediction_value: str | None = None          # regression: the predicted number
     prediction_scores: str | None = None         # multi-class: one score per class, in `classes` order
     quality_alert_ratio: float | None = None     # quality.alert_ratio: alert above this x the reference's error
+    blind_after_seconds: float | None = None     # blind_after: no_data when the newest stored prediction is older
+                                                 # (None: LOGPROC_BLIND_AFTER, else blind_after_default)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+
+def blind_after_default(monitor: Monitor) -> float:
+    """How old the newest stored prediction may get before a cycle is `no_data` (docs/alerts.md#eventsnotarriving),
+    when neither the monitor (`blind_after`) nor LOGPROC_BLIND_AFTER says: five intervals, at least five
+    minutes (a shipper's retries and a store's refresh stay well under that; a model served a few times an
+    hour should set its own)."""
+    return max(5 * monitor.interval_seconds, 300.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,7 +261,8 @@ def _resolve(path_value: str, base: Path) -> Path:
 _TOP = ("monitors",)
 _MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
             "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
-            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality")
+            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality",
+            "blind_after")
 
 
 def load_monitors(path: Path | str, *, base_dir: Path = REPO_ROOT,
@@ -333,6 +344,7 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         prediction_value=prediction.text("value", None),
         prediction_scores=prediction.text("scores", None),
         quality_alert_ratio=_quality(s, task),
+        blind_after_seconds=s.duration("blind_after", None),
     )
 
 

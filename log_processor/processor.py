@@ -28,7 +28,8 @@ class Processor:
         reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
         readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
-                                              write_summaries=settings.write_summaries, reader=readers[m.index])
+                                              write_summaries=settings.write_summaries, reader=readers[m.index],
+                                              blind_after=settings.blind_after)
                         for m in self.monitors}
         self.threads = [IndexThread([r for r in self.runners.values() if r.monitor.index == index], reader)
                         for index, reader in readers.items()]

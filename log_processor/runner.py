@@ -21,7 +21,8 @@ from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_
 from log_processor.export.metrics import Exporter
 from log_processor.export.reports import Reports
 from log_processor.export.summary import summary_document
-from log_processor.monitors import Monitor
+from log_processor.monitors import Monitor, blind_after_default
+from log_processor.read.delivery import Delivery, delivery
 from log_processor.read.held_window import HeldWindow
 from log_processor.read.store import EventStore, StoreError
 from log_processor.read.window import Window, sample
@@ -66,7 +67,7 @@ class SharedCycle:
 @dataclass
 class MonitorState:
     name: str
-    status: str = "starting"                # ok | insufficient_data | error | starting
+    status: str = "starting"                # ok | insufficient_data | no_data | error | starting
     last_success: float | None = None       # unix time
     last_evaluation: float | None = None
     last_error: str | None = None
@@ -78,8 +79,10 @@ class MonitorState:
 class MonitorRunner:
     def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
                  write_summaries: bool = True, clock: Callable[[], float] = time.time,
-                 reads: WindowReads = WindowReads(), reader: WindowReader | None = None):
-        """`reader`: shared with the other monitors over the same index (Processor), or this one's own."""
+                 reads: WindowReads = WindowReads(), reader: WindowReader | None = None,
+                 blind_after: float | None = None):
+        """`reader`: shared with the other monitors over the same index (Processor), or this one's own.
+        `blind_after`: the processor-wide LOGPROC_BLIND_AFTER; the monitor's own `blind_after` wins."""
         self.monitor = monitor
         self.reader = reader or WindowReader(store, monitor.index, reads)
         self.store = store
@@ -90,6 +93,8 @@ class MonitorRunner:
         self.lock = threading.Lock()
         self.state = MonitorState(monitor.name)
         self._reference: Reference | None = None
+        self.blind_after = monitor.blind_after_seconds or blind_after or blind_after_default(monitor)
+        self._newest: float | None = None      # newest prediction ever seen: outlives the window's eviction
 
     # --- the cycle -------------------------------------------------------------------------------
     @property
@@ -99,7 +104,7 @@ class MonitorRunner:
 
     def run_once(self, cycle: SharedCycle | None = None) -> str:
         """One evaluation cycle, its window from `cycle` (or a read of its own); returns its outcome
-        (ok, insufficient_data, error). Never raises."""
+        (ok, insufficient_data, no_data, error). Never raises."""
         cycle = cycle or SharedCycle(self.reader, [self.monitor], self.clock())
         t0 = time.perf_counter()
         try:
@@ -126,6 +131,8 @@ class MonitorRunner:
             if outcome == "error":
                 s.last_error, s.consecutive_errors = error, s.consecutive_errors + 1
                 log.warning("monitor %s: %s (attempt %d)", self.monitor.name, error, s.consecutive_errors)
+            elif outcome == "no_data":      # not a success: last_success, the summary and the report stay
+                s.last_error, s.consecutive_errors = None, 0
             else:
                 s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
                 s.summary = summary or {}
@@ -147,6 +154,10 @@ class MonitorRunner:
         window = cycle.window(m)
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
+        if self._blind(window, now):
+            summary = summary_document(m, reference, window, None, "no_data", now)
+            summary["phase_seconds"] = clock.laps
+            return "no_data", summary, None
         evaluation = None
         if window.rows >= m.min_rows:
             current = sample(window.frame, m.max_rows)
@@ -158,6 +169,19 @@ class MonitorRunner:
         clock.lap("export")
         summary["phase_seconds"] = clock.laps
         return outcome, summary, evaluation
+
+    def _blind(self, window: Window, now: float) -> bool:
+        """Export what the window says about delivery; True when the newest stored prediction is older than
+        blind_after (docs/alerts.md#eventsnotarriving): the cycle is `no_data`, nothing is evaluated, and the
+        last verdict's series stay as they were (nobody observed a change). A monitor that never saw a
+        prediction is not blind: it has no verdict to keep (insufficient_data, as on a fresh start)."""
+        seen = delivery(window, self.reader.stored.pop(self.monitor.name, 0))
+        if seen.newest is not None:
+            self._newest = max(self._newest or seen.newest, seen.newest)
+        seen = Delivery(self._newest, seen.lag, seen.stored)
+        blind = self._newest is not None and now - self._newest > self.blind_after
+        self.exporter.delivery(self.monitor.name, seen, self.blind_after, blind)
+        return blind
 
     def fetch_window(self, now: float) -> Window:
         """The window ending now, read for this monitor alone (window_reader.py)."""

@@ -31,6 +31,7 @@ class HeldWindow:
     events: Chunk
     checkpoint: float | None       # latest event.ingested held, epoch seconds
     full_read_at: float            # processor clock of the last full read
+    new_predictions: int = 0       # predictions the last absorb added (docs/metrics.md mlmon_stored_predictions_total)
 
     @classmethod
     def from_full_read(cls, chunk: Chunk, now: float) -> "HeldWindow":
@@ -51,6 +52,7 @@ class HeldWindow:
                                                     (chunk.feedback, held.feedback),
                                                     (chunk.rejects, held.rejects))]
         added = sum(len(f) for f in fresh)
+        self.new_predictions = len(fresh[0])
         if added:
             predictions, feedback, rejects = fresh
             self.events = Chunk(_merged(held.predictions, predictions), _merged(held.feedback, feedback),

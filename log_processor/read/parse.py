@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from common.schema import DATASETS
-from log_processor.columns import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Columns, Rejects, numbers
+from log_processor.columns import EID, INGESTED, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Columns, Rejects, numbers
 from log_processor.monitors import Monitor
 from log_processor.tasks import task_for
 
@@ -202,7 +202,8 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
                           **{name: values[keep] for name, values in required.items()},
-                          EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed)})
+                          EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed),
+                          INGESTED: _timestamps(columns("event.ingested"))[keep] if keep.any() else np.zeros(0)})
     return frame, rejects.frame(eids, times)
 
 

@@ -18,6 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
+from log_processor.columns import EID
 from log_processor.read.held_window import HeldWindow
 from log_processor.monitors import Monitor
 from log_processor.read.store import EventStore
@@ -42,10 +45,17 @@ class WindowReader:
         self.index = index
         self.reads = reads
         self.held: dict[str, HeldWindow] = {}     # by monitor name
+        # Predictions each monitor's last read brought that it did not hold before (the delivery count,
+        # read/delivery.py); the event ids held when a window was forgotten, so that the full read after
+        # an error counts only what is new. A monitor's first read is the baseline: 0.
+        self.stored: dict[str, int] = {}
+        self._forgotten: dict[str, np.ndarray] = {}
 
     def forget(self, name: str) -> None:
         """The monitor's next window is read whole (after an error: the store may have lost or gained anything)."""
-        self.held.pop(name, None)
+        held = self.held.pop(name, None)
+        if held is not None:
+            self._forgotten[name] = held.events.predictions[EID].to_numpy()
 
     def windows(self, monitors: Sequence[Monitor], now: float) -> dict[str, Window]:
         """Each monitor's window ending `now`, from one read of the index."""
@@ -66,8 +76,12 @@ class WindowReader:
             if incremental:
                 kept = held[i]
                 added = kept.absorb(chunk, m)      # type: ignore[union-attr]
+                self.stored[m.name] = kept.new_predictions      # type: ignore[union-attr]
                 log.debug("monitor %s: %d new document(s) since %.3f", m.name, added, since)
             else:
+                before = held[i].events.predictions[EID].to_numpy() if held[i] is not None \
+                    else self._forgotten.pop(m.name, None)
+                self.stored[m.name] = _new_ids(chunk.predictions[EID].to_numpy(), before)
                 kept = self.held[m.name] = HeldWindow.from_full_read(chunk, now)
                 if chunk.unstamped and reads.incremental:
                     log.warning("monitor %s: %d document(s) without event.ingested: reading the window whole every "
@@ -77,3 +91,10 @@ class WindowReader:
             kept.evict(start)
             windows[m.name] = kept.window(m, start, now)
         return windows
+
+
+def _new_ids(read: np.ndarray, before: np.ndarray | None) -> int:
+    """How many distinct event ids of `read` are not in `before`; 0 without a `before` (a first read)."""
+    if before is None:
+        return 0
+    return int((~np.isin(np.unique(read), before)).sum())
