@@ -131,8 +131,10 @@ class MonitorRunner:
             if outcome == "error":
                 s.last_error, s.consecutive_errors = error, s.consecutive_errors + 1
                 log.warning("monitor %s: %s (attempt %d)", self.monitor.name, error, s.consecutive_errors)
-            elif outcome == "no_data":      # not a success: last_success, the summary and the report stay
-                s.last_error, s.consecutive_errors = None, 0
+            elif outcome == "no_data":      # not a success: last_success stays, and without a new verdict the
+                s.last_error, s.consecutive_errors = None, 0        # summary and the report stay too
+                if evaluation is not None:
+                    s.summary, s.reports = summary or {}, Reports(evaluation.snapshots)
             else:
                 s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
                 s.summary = summary or {}
@@ -154,17 +156,15 @@ class MonitorRunner:
         window = cycle.window(m)
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
-        if self._blind(window, now):
-            summary = summary_document(m, reference, window, None, "no_data", now)
-            summary["phase_seconds"] = clock.laps
-            return "no_data", summary, None
+        blind = self._blind(window, now)
         evaluation = None
         if window.rows >= m.min_rows:
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         clock.lap("evaluate")
-        self.exporter.window(m, window, reference.rows, evaluation)
-        outcome = "ok" if evaluation else "insufficient_data"
+        if evaluation is not None or not blind:     # blind and too few rows: the last verdict stays exported
+            self.exporter.window(m, window, reference.rows, evaluation)
+        outcome = "no_data" if blind else "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
         clock.lap("export")
         summary["phase_seconds"] = clock.laps
@@ -172,9 +172,10 @@ class MonitorRunner:
 
     def _blind(self, window: Window, now: float) -> bool:
         """Export what the window says about delivery; True when the newest stored prediction is older than
-        blind_after (docs/alerts.md#eventsnotarriving): the cycle is `no_data`, nothing is evaluated, and the
-        last verdict's series stay as they were (nobody observed a change). A monitor that never saw a
-        prediction is not blind: it has no verdict to keep (insufficient_data, as on a fresh start)."""
+        blind_after (docs/alerts.md#eventsnotarriving): the cycle is `no_data`, not a success. What the
+        window still holds is evaluated as usual (late labels still count); once it holds too few rows for
+        a verdict, the last verdict's series stay as they were instead of being cleared: nobody observed a
+        change. A monitor that never saw a prediction is not blind: it has no verdict to keep."""
         seen = delivery(window, self.reader.stored.pop(self.monitor.name, 0))
         if seen.newest is not None:
             self._newest = max(self._newest or seen.newest, seen.newest)

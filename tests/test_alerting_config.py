@@ -361,6 +361,12 @@ def test_rendering_with_a_for_override_rewrites_every_alert_and_leaves_the_sourc
     alerts = [rule for rule in rules if "alert" in rule]
     assert {rule["alert"] for rule in alerts} >= ISSUE_ALERTS
     assert {rule["for"] for rule in alerts} == {"3s"}
+    # but an alert the timings except keeps their own `for:` (EventsNotArriving and a pipeline catching up)
+    path = render_prometheus_config(tmp_path / "demo", {}, timings=DEMO)
+    rendered = [yaml.safe_load(Path(p).read_text()) for p in yaml.safe_load(path.read_text())["rule_files"]]
+    fors = {rule["alert"]: rule["for"] for doc in rendered for group in doc["groups"] for rule in group["rules"]
+            if "alert" in rule}
+    assert fors.pop("EventsNotArriving") == "8s" and set(fors.values()) == {"2s"}
     assert {group["interval"] for doc in rendered for group in doc["groups"]} == {"1s"}
     assert [p.read_text() for p in RULE_FILES] == before
 

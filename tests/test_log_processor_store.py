@@ -195,15 +195,21 @@ def test_no_new_predictions_for_blind_after_is_no_data_and_keeps_the_last_verdic
 
     clock[0] += 200                                      # newest now ~4 minutes old: not yet blind
     assert runner.run_once() == "ok"
+    clock[0] += 200                                      # ~7 minutes: blind, and the window still holds most
+    assert runner.run_once() == "no_data"               # rows: evaluated as usual (late labels count), not a success
+    assert one(exporter, "mlmon_no_data") == 1 and one(exporter, "mlmon_dataset_drift") == 1
+    assert 400 < one(exporter, "mlmon_window_rows", kind="evaluated") < 600
+    assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(succeeded + 200)
     clock[0] += 3600                                     # an hour later: the window is empty
     assert runner.run_once() == "no_data"
-    assert runner.state.status == "no_data" and runner.state.last_success == pytest.approx(clock[0] - 3600)
+    assert runner.state.status == "no_data" and runner.state.last_success == pytest.approx(clock[0] - 3800)
     assert one(exporter, "mlmon_no_data") == 1
     assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(succeeded + 200)
-    assert one(exporter, "mlmon_evaluations_total", outcome="no_data") == 1
+    assert one(exporter, "mlmon_evaluations_total", outcome="no_data") == 2
     assert one(exporter, "mlmon_verdict_available") == 1 and one(exporter, "mlmon_dataset_drift") == 1
+    assert 400 < one(exporter, "mlmon_window_rows", kind="current") < 600     # the last verdict's window
     assert one(exporter, "mlmon_newest_event_timestamp_seconds") == newest      # outlives the window
-    assert runner.state.summary["status"] == "ok"       # /report.json keeps the last verdict too
+    assert runner.state.summary["status"] == "no_data" and runner.state.summary["dataset_drift"] is True
 
     # events flow again (normal traffic, in the shifted clock's last 10 minutes): a verdict, counted once
     at = datetime.fromtimestamp(clock[0], timezone.utc)
