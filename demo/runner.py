@@ -245,6 +245,31 @@ class _Stall:
         story = self.story
         if self.stopped_at is None or story.stack.prometheus is None:
             return
+        try:
+            self._wait_for_messages(started)
+        finally:
+            first = [at for channel, at in self._first_blind_messages().items()]
+            story.notes.append(f"--stall: the shipper stopped at {time.strftime('%H:%M:%S', time.localtime(self.stopped_at))} "
+                               f"for {self.seconds:g}s; EventsNotArriving's first message "
+                               + (f"{min(first) - self.stopped_at:.0f}s later" if first else "never came"))
+
+    def _first_blind_messages(self) -> dict[str, float]:
+        """Each channel's first message since the stall that names EventsNotArriving: its time."""
+        found: dict[str, float] = {}
+        mail = self.story.stack.mail
+        for m in mail.messages() if mail else []:
+            at = _received_at(m.path.name)
+            if at >= (self.stopped_at or 0) and "EventsNotArriving" in m.subject:
+                found.setdefault("email", at)
+        sink = self.story.stack.notifications
+        for channel in (CHAT_CHANNELS if sink else ()):
+            for m in sink.messages(channel):
+                if m.received_at >= (self.stopped_at or 0) and "EventsNotArriving" in (m.text + str(m.body)):
+                    found.setdefault(channel, m.received_at)
+        return found
+
+    def _wait_for_messages(self, started: float) -> None:
+        story = self.story
         story._wait(lambda: self._observe() and all(story._every_channel_has("firing", started, m) for m in story.names),
                     story.settings.alert_timeout, "normal: EventsNotArriving's message on every channel",
                     "normal: waiting for the blind alert's messages")
