@@ -8,6 +8,7 @@ from typing import Mapping
 
 from common.env import env_number, flag, setting
 from common.store import StoreSettings
+from log_processor.shard import Shard
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,7 @@ class ProcessorSettings:
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
     blind_after: float | None = None     # seconds; a monitor's blind_after wins; default monitors.blind_after_default
+    shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -58,4 +60,5 @@ class ProcessorSettings:
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
             blind_after=number("BLIND_AFTER", None, float, 0.01),
+            shard=get("SHARD", cls.shard, Shard.parse),
         )
