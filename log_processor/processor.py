@@ -24,7 +24,7 @@ class Processor:
         self.monitors = monitors if monitors is not None else load_monitors(
             settings.monitors_file, interval_override=settings.interval)
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
-        self.exporter = Exporter(m.name for m in self.monitors)
+        self.exporter = Exporter((m.name for m in self.monitors), segment_gauges=settings.segment_gauges)
         reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
         readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,

@@ -28,6 +28,7 @@ class ProcessorSettings:
     read_overlap: float = 10.0           # seconds of ingest time read again (refresh delay)
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
+    segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -56,4 +57,5 @@ class ProcessorSettings:
             read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
+            segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
         )
