@@ -275,3 +275,26 @@ def test_segments_config_loads_with_defaults(tmp_path):
 def test_each_segments_mistake_names_file_line_and_key(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected):
         load_monitors(write(tmp_path, GOOD + text), base_dir=tmp_path)
+
+
+# --- the messages: the root cause once per incident message, on every channel ------------------------------
+
+def test_every_channel_s_message_carries_the_incident_s_root_cause(tmp_path):
+    from tests.test_alerting_config import LINK_LABELS, pinned_tool, render_template
+    amtool = pinned_tool("amtool")
+    cause = "1. conv_rate (drift x importance 1.4, score 3.50x its threshold, importance 40%) · worst segments: context.city=Lyon (10% of the traffic)"
+    alerts = [{"labels": {"alertname": "SegmentDrift", "monitor": "m1", "field": CITY, "segment": "Lyon",
+                          "severity": "warning", **LINK_LABELS},
+               "annotations": {"summary": "Segment context.city=Lyon of monitor m1 drifted", "root_cause": cause,
+                               "features": "conv_rate", "drifted": "context.city=Lyon: conv_rate (3.50x its threshold)",
+                               "dashboard": "ml-drift", "description": "d"}},
+              {"labels": {"alertname": "PredictionDrift", "monitor": "m1", "severity": "warning", **LINK_LABELS},
+               "annotations": {"summary": "Prediction drift", "root_cause": "", "dashboard": "ml-drift", "description": "d"}}]
+    email = render_template(amtool, tmp_path, "mlmon.email.text", alerts)
+    assert email.count("Root cause: 1. conv_rate") == 1
+    slack = render_template(amtool, tmp_path, "mlmon.slack.text", alerts)
+    assert slack.count("*Root cause:* 1. conv_rate") == 1 and "context.city=Lyon (10% of the traffic)" in slack
+    telegram = render_template(amtool, tmp_path, "mlmon.telegram.message", alerts)
+    assert telegram.count("<b>Root cause:</b> 1. conv_rate") == 1
+    quiet = [dict(a, annotations={**a["annotations"], "root_cause": ""}) for a in alerts]
+    assert "Root cause" not in render_template(amtool, tmp_path, "mlmon.email.text", quiet)
