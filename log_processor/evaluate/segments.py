@@ -127,7 +127,8 @@ class SegmentEvaluation:
 @dataclass(frozen=True)
 class _RefColumn:
     kind: str                            # numerical | categorical
-    sorted: np.ndarray | None = None     # numerical: the reference's values, sorted
+    values: np.ndarray | None = None     # numerical: the reference's distinct values, sorted
+    cdf: np.ndarray | None = None        # numerical: the reference's share of rows at or below each of them
     norm: float = 1.0                    # numerical: max(std, 0.001), Evidently's norm
     shares: dict[str, float] | None = None   # categorical: category -> share
 
@@ -135,14 +136,17 @@ class _RefColumn:
     def of(cls, values: np.ndarray, kind: str) -> "_RefColumn":
         if kind == "numerical":
             x = np.asarray(values, dtype=float)
-            x = np.sort(x[np.isfinite(x)])
-            return cls(kind, sorted=x, norm=max(float(np.std(x)), 0.001))
+            x = x[np.isfinite(x)]
+            distinct, counts = np.unique(x, return_counts=True)
+            # Served features repeat (one value per driver and hour): 20 000 rows are ~450 distinct
+            # values, and a segment's W1 is computed over those, not over every reference row.
+            return cls(kind, values=distinct, cdf=np.cumsum(counts) / max(len(x), 1), norm=max(float(np.std(x)), 0.001))
         counts = pd.Series(_names(values)).value_counts()
         return cls(kind, shares=(counts / counts.sum()).to_dict())
 
     def statistic(self, values: np.ndarray) -> float:
         if self.kind == "numerical":
-            return wasserstein_norm(self.sorted, np.asarray(values, dtype=float), self.norm)
+            return wasserstein_norm(self.values, self.cdf, np.asarray(values, dtype=float), self.norm)
         return jensenshannon(self.shares, values)
 
 
@@ -154,16 +158,18 @@ def _names(values: np.ndarray) -> np.ndarray:
     return np.array([str(v) for v in values if v is not None], dtype=object)
 
 
-def wasserstein_norm(reference_sorted: np.ndarray, current: np.ndarray, norm: float) -> float:
-    """scipy's wasserstein_distance(reference, current) / norm, with the reference sorted once."""
+def wasserstein_norm(reference_values: np.ndarray, reference_cdf: np.ndarray, current: np.ndarray, norm: float) -> float:
+    """scipy's wasserstein_distance(reference, current) / norm: the area between the two empirical
+    CDFs, over the reference's distinct values (with their CDF) and the current values."""
     cur = np.sort(current[np.isfinite(current)])
-    if not len(cur) or not len(reference_sorted):
+    if not len(cur) or not len(reference_values):
         return math.nan
-    every = np.sort(np.concatenate([reference_sorted, cur]))
-    gaps = np.diff(every)
-    cdf_ref = np.searchsorted(reference_sorted, every[:-1], "right") / len(reference_sorted)
-    cdf_cur = np.searchsorted(cur, every[:-1], "right") / len(cur)
-    return float(np.sum(np.abs(cdf_ref - cdf_cur) * gaps)) / norm
+    grid = np.union1d(reference_values, cur)
+    at = grid[:-1]
+    i = np.searchsorted(reference_values, at, "right")
+    cdf_ref = np.where(i > 0, reference_cdf[np.maximum(i - 1, 0)], 0.0)
+    cdf_cur = np.searchsorted(cur, at, "right") / len(cur)
+    return float(np.sum(np.abs(cdf_ref - cdf_cur) * np.diff(grid))) / norm
 
 
 def jensenshannon(reference_shares: dict[str, float], current: np.ndarray) -> float:
@@ -287,6 +293,12 @@ def evaluate_segments(reference: Reference, current: pd.DataFrame, monitor: Moni
     total = len(current)
     labelled_mask = current[TARGET].notna().to_numpy() if TARGET in current else np.zeros(total, dtype=bool)
     calibration = reference.score_calibration if monitor.estimation is not None else None
+    # Columns taken out once; a segment is a set of row positions into them (no frame per segment).
+    columns = {name: current[name].to_numpy() for name in {*kinds, task.drift_column}}
+    if calibration is not None:
+        columns.update({SCORE: current[SCORE].to_numpy(dtype=float), PREDICTION: current[PREDICTION].to_numpy(dtype=float)})
+    labelled_all = task.quality_frame(current[labelled_mask], monitor)
+    labelled_number = np.cumsum(labelled_mask) - 1        # row position -> its position among the labelled rows
 
     def drift(kind: str, column: str, ref: _RefColumn, null: NullDistribution, values: np.ndarray,
               alpha: float) -> SegmentTest:
@@ -301,17 +313,17 @@ def evaluate_segments(reference: Reference, current: pd.DataFrame, monitor: Moni
         values, pooled[field_name] = split(current[segment_column(field_name)].to_numpy(dtype=object),
                                            config.max_segments)
         for value, rows in pd.Series(np.arange(total)).groupby(values, sort=True).indices.items():
-            frame = current.iloc[rows]
-            labelled = task.quality_frame(frame[labelled_mask[rows]], monitor)
+            mine = rows[labelled_mask[rows]]
+            labelled = labelled_all.iloc[labelled_number[mine]]
             tested = len(rows) >= config.min_rows
             tests: list[SegmentTest] = []
             quality: dict[str, float] = {}
             estimated: dict[str, float] = {}
             if tested:
-                tests += [drift("feature", name, refs[name], fitted.features[name], frame[name].to_numpy(), feature_alpha)
+                tests += [drift("feature", name, refs[name], fitted.features[name], columns[name][rows], feature_alpha)
                           for name in kinds]
                 tests.append(drift("prediction", task.prediction_field(monitor), ref_prediction, fitted.prediction,
-                                   frame[task.drift_column].to_numpy(), fitted.alpha))
+                                   columns[task.drift_column][rows], fitted.alpha))
                 if len(labelled) >= config.min_rows:
                     if ref_target is not None:
                         tests.append(drift("target", monitor.target, ref_target, fitted.target,
@@ -321,8 +333,8 @@ def evaluate_segments(reference: Reference, current: pd.DataFrame, monitor: Moni
                         tests.append(q)
                         quality[q.column] = q.score
                 if calibration is not None:
-                    p = calibration.probabilities(frame[SCORE].to_numpy(dtype=float))
-                    yhat = frame[PREDICTION].to_numpy(dtype=float)
+                    p = calibration.probabilities(columns[SCORE][rows])
+                    yhat = columns[PREDICTION][rows]
                     estimated["accuracy"] = float(np.mean(np.where(yhat == 1, p, 1 - p)))
             pending.append((field_name, str(value), len(rows), len(labelled), tested, tests, quality, estimated))
 
