@@ -21,6 +21,7 @@ SUITES = {
     "estimation": "benchmarks.estimation",
     "tasks": "benchmarks.tasks",
     "segments": "benchmarks.segments",
+    "segments_cost": "benchmarks.segments_cost",
 }
 
 

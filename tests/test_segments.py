@@ -298,3 +298,18 @@ def test_every_channel_s_message_carries_the_incident_s_root_cause(tmp_path):
     assert telegram.count("<b>Root cause:</b> 1. conv_rate") == 1
     quiet = [dict(a, annotations={**a["annotations"], "root_cause": ""}) for a in alerts]
     assert "Root cause" not in render_template(amtool, tmp_path, "mlmon.email.text", quiet)
+
+
+def test_a_monitor_with_estimation_gets_each_segment_s_estimated_accuracy_beside_the_realized(reference, pool):
+    from log_processor.columns import PREDICTION, TARGET
+    from log_processor.evaluate import estimation as est
+    shipped = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+    monitor = dataclasses.replace(MONITOR, estimation=shipped.estimation)
+    labelled = reference.frame[reference.frame[TARGET].notna()]
+    calibration = est.fit_calibration(labelled[SCORE].to_numpy(dtype=float), labelled[TARGET].to_numpy(dtype=int),
+                                      labelled[PREDICTION].to_numpy(dtype=int), monitor.estimation.calibration)
+    result = evaluate_segments(dataclasses.replace(reference, score_calibration=calibration),
+                               window(pool, 6000, 49, 3), monitor)
+    for segment in result.segments:
+        assert abs(segment.estimated["accuracy"] - segment.quality["accuracy"]) < 0.05
+    assert evaluate_segments(reference, window(pool, 600, 49, 3), MONITOR).segments[0].estimated == {}
