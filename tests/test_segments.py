@@ -313,3 +313,12 @@ def test_a_monitor_with_estimation_gets_each_segment_s_estimated_accuracy_beside
     for segment in result.segments:
         assert abs(segment.estimated["accuracy"] - segment.quality["accuracy"]) < 0.05
     assert evaluate_segments(reference, window(pool, 600, 49, 3), MONITOR).segments[0].estimated == {}
+
+
+def test_the_number_of_labelled_segments_is_a_setting_with_bounds():
+    from log_processor.settings import ProcessorSettings
+    assert ProcessorSettings.from_env({}).segment_gauges == 10
+    assert ProcessorSettings.from_env({"LOGPROC_SEGMENT_GAUGES": "3"}).segment_gauges == 3
+    for bad in ("many", "-1", "201"):
+        with pytest.raises(ValueError, match=f"^LOGPROC_SEGMENT_GAUGES='{bad}'"):
+            ProcessorSettings.from_env({"LOGPROC_SEGMENT_GAUGES": bad})
