@@ -153,11 +153,10 @@ class MonitorRunner:
         if window.rows >= m.min_rows:
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
-            clock.lap("evaluate")
-            segments = evaluate_segments(reference, current, m)     # None without `segments:`
+        clock.lap("evaluate")
+        if evaluation is not None and m.segments is not None:     # monitors.yaml `segments:`
+            segments = evaluate_segments(reference, current, m)
             clock.lap("segments")
-        else:
-            clock.lap("evaluate")
         causes = rank_causes(evaluation, segments, reference.importance)
         self.exporter.window(m, window, reference.rows, evaluation)
         self.exporter.segments(m, segments, causes)
