@@ -294,11 +294,12 @@ def test_compose_env_writes_the_alertmanager_secret_files_and_keeps_existing_one
     secrets = tmp_path / "secrets"
     assert _compose_env("--output", str(tmp_path / ".env"), "--secrets", str(secrets)).returncode == 0
     files = {p.name: p for p in (secrets / "alertmanager").iterdir()}
-    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token"}
+    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token", "heartbeat_url"}
     assert oct(secrets.stat().st_mode & 0o777) == "0o700"     # other host users cannot reach them
     assert files["slack_api_url"].read_text().startswith("http://notification-sink:9101/services/")
     assert files["webhook_url"].read_text().startswith("http://notification-sink:9102/alerts/")
     assert re.fullmatch(r"\d{10}:[\w-]{30,}\n", files["telegram_bot_token"].read_text())
+    assert files["heartbeat_url"].read_text().startswith("http://notification-sink:9104/heartbeat/")
     files["slack_api_url"].write_text("https://hooks.slack.com/services/REAL\n")
     _compose_env("--output", str(tmp_path / "second.env"), "--secrets", str(secrets))
     assert files["slack_api_url"].read_text() == "https://hooks.slack.com/services/REAL\n"
@@ -327,7 +328,8 @@ def test_the_entrypoint_checks_the_same_files_as_the_embedded_stack():
     assert CHECK_SCRIPT.read_text().count("sed -n 's/^[[:space:]-]*[a-z_]*_file:[[:space:]]*\\([^[:space:]#]*\\).*$/\\1/p'") == 1
     python = {str(holder[key]) for _, holder, key in secret_file_fields(yaml.safe_load(config_text))}
     assert set(shell.stdout.split()) == python == {f"/etc/alertmanager/secrets/{name}" for name in
-                                                   ("slack_api_url", "webhook_url", "telegram_bot_token")}
+                                                   ("slack_api_url", "webhook_url", "telegram_bot_token",
+                                                    "heartbeat_url")}
 
 
 # --- the setup one-shot ---
