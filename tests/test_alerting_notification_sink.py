@@ -80,6 +80,7 @@ def test_secret_files_point_at_the_sink_and_are_private(sink, tmp_path):
     assert (directory / "webhook_url").read_text().strip() == sink.url("webhook")
     assert (directory / "telegram_bot_token").read_text().strip() == sink.telegram_token
     assert (directory / "heartbeat_url").read_text().strip() == sink.url("heartbeat")
+    assert {oct(p.stat().st_mode & 0o777) for p in directory.iterdir()} == {"0o600"}
 
 
 def test_the_heartbeat_has_its_own_port_and_inbox_and_is_no_chat_channel(sink, tmp_path):
@@ -90,4 +91,3 @@ def test_the_heartbeat_has_its_own_port_and_inbox_and_is_no_chat_channel(sink, t
     assert post(sink.url(HEARTBEAT), WEBHOOK)[0] == 200
     assert len(read_messages(tmp_path, HEARTBEAT)) == 1
     assert all(not read_messages(tmp_path, channel) for channel in CHANNELS)
-    assert {oct(p.stat().st_mode & 0o777) for p in directory.iterdir()} == {"0o600"}
