@@ -28,7 +28,15 @@ def add_process_collectors(registry: CollectorRegistry) -> CollectorRegistry:
 
 
 def children_of(pid: int, proc: Path = PROC) -> list[int]:
-    """The pids whose parent is `pid`, from /proc (empty where there is no /proc)."""
+    """The pids whose parent is `pid`, from /proc (empty where there is no /proc).
+
+    /proc/PID/task/*/children where the kernel has it (one small read per thread); else every
+    /proc/*/stat is read for its parent pid (20 ms on a busy host)."""
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+        return sorted({int(child) for task in tasks for child in (task / "children").read_text().split()})
+    except (OSError, ValueError):
+        pass
     found = []
     try:
         entries = list(proc.iterdir())
