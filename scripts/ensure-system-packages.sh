@@ -19,7 +19,9 @@ if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "installing ${need[*]} from Debian packages"
 daemons="prometheus prometheus-alertmanager prometheus-node-exporter prometheus-elasticsearch-exporter"
-before=$(pgrep -x -d ' ' "$(echo $daemons | tr ' ' '|')" 2>/dev/null || true)
+# by command line: `pgrep -x` compares the 15-character process name, which the exporters' names exceed
+daemon_pids() { pgrep -f "^(/usr/bin/)?($(echo $daemons | tr ' ' '|'))( |$)" 2>/dev/null || true; }
+before=$(daemon_pids | tr '\n' ' ')
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null 2>&1 || true
 if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/ensure-system-packages.log 2>&1; then
@@ -27,7 +29,7 @@ if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/ensure-sy
 fi
 # Debian's postinst may start daemons on the default ports; the stack runs its own instances.
 # Stop only what this install started, never a Prometheus that was already running.
-for pid in $(pgrep -x "$(echo $daemons | tr ' ' '|')" 2>/dev/null || true); do
+for pid in $(daemon_pids); do
   case " $before " in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
 done
 exit 0
