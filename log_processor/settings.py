@@ -30,6 +30,7 @@ class ProcessorSettings:
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
     shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
+    segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -59,4 +60,5 @@ class ProcessorSettings:
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
             shard=get("SHARD", cls.shard, Shard.parse),
+            segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
         )
