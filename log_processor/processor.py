@@ -41,7 +41,8 @@ class Processor:
             settings.monitors_file, interval_override=settings.interval)
         self.monitors = owned_monitors(configured, settings.shard)
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
-        self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard)
+        self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard,
+                                 segment_gauges=settings.segment_gauges)
         reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
         readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,

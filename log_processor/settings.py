@@ -31,6 +31,7 @@ class ProcessorSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     blind_after: float | None = None     # seconds; a monitor's blind_after wins; default monitors.blind_after_default
     shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
+    segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -61,4 +62,5 @@ class ProcessorSettings:
             store=StoreSettings.from_env(env),
             blind_after=number("BLIND_AFTER", None, float, 0.01),
             shard=get("SHARD", cls.shard, Shard.parse),
+            segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
         )
