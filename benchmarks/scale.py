@@ -154,16 +154,18 @@ def load_fast(url: str, n: int, start: float, end: float, seed: int, *, pipeline
         for item in bodies(n, start, end, seed, keyed=not pipeline, ingested=ingested):
             pending.append(pool.submit(post, item))
             if len(pending) >= LOAD_THREADS * 2:
+                before = sent
                 sent += pending.pop(0).result()
-                print(f"\r  loading {n:,} predictions: {sent:,} docs ({sent / (time.perf_counter() - t0):,.0f}/s)",
-                      end="", flush=True)
+                if sent // 500_000 > before // 500_000:
+                    print(f"  loading {n:,} predictions: {sent:,} docs ({sent / (time.perf_counter() - t0):,.0f}/s)",
+                          flush=True)
         for future in pending:
             sent += future.result()
     for day in days:
         _request(url, "PUT", f"/{day}/_settings", b'{"index":{"refresh_interval":null}}')
     _request(url, "POST", "/_refresh")
     seconds = time.perf_counter() - t0
-    print(f"\r  loaded {n:,} predictions: {sent:,} docs in {seconds:.0f} s ({sent / seconds:,.0f}/s, "
+    print(f"  loaded {n:,} predictions: {sent:,} docs in {seconds:.0f} s ({sent / seconds:,.0f}/s, "
           f"{'through the ingest pipeline' if pipeline else 'keyed by the loader, pipeline=_none'})", flush=True)
     return sent, seconds
 

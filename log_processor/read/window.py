@@ -10,8 +10,8 @@ stable from one cycle to the next (a request stays in or out). Every row has the
 so the sample's distribution of each column is an unbiased estimate of the window's; the drift
 statistics (Wasserstein, PSI, K-S) estimate the same population quantity, only with a wider
 confidence interval (it shrinks like 1/sqrt(n): 200 000 rows estimate a share to about ±0.2
-percentage points at 95 %). Row counts, label coverage and label delay are always computed on the
-whole window; `mlmon_window_rows{kind="evaluated"}` says how many rows Evidently saw.
+percentage points at 95 %). Row counts, label coverage and label delay are computed on the whole
+window read; `mlmon_window_rows{kind="evaluated"}` says how many rows Evidently saw.
 
 A sampled read (read/sampled.py) hands over a window that is itself a uniform sample of rate
 `sampling_rate` (by the sampling key, so a request's prediction and feedback are in or out
