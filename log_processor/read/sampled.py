@@ -14,7 +14,8 @@ prediction (one hit, sorted by time), and the window starts there.
 
 Where the engine cannot answer (a 400 to the aggregation: a store without it), the window is read
 whole, as before, with one log line per monitor. A window of at most `max_rows` predictions is read
-whole too (rate 1): nothing changes for it. docs/log-processor.md#sampled-reads.
+whole too (rate 1): nothing changes for it, and a monitor with `last: N` of at most `max_rows` never
+asks the engine. docs/log-processor.md#sampled-reads.
 """
 from __future__ import annotations
 

@@ -108,6 +108,8 @@ class WindowReader:
         whole = SamplePlan(1.0, start, None)
         if not (self.reads.sampled and sampled.can_sample(monitor)) or monitor.name in self._no_engine_figures:
             return whole
+        if monitor.window_last is not None and monitor.window_last <= monitor.max_rows:
+            return whole          # never more than max_rows predictions: nothing to ask the engine
         where = sampled.predictions_filter(monitor)
         try:
             if monitor.window_last is not None:
