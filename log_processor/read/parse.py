@@ -135,7 +135,20 @@ def _latest(values: Sequence[Any]) -> tuple[float | None, int]:
 
 
 def _no_rejects() -> pd.DataFrame:
-    return pd.DataFrame({EID: np.zeros(0, dtype=np.uint64), TIMESTAMP: np.zeros(0), REASON: np.zeros(0, dtype=object)})
+    return pd.DataFrame({EID: np.zeros(0, dtype=np.uint64), TIMESTAMP: np.zeros(0), REASON: np.zeros(0, dtype=object),
+                         SAMPLING_KEY: np.zeros(0, dtype=np.int64)})
+
+
+def _page_sampling_keys(columns: Columns) -> np.ndarray:
+    """Every document's sampling key as the engine filtered it: the stored one when it is a valid
+    key, else computed from request_id (what the read also asks for: documents without a key), -1
+    where neither is there or the stored one is bad (such documents are read at every rate)."""
+    try:
+        stored, request_ids = columns(sampling.FIELD), columns(sampling.SOURCE_FIELD)
+    except KeyError:          # a read that did not ask for them: no monitor of it samples
+        return np.full(len(columns.docs), -1, dtype=np.int64)
+    keys, _ = sampling_keys(stored, np.array(request_ids, dtype=object), Rejects(len(columns.docs)))
+    return keys
 
 
 def parse_page(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> Chunk:
@@ -154,6 +167,7 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
     ingested, unstamped = _latest(columns("event.ingested"))
     models: dict[str, np.ndarray] = {}
     subsets: dict[bytes, tuple[Columns, np.ndarray, np.ndarray]] = {}
+    page_keys: np.ndarray | None = None
 
     def subset(mask: np.ndarray) -> tuple[Columns, np.ndarray, np.ndarray]:
         key = np.packbits(mask).tobytes()
@@ -175,6 +189,10 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
         feedback, r2, u2 = parse_feedback(*subset(mine & (datasets == monitor.feedback_dataset)), monitor)
         frames = [r for r in (unknown.frame(eids, times), r1, r2) if len(r)]
         rejects = pd.concat(frames, ignore_index=True) if frames else _no_rejects()
+        if len(rejects):      # each rejected document's sampling key, so a sampled read keeps those of its sample
+            if page_keys is None:
+                page_keys = _page_sampling_keys(columns)
+            rejects[SAMPLING_KEY] = page_keys[pd.Index(eids).get_indexer(rejects[EID].to_numpy())]
         chunks.append(Chunk(predictions, feedback, rejects, ingested, unstamped, u1 + u2))
     return chunks
 

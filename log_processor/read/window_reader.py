@@ -135,12 +135,14 @@ class WindowReader:
 
 
 def _under(chunk: Chunk, plan: SamplePlan) -> Chunk:
-    """The chunk's predictions and feedback under the plan's threshold (a read shared with a monitor
-    of a larger rate, documents without a stored key)."""
+    """The chunk's predictions, feedback and rejected documents under the plan's threshold (a read
+    shared with a monitor of a larger rate, documents without a stored key); a rejected document
+    without a usable key (-1) is kept: every rate reads it."""
     if not plan.sampled:
         return chunk
     limit = plan.threshold
     def keep(frame):
         keys = frame[SAMPLING_KEY].to_numpy()
         return frame if bool((keys < limit).all()) else frame[keys < limit].reset_index(drop=True)
-    return dataclasses.replace(chunk, predictions=keep(chunk.predictions), feedback=keep(chunk.feedback))
+    return dataclasses.replace(chunk, predictions=keep(chunk.predictions), feedback=keep(chunk.feedback),
+                               rejects=keep(chunk.rejects))
