@@ -21,6 +21,8 @@ SUITES = {
     "estimation": "benchmarks.estimation",
     "tasks": "benchmarks.tasks",
     "scale": "benchmarks.scale",
+    "segments": "benchmarks.segments",
+    "segments_cost": "benchmarks.segments_cost",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from common.env import env_number, flag, setting
 from common.store import StoreSettings
+from log_processor.shard import Shard
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,8 @@ class ProcessorSettings:
     read_overlap: float = 10.0           # seconds of ingest time read again (refresh delay)
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
+    shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
+    segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -56,4 +59,6 @@ class ProcessorSettings:
             read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
+            shard=get("SHARD", cls.shard, Shard.parse),
+            segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
         )

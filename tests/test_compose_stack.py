@@ -29,8 +29,9 @@ import es_setup  # noqa: E402
 from common.store import StoreSettings, connect  # noqa: E402
 from tests.conftest import empty_opensearch  # noqa: E402
 
-LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
-                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink"}
+LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor", "log_processor_1",
+                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink",
+                "node-exporter", "elasticsearch-exporter"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
 
@@ -216,6 +217,35 @@ def test_log_processor_settings_accept_the_env(compose):
     assert settings.monitors_file == REPO / "log_processor" / "monitors.yaml"
 
 
+def test_the_processor_replicas_share_the_monitors_once_each_and_prometheus_scrapes_each(compose):
+    """LOGPROC_SHARD over the replicas covers 0..n-1 once each, so every monitor of the image's file has
+    exactly one replica; Prometheus scrapes every replica, and each alert links to its replica's port."""
+    from log_processor.monitors import load_monitors
+    from log_processor.settings import ProcessorSettings
+    replicas = {name: s for name, s in compose["services"].items() if s.get("command") == ["python", "-m", "log_processor"]}
+    assert set(replicas) == {"log_processor", "log_processor_1"}
+    shards = {}
+    for name, service in replicas.items():
+        env = {k: str(v) for k, v in service["environment"].items()}
+        env["ELASTICSEARCH_PASSWORD"] = "x" * 12
+        shards[name] = ProcessorSettings.from_env(env).shard
+        assert service["environment"]["ELASTICSEARCH_USERNAME"] == "log_processor"
+    assert sorted(s.index for s in shards.values()) == list(range(len(replicas)))
+    assert {s.count for s in shards.values()} == {len(replicas)}
+    monitors = load_monitors(REPO / "log_processor" / "monitors.yaml")
+    owners = {m.name: [name for name, shard in shards.items() if shard.owns(m.name)] for m in monitors}
+    assert all(len(o) == 1 for o in owners.values()), owners
+    assert len({o[0] for o in owners.values()}) == 2, f"the shipped monitors all land on one replica: {owners}"
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "log_processor")
+    urls = {t: sc.get("labels", {}).get("log_processor_url", config["global"]["external_labels"]["log_processor_url"])
+            for sc in job["static_configs"] for t in sc["targets"]}
+    assert set(urls) == {f"{name}:8309" for name in replicas}
+    for name, service in replicas.items():
+        published = service["ports"][0].split(":")[-2].split("-")[-1].rstrip("}")
+        assert urls[f"{name}:8309"].endswith(f":{published}"), (name, service["ports"], urls)
+
+
 def test_the_stack_carries_both_monitors_and_their_references_are_built_into_the_image(compose):
     """Read as YAML: the regression monitor's keys are the contract's; the parser that accepts them is
     the log processor's task support (another branch of issue 20)."""
@@ -294,11 +324,12 @@ def test_compose_env_writes_the_alertmanager_secret_files_and_keeps_existing_one
     secrets = tmp_path / "secrets"
     assert _compose_env("--output", str(tmp_path / ".env"), "--secrets", str(secrets)).returncode == 0
     files = {p.name: p for p in (secrets / "alertmanager").iterdir()}
-    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token"}
+    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token", "heartbeat_url"}
     assert oct(secrets.stat().st_mode & 0o777) == "0o700"     # other host users cannot reach them
     assert files["slack_api_url"].read_text().startswith("http://notification-sink:9101/services/")
     assert files["webhook_url"].read_text().startswith("http://notification-sink:9102/alerts/")
     assert re.fullmatch(r"\d{10}:[\w-]{30,}\n", files["telegram_bot_token"].read_text())
+    assert files["heartbeat_url"].read_text().startswith("http://notification-sink:9104/heartbeat/")
     files["slack_api_url"].write_text("https://hooks.slack.com/services/REAL\n")
     _compose_env("--output", str(tmp_path / "second.env"), "--secrets", str(secrets))
     assert files["slack_api_url"].read_text() == "https://hooks.slack.com/services/REAL\n"
@@ -327,7 +358,8 @@ def test_the_entrypoint_checks_the_same_files_as_the_embedded_stack():
     assert CHECK_SCRIPT.read_text().count("sed -n 's/^[[:space:]-]*[a-z_]*_file:[[:space:]]*\\([^[:space:]#]*\\).*$/\\1/p'") == 1
     python = {str(holder[key]) for _, holder, key in secret_file_fields(yaml.safe_load(config_text))}
     assert set(shell.stdout.split()) == python == {f"/etc/alertmanager/secrets/{name}" for name in
-                                                   ("slack_api_url", "webhook_url", "telegram_bot_token")}
+                                                   ("slack_api_url", "webhook_url", "telegram_bot_token",
+                                                    "heartbeat_url")}
 
 
 # --- the setup one-shot ---
@@ -505,6 +537,42 @@ def test_setup_run_sends_the_security_and_template_requests():
         assert seen[f"/_security/user/{name}"] == ("PUT", {"password": user["password"], "roles": user["roles"]})
     templates = {p.name.removesuffix(".index-template.json") for p in (REPO / "elasticsearch").glob("*.index-template.json")}
     assert {path.removeprefix("/_index_template/") for path in seen if path.startswith("/_index_template/")} == templates
+    # retention (issue 32): a lifecycle policy per kind of daily index, with the documented defaults,
+    # put before the template that names it
+    order = [path for _, path, _, _ in handler.requests]
+    for template, policy, days in (("ml-events", "ml-events-retention", 30), ("logs-serving", "logs-serving-retention", 14),
+                                   ("ml-monitoring", "ml-monitoring-retention", 400)):
+        method, body = seen[f"/_ilm/policy/{policy}"]
+        assert method == "PUT" and body["policy"]["phases"]["delete"] == {"min_age": f"{days}d", "actions": {"delete": {}}}
+        assert seen[f"/_index_template/{template}"][1]["template"]["settings"]["index.lifecycle.name"] == policy
+        assert order.index(f"/_ilm/policy/{policy}") < order.index(f"/_index_template/{template}")
+    # the template files stay free of ILM (OpenSearch and osmem read them too)
+    assert "lifecycle" not in "".join(p.read_text() for p in (REPO / "elasticsearch").glob("*.json"))
+
+
+def test_retention_days_are_settings_of_setup():
+    settings = es_setup.SetupSettings.from_env(_env(RETENTION_EVENTS_DAYS="7", RETENTION_MONITORING_DAYS="90"))
+    policies = es_setup.ilm_policies(settings.retention)
+    assert {name: p["phases"]["delete"]["min_age"] for name, p in policies.values()} == \
+        {"ml-events-retention": "7d", "logs-serving-retention": "14d", "ml-monitoring-retention": "90d"}
+    with pytest.raises(es_setup.SetupError, match="RETENTION_LOGS_DAYS='0' must be at least 1"):
+        es_setup.SetupSettings.from_env(_env(RETENTION_LOGS_DAYS="0"))
+
+
+def test_compose_runs_the_exporters_and_prometheus_scrapes_them(compose):
+    services = compose["services"]
+    exporter = services["elasticsearch-exporter"]
+    assert exporter["environment"]["ES_USERNAME"] in es_setup.users(_env())
+    assert es_setup.roles()["metrics_exporter"] == {**es_setup.roles()["metrics_exporter"], "cluster": ["monitor"], "indices": []}
+    assert any(arg == "--es.uri=http://elasticsearch:9200" for arg in exporter["command"])
+    assert "--path.rootfs=/host" in services["node-exporter"]["command"]
+    assert all(":ro" in volume for volume in services["node-exporter"]["volumes"])
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    assert jobs["node"] == ["node-exporter:9100"] and jobs["elasticsearch"] == ["elasticsearch-exporter:9114"]
+    assert jobs["fluentd"] == ["fluentd:24231"] and jobs["shipper"] == []
+    setup_env = services["setup"]["environment"]
+    assert {"RETENTION_EVENTS_DAYS", "RETENTION_LOGS_DAYS", "RETENTION_MONITORING_DAYS"} <= set(setup_env)
 
 
 # --- Kibana: keys and a healthcheck without credentials ---------------------------------------------
