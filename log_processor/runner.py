@@ -150,7 +150,7 @@ class MonitorRunner:
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
         evaluation = segments = None
-        if window.rows >= m.min_rows:
+        if window.rows >= m.min_rows and window.sample_rows >= m.min_rows:     # equal but for a sampled read
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         clock.lap("evaluate")
