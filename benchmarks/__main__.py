@@ -20,6 +20,7 @@ SUITES = {
     "regression_target_drift": "benchmarks.regression_target_drift",
     "estimation": "benchmarks.estimation",
     "tasks": "benchmarks.tasks",
+    "evidently_ui": "benchmarks.evidently_ui",
 }
 
 

@@ -34,6 +34,10 @@ class EvidentlyUI:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "EvidentlyUI":
+        return self.launch().wait(timeout)
+
+    def launch(self) -> "EvidentlyUI":
+        """Start the process and return at once (`wait` for it to answer)."""
         if not self.port:
             self.port = DEFAULT_PORT if port_free(self.host, DEFAULT_PORT) else free_port(self.host)
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -44,6 +48,11 @@ class EvidentlyUI:
         executable = Path(sys.executable).with_name("evidently")
         self.child = Child("evidently-ui", [executable, "ui", "--host", self.host, "--port", str(self.port),
                                             "--workspace", str(self.workspace)], self.log_file, env=env).start()
+        return self
+
+    def wait(self, timeout: float = 60.0) -> "EvidentlyUI":
+        """Until GET /api/version answers (ChildExited at once if the process exits)."""
+        assert self.child is not None, "launch() first"
         self.child.wait_ready(self.ready, timeout, f"GET {self.url}/api/version")
         return self
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from common.schema import MONITORING_INDEX_PREFIX, daily_index
 from log_processor.evaluate.evaluation import Evaluation, evaluate
 from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_reference
-from log_processor.export.evidently_snapshot import snapshot_samples
+from log_processor.export.evidently_snapshot import snapshot_of
 from log_processor.export.evidently_workspace import SnapshotWriter
 from log_processor.export.metrics import Exporter
 from log_processor.export.reports import Reports
@@ -161,7 +161,7 @@ class MonitorRunner:
         outcome = "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
         if self.snapshots is not None and self.snapshots.due(m.name, now):
-            self.snapshots.offer(m.name, snapshot_samples(m, reference, window, evaluation), now,
+            self.snapshots.offer(m.name, snapshot_of(m, self.exporter.latest(m.name)), now,
                                  {"reference": reference.version, "model_version": str(reference.model_version)})
         clock.lap("export")
         summary["phase_seconds"] = clock.laps

@@ -249,3 +249,32 @@ def test_an_empty_secret_file_is_an_error(monkeypatch, capsys, tmp_path):
 def test_backend_for_picks_by_scheme(tmp_path):
     assert isinstance(backend_for("http://127.0.0.1:1", None, 1.0), RemoteUI)
     assert isinstance(backend_for(str(tmp_path), None, 1.0), LocalWorkspace)
+
+
+def test_compose_runs_the_pinned_ui_with_its_secret_from_a_file(tmp_path):
+    """docker-compose.yml's evidently-ui: the installed evidently's version, telemetry off, the secret read
+    from the file `make compose-env` writes (never on the command line), and the processor pointed at it."""
+    import importlib.metadata
+    import subprocess
+    import sys
+    import yaml
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    ui_service = compose["evidently-ui"]
+    assert ui_service["image"] == f"evidently/evidently-service:{importlib.metadata.version('evidently')}"
+    assert ui_service["environment"]["DO_NOT_TRACK"] == "1"
+    script = ui_service["command"][0]
+    assert "EVIDENTLY_SECRET=" in script and "--secret" not in script
+    assert "/run/secrets/evidently/evidently_secret" in script
+    assert "./secrets/evidently:/run/secrets/evidently:ro" in ui_service["volumes"]
+    assert compose["log_processor"]["environment"]["LOGPROC_EVIDENTLY_WORKSPACE"] == "http://evidently-ui:8000"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/compose_env.py"), "--output",
+                             str(tmp_path / ".env"), "--secrets", str(tmp_path / "secrets")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    secret = (tmp_path / "secrets/evidently/evidently_secret").read_text()
+    assert len(secret.strip()) >= 40
+    # the entrypoint's check: a missing secret file stops the start, named
+    check = subprocess.run(["sh", "-c", script.replace("$$", "$").replace(
+        "/run/secrets/evidently/evidently_secret", str(tmp_path / "nope")).replace("exec evidently ui", "exec true")],
+        capture_output=True, text=True)
+    assert check.returncode == 2 and "missing or empty" in check.stderr

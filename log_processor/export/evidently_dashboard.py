@@ -41,9 +41,14 @@ def drift_panels(monitor: Monitor) -> tuple[Panel, ...]:
                              Series(threshold.name, labels, "threshold")))
 
     return (
-        Panel("Latest window", (Series(m.DATASET_DRIFT.name, legend="dataset drift (1: yes)"),
-                                Series(m.DRIFTED_FEATURES.name, legend="drifted features"),
-                                Series(m.DRIFTED_SHARE.name, legend="drifted share")), kind="counter", size="full"),
+        # Evidently 0.7.23's counter shows a 0 as "no value" (a falsy check in its front end): counters
+        # here are of values that are 0 only when nothing happened
+        # Evidently 0.7.23's counter shows a 0 as "no value" (a falsy check in its front end): the
+        # counters here count what is 0 only when nothing happened
+        Panel("Latest window", (Series(m.WINDOW_ROWS.name, (("kind", "evaluated"),), "rows evaluated"),
+                                Series(m.WINDOW_ROWS.name, (("kind", "labelled"),), "labelled rows")), kind="counter"),
+        Panel("Snapshots with dataset drift in the time range", (Series(m.DATASET_DRIFT.name, legend="snapshots"),),
+              kind="counter", aggregation="sum", description='"no value": none (the UI shows a 0 so)'),
         Panel("Drifted features: share and count", (Series(m.DRIFTED_SHARE.name, legend="share of features"),
                                                     Series(m.DRIFTED_FEATURES.name, legend="drifted features"),
                                                     Series(m.DATASET_DRIFT.name, legend="dataset drift (1: yes)")),
@@ -78,7 +83,7 @@ def dashboard(monitor: Monitor) -> dict[str, Any]:
     for panel in panels(monitor):
         params: dict[str, Any] = {"plot_type": panel.kind}
         if panel.kind == "counter":
-            params["aggregation"] = "last"
+            params["aggregation"] = panel.aggregation
         if panel.kind == "bar":
             params["is_stacked"] = False
         out.append({"id": str(uuid.uuid5(NAMESPACE, f"panel/{monitor.name}/{panel.title}")), "title": panel.title,

@@ -45,9 +45,15 @@ SNAPSHOT_ID_NAMESPACE = uuid.UUID("6f1d8d9e-3c55-4a44-9a53-0e5b8f6a1c35")
 
 
 def snapshot_samples(monitor: Monitor, reference: Reference, window: Window, ev: Evaluation | None) -> Samples:
-    """The samples a snapshot holds: the reference's and the window's, of the families above and the task's."""
+    """The samples a snapshot holds, computed from the window (the runner takes the exporter's instead:
+    `snapshot_of`, the same values without computing them twice)."""
+    return snapshot_of(monitor, {**m.reference_samples(monitor, reference),
+                                 **m.window_samples(window, reference.rows, ev, monitor)})
+
+
+def snapshot_of(monitor: Monitor, samples: Samples) -> Samples:
+    """Of a monitor's samples (the gauges'), those of the families above and of the task's."""
     wanted = {f.name for f in SNAPSHOT_FAMILIES} | {f.name for f in task_for(monitor).families}
-    samples = {**m.reference_samples(monitor, reference), **m.window_samples(window, reference.rows, ev, monitor)}
     return {family: rows for family, rows in samples.items() if family.name in wanted}
 
 
@@ -72,7 +78,7 @@ def snapshot_body(monitor: str, samples: Samples, at: float, metadata: dict[str,
             key = f"v{len(results)}"     # the UI draws by type and params; the key only has to be unique
             results[key] = {
                 "type": RESULT_TYPE,
-                "display_name": metric_id(family.name, labels),
+                "display_name": family.name,
                 "metric_value_location": {"metric": {"metric_id": key,
                                                      "params": {"type": METRIC_TYPE + family.name, **labels}},
                                           "param": {}},

@@ -193,8 +193,9 @@ class SnapshotWriter:
 
     # --- the runners' side: never blocks on I/O ------------------------------------------------------
     def due(self, monitor: str, now: float) -> bool:
-        """Whether `monitor`'s next snapshot is due at `now` (one per `interval`)."""
-        return now >= self._due.get(monitor, float("-inf"))
+        """Whether `monitor`'s next snapshot is due at `now`: one per `interval`, give or take the quarter
+        of an interval by which the schedule may start a cycle early (schedule.py)."""
+        return now >= self._due.get(monitor, float("-inf")) - 0.25 * self.interval
 
     def offer(self, monitor: str, samples: Samples, at: float, metadata: dict[str, str] | None = None) -> None:
         self._due[monitor] = at + self.interval

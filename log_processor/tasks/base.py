@@ -115,12 +115,14 @@ class Series:
 
 @dataclass(frozen=True)
 class Panel:
-    """A panel of a monitor's Evidently UI dashboard: `kind` line, bar or counter; size full or half."""
+    """A panel of a monitor's Evidently UI dashboard: `kind` line, bar, counter or text; size full or half;
+    a counter shows the `aggregation` (last, sum or avg) of each series over the time range."""
     title: str
     series: tuple[Series, ...]
     kind: str = "line"
     size: str = "half"
     description: str | None = None
+    aggregation: str = "last"
 
 
 def classification_panels(metrics: tuple[str, ...], monitor: Monitor) -> tuple[Panel, ...]:
