@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv:
         return prepare(monitors)
-    names = ", ".join(f"{m.name} (every {m.interval_seconds:g}s)" for m in monitors)
+    owned = [m for m in monitors if settings.shard.owns(m.name)]
+    names = ", ".join(f"{m.name} (every {m.interval_seconds:g}s)" for m in owned) or "no monitor"
+    if settings.shard.count > 1:
+        names = f"shard {settings.shard}: {names} of {len(monitors)}"
     print(f"log_processor: {names}; store {settings.store.url}; http://{settings.host}:{settings.port}/metrics",
           flush=True)
     _Gunicorn(settings).run()

@@ -59,7 +59,7 @@ def create_app(settings: ProcessorSettings | None = None, *, processor: Processo
                 "consecutive_errors": state.consecutive_errors,
                 "last_error": state.last_error,
             }
-        all_stale = all(m["stale"] for m in monitors.values())
+        all_stale = bool(monitors) and all(m["stale"] for m in monitors.values())   # a replica may own none
         return jsonify(status="stale" if all_stale else "ok", monitors=monitors), 503 if all_stale else 200
 
     @app.get("/report.json")

@@ -2,6 +2,7 @@
 client and the exporter (app.py serves it; __main__.py starts it)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,6 +15,21 @@ from log_processor.read.window_reader import WindowReader, WindowReads
 from log_processor.runner import MonitorRunner
 from log_processor.schedule import IndexThread
 from log_processor.settings import ProcessorSettings
+from log_processor.shard import Shard
+
+log = logging.getLogger("log_processor")
+
+
+def owned_monitors(monitors: tuple[Monitor, ...], shard: Shard) -> tuple[Monitor, ...]:
+    """The monitors this replica evaluates; the others belong to the other replicas (shard.py)."""
+    owned = tuple(m for m in monitors if shard.owns(m.name))
+    if shard.count > 1:
+        others = ", ".join(m.name for m in monitors if m not in owned) or "none"
+        log.info("shard %s: evaluating %s; left to the other replicas: %s",
+                 shard, ", ".join(m.name for m in owned) or "no monitor", others)
+        if not owned:
+            log.warning("shard %s owns none of the %d monitors (more replicas than monitors?)", shard, len(monitors))
+    return owned
 
 
 class Processor:
@@ -22,10 +38,11 @@ class Processor:
     def __init__(self, settings: ProcessorSettings, monitors: tuple[Monitor, ...] | None = None):
         pin_mmap_threshold()
         self.settings = settings
-        self.monitors = monitors if monitors is not None else load_monitors(
+        configured = monitors if monitors is not None else load_monitors(
             settings.monitors_file, interval_override=settings.interval)
+        self.monitors = owned_monitors(configured, settings.shard)
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
-        self.exporter = Exporter(m.name for m in self.monitors)
+        self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard)
         self.snapshots = None if settings.evidently_workspace is None else SnapshotWriter(
             backend_for(settings.evidently_workspace, settings.evidently_secret, settings.snapshot_timeout),
             self.monitors, SnapshotCounters(self.exporter.registry, [m.name for m in self.monitors]),

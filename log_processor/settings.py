@@ -8,6 +8,7 @@ from typing import Mapping
 
 from common.env import SettingsError, env_number, flag, setting
 from common.store import StoreSettings
+from log_processor.shard import Shard
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,7 @@ class ProcessorSettings:
     read_overlap: float = 10.0           # seconds of ingest time read again (refresh delay)
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
+    shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
     # The Evidently UI (docs/evidently-ui.md): a workspace directory, or the URL of a running `evidently ui`
     evidently_workspace: str | None = None          # None: no snapshots
     evidently_secret: str | None = field(default=None, repr=False)   # read from LOGPROC_EVIDENTLY_SECRET_FILE
@@ -62,6 +64,7 @@ class ProcessorSettings:
             read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
+            shard=get("SHARD", cls.shard, Shard.parse),
             evidently_workspace=evidently_workspace(get("EVIDENTLY_WORKSPACE", None)),
             evidently_secret=secret_file(get("EVIDENTLY_SECRET_FILE", None, Path), "LOGPROC_EVIDENTLY_SECRET_FILE"),
             snapshot_interval=number("SNAPSHOT_INTERVAL", cls.snapshot_interval, float, 0.01),

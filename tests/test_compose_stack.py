@@ -29,7 +29,7 @@ import es_setup  # noqa: E402
 from common.store import StoreSettings, connect  # noqa: E402
 from tests.conftest import empty_opensearch  # noqa: E402
 
-LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor",
+LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor", "log_processor_1",
                 "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink", "evidently-ui"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
@@ -221,6 +221,35 @@ def test_log_processor_settings_accept_the_env(compose, tmp_path):
     assert settings.monitors_file.is_file()
     assert settings.monitors_file == REPO / "log_processor" / "monitors.yaml"
     assert settings.evidently_workspace == "http://evidently-ui:8000" and settings.evidently_secret == "s" * 32
+
+
+def test_the_processor_replicas_share_the_monitors_once_each_and_prometheus_scrapes_each(compose):
+    """LOGPROC_SHARD over the replicas covers 0..n-1 once each, so every monitor of the image's file has
+    exactly one replica; Prometheus scrapes every replica, and each alert links to its replica's port."""
+    from log_processor.monitors import load_monitors
+    from log_processor.settings import ProcessorSettings
+    replicas = {name: s for name, s in compose["services"].items() if s.get("command") == ["python", "-m", "log_processor"]}
+    assert set(replicas) == {"log_processor", "log_processor_1"}
+    shards = {}
+    for name, service in replicas.items():
+        env = {k: str(v) for k, v in service["environment"].items()}
+        env["ELASTICSEARCH_PASSWORD"] = "x" * 12
+        shards[name] = ProcessorSettings.from_env(env).shard
+        assert service["environment"]["ELASTICSEARCH_USERNAME"] == "log_processor"
+    assert sorted(s.index for s in shards.values()) == list(range(len(replicas)))
+    assert {s.count for s in shards.values()} == {len(replicas)}
+    monitors = load_monitors(REPO / "log_processor" / "monitors.yaml")
+    owners = {m.name: [name for name, shard in shards.items() if shard.owns(m.name)] for m in monitors}
+    assert all(len(o) == 1 for o in owners.values()), owners
+    assert len({o[0] for o in owners.values()}) == 2, f"the shipped monitors all land on one replica: {owners}"
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "log_processor")
+    urls = {t: sc.get("labels", {}).get("log_processor_url", config["global"]["external_labels"]["log_processor_url"])
+            for sc in job["static_configs"] for t in sc["targets"]}
+    assert set(urls) == {f"{name}:8309" for name in replicas}
+    for name, service in replicas.items():
+        published = service["ports"][0].split(":")[-2].split("-")[-1].rstrip("}")
+        assert urls[f"{name}:8309"].endswith(f":{published}"), (name, service["ports"], urls)
 
 
 def test_the_stack_carries_both_monitors_and_their_references_are_built_into_the_image(compose):

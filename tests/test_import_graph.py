@@ -15,7 +15,7 @@ PACKAGES = ("common", "serving", "shipper", "log_processor", "demo", "benchmarks
 
 # The log processor's layers, bottom first: a module may import its own layer and those below it.
 LAYERS = (
-    ("log_processor.columns", "log_processor.monitors", "log_processor.settings"),
+    ("log_processor.columns", "log_processor.monitors", "log_processor.settings", "log_processor.shard"),
     ("log_processor.tasks",),
     ("log_processor.read",),
     ("log_processor.evaluate",),

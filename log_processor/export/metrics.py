@@ -23,6 +23,7 @@ from log_processor.evaluate.evaluation import ColumnDrift, Evaluation
 from log_processor.evaluate.reference import Reference
 from log_processor.monitors import Monitor
 from log_processor.read.window import Window
+from log_processor.shard import Shard
 from log_processor.tasks import TASKS, task_for
 from log_processor.tasks.base import REFERENCE_CLASSIFICATION_QUALITY, Family, Samples, samples_of
 
@@ -212,7 +213,7 @@ class _Latest(Collector):
 
 
 class Exporter:
-    def __init__(self, monitor_names: Iterable[str]):
+    def __init__(self, monitor_names: Iterable[str], shard: Shard = Shard()):
         self.registry = CollectorRegistry()
         self._latest = _Latest()
         self.registry.register(self._latest)
@@ -228,6 +229,9 @@ class Exporter:
                                         registry=self.registry)
         self.rejected = PromCounter("mlmon_rejected_documents", "Documents skipped", ("monitor", "reason"),
                                     registry=self.registry)
+        # ProcessorShardsIncomplete (rules/ml_monitoring.yml) counts the replicas against n
+        Gauge("mlmon_processor_shards", "Replicas the monitors are spread over (LOGPROC_SHARD=i/n: n), by this "
+              "replica's i", ("shard",), registry=self.registry).labels(str(shard.index)).set(shard.count)
         for name in monitor_names:   # counters start at 0 so rate() and increase() work from the start
             for outcome in OUTCOMES:
                 self.evaluations.labels(name, outcome)
