@@ -21,9 +21,11 @@ from common.evidently_ui import EvidentlyUI
 from common.store import StoreSettings
 from log_processor.__main__ import main as processor_main
 from log_processor.export.evidently_dashboard import dashboard, panels, project_id, series_filter
-from log_processor.export.evidently_snapshot import snapshot_body, snapshot_samples
+from log_processor.evaluate.evaluation import evaluate
+from log_processor.export.evidently_snapshot import snapshot_body, snapshot_of, snapshot_samples
 from log_processor.export.evidently_workspace import (LocalWorkspace, RemoteUI, SnapshotCounters, SnapshotWriter,
                                                       backend_for)
+from log_processor.export.metrics import DRIFTED_SHARE
 from log_processor.monitors import load_monitors
 from log_processor.tasks.base import Series
 from log_processor.processor import Processor
@@ -43,9 +45,7 @@ def store_backend() -> str:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     base = tmp_path_factory.mktemp("evidently")
-    (base / "secret").write_text(SECRET + "\n")
     with EvidentlyUI(base / "workspace", base / "ui.log", port=free_port(), secret=SECRET) as running:
-        running.secret_file = base / "secret"
         yield running
 
 
@@ -167,14 +167,9 @@ def test_a_ui_down_or_refusing_writes_costs_no_cycle_and_is_counted(where, ui, e
 
 
 def offers(writer: SnapshotWriter, monitor: str, n: int) -> None:
+    """n snapshots a minute apart, each holding one value: its index as the drifted share."""
     for i in range(n):
-        samples = {synthetic_family(): [((), float(i))]}
-        writer.offer(monitor, samples, 1_700_000_000.0 + 60 * i)
-
-
-def synthetic_family():
-    from log_processor.export.metrics import DRIFTED_SHARE
-    return DRIFTED_SHARE
+        writer.offer(monitor, {DRIFTED_SHARE: [((), float(i))]}, 1_700_000_000.0 + 60 * i)
 
 
 @pytest.mark.parametrize("kind", ["remote", "local"])
@@ -208,11 +203,12 @@ def test_snapshot_is_small_scalars_evidently_reads(tmp_path, es, store_url):
     proc = Processor(settings, monitors(tmp_path))
     for runner in proc.runners.values():
         assert runner.run_once() == "ok"
+        # what the runner offers (the exporter's samples) is what the window's own samples give
+        offered = snapshot_of(runner.monitor, proc.exporter.latest(runner.monitor.name))
         window = runner.fetch_window(time.time())
-        from log_processor.evaluate.evaluation import evaluate
         evaluation = evaluate(runner.reference(), window.frame, runner.monitor)
-        body = snapshot_body(runner.monitor.name, snapshot_samples(runner.monitor, runner.reference(), window,
-                                                                   evaluation), time.time())
+        assert set(offered) == set(snapshot_samples(runner.monitor, runner.reference(), window, evaluation))
+        body = snapshot_body(runner.monitor.name, offered, time.time())
         model = SnapshotModel.parse_obj(body)
         assert len(model.metric_results) >= 30
         assert all(isinstance(r.value, float) for r in model.metric_results.values())
@@ -228,11 +224,9 @@ def test_snapshot_is_small_scalars_evidently_reads(tmp_path, es, store_url):
     ({"LOGPROC_SNAPSHOT_INTERVAL": "soon"}, "LOGPROC_SNAPSHOT_INTERVAL='soon' is not a number"),
     ({"LOGPROC_SNAPSHOT_RETENTION": "0"}, "LOGPROC_SNAPSHOT_RETENTION='0' must be at least 1"),
 ])
-def test_bad_ui_settings_stop_the_processor_at_start(env, message, monkeypatch, capsys, tmp_path):
+def test_bad_ui_settings_stop_the_processor_at_start(env, message, monkeypatch, capsys):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    empty = tmp_path / "empty"
-    empty.write_text("")
     assert processor_main([]) == 2
     err = capsys.readouterr().err
     assert "bad configuration" in err and message in err
