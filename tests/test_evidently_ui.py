@@ -272,3 +272,23 @@ def test_compose_runs_the_pinned_ui_with_its_secret_from_a_file(tmp_path):
         "/run/secrets/evidently/evidently_secret", str(tmp_path / "nope")).replace("exec evidently ui", "exec true")],
         capture_output=True, text=True)
     assert check.returncode == 2 and "missing or empty" in check.stderr
+
+
+def test_a_ui_that_does_not_answer_is_a_timeout_counted_not_a_wait(tmp_path):
+    """A UI that accepts the connection and never answers: each request ends at the timeout, counted as
+    `timeout`, and the offers meanwhile only queue (the writer's thread is the one that waits)."""
+    import socket
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)          # connections land in the backlog; nothing ever reads them
+        monitor = monitors(tmp_path)[0]
+        counters = SnapshotCounters(CollectorRegistry(), [monitor.name])
+        writer = SnapshotWriter(RemoteUI(f"http://127.0.0.1:{silent.getsockname()[1]}", SECRET, 0.3), [monitor],
+                                counters, interval=60, retention=3)
+        writer.start()
+        try:
+            offers(writer, monitor.name, 5)
+            wait_for(lambda: counters.errors.labels(monitor.name, "timeout")._value.get() >= 1, 30, "a timeout")
+        finally:
+            writer.stop()
+    assert len(writer.queue) == 5 and not writer.provisioned and "no answer in 0.3s" in writer.last_error
