@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible compose-env go-tools go-tools-if-possible
+.PHONY: help venv system-deps setup features model data demo test test-fast bench lint-configs clean opensearch opensearch-if-possible compose-env go-tools go-tools-if-possible retention
 
 help:
 	@echo "make demo    - run the whole stack on this machine (Ctrl-C to stop; ARGS=--once for a scripted run)"
@@ -16,6 +16,7 @@ help:
 	@echo "make go-tools - build Alertmanager, amtool and promtool at compose's versions from the Go module proxy"
 	@echo "make opensearch - fetch the real OpenSearch engine from Maven Central (needs Java 21+ and Maven)"
 	@echo "make compose-env - write .env for docker compose with random secrets (never overwrites one)"
+	@echo "make retention - delete daily indices past their RETENTION_*_DAYS at ELASTICSEARCH_URL (ARGS=--dry-run to list)"
 
 venv: $(STAMP)
 
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# Prometheus + Alertmanager from Debian; best effort (needs root and apt), never fatal.
+# Prometheus + Alertmanager (and the node / Elasticsearch exporters) from Debian; best effort (needs root and apt), never fatal.
 system-deps:
 	@bash scripts/ensure-system-packages.sh
 
@@ -67,6 +68,10 @@ test-fast: $(STAMP) go-tools-if-possible setup
 
 bench: $(STAMP) setup
 	@$(PY) -m benchmarks $(ARGS)
+
+# Daily indices past their days, by the date in their name (docs/compose.md#retention); ARGS=--dry-run lists them.
+retention: $(STAMP)
+	@$(PY) -m common.retention $(ARGS)
 
 # .env for docker compose (docs/compose.md): random secrets; refuses to overwrite an existing .env.
 compose-env:

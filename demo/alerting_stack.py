@@ -50,6 +50,7 @@ COMPOSE_SECRETS_DIR = "/etc/alertmanager/secrets"
 # with the inline field the rendered copy uses instead on older binaries (the fallback only).
 FILE_FIELDS_SINCE = {"url_file": ((0, 26), "url"), "bot_token_file": ((0, 26), "bot_token")}
 CHAT_INTEGRATIONS = ("slack_configs", "webhook_configs", "telegram_configs")
+HEARTBEAT_RECEIVER = "heartbeat"   # the Watchdog's dead man's switch: its route keeps its own timers
 
 
 class SecretFileError(ValueError):
@@ -190,6 +191,8 @@ def render_alertmanager_config(out_dir: Path, smarthost: str, *, timings: Timing
     config["templates"] = [str(path.resolve()) for pattern in config.get("templates", [])
                            for path in sorted(source.parent.glob(pattern))]
     for route in _routes(config["route"]):
+        if route.get("receiver") == HEARTBEAT_RECEIVER:
+            continue   # a heartbeat every repeat_interval, not the story's incident timers
         for key in ("group_wait", "group_interval", "repeat_interval"):
             value = getattr(timings, key)
             if value and (route is config["route"] or key in route):

@@ -30,6 +30,10 @@ from typing import Any, Callable
 from common.net import free_port
 
 CHANNELS = ("slack", "webhook", "telegram")
+# Alertmanager's heartbeat receiver (the always-firing Watchdog, docs/alerts.md#watchdog): a port of its
+# own, recorded under <directory>/heartbeat/, and no channel of CHANNELS, so it is never counted as a
+# message to people.
+HEARTBEAT = "heartbeat"
 DEFAULT_DIRECTORY = Path("var/notifications")
 STATUS = re.compile(r"\[(FIRING|RESOLVED)")
 TELEGRAM_PATH = re.compile(r"^/bot([^/]+)/sendMessage$")
@@ -79,7 +83,7 @@ def validate(channel: str, path: str, body: Any) -> str | None:
     if channel == "slack":
         if not (body.get("text") or body.get("attachments") or body.get("blocks")):
             return "a Slack message needs text, attachments or blocks"
-    elif channel == "webhook":
+    elif channel in ("webhook", HEARTBEAT):
         missing = [key for key in ("version", "status", "alerts", "groupKey") if key not in body]
         if missing:
             return f"not an Alertmanager webhook payload: missing {', '.join(missing)}"
@@ -180,13 +184,14 @@ class NotificationSink:
         self.directory = Path(directory)
         self.host = host
         ports = ports or {}
-        self._channels = {name: _Channel(self, name, ports.get(name) or 0) for name in CHANNELS}
+        self._channels = {name: _Channel(self, name, ports.get(name) or 0) for name in (*CHANNELS, HEARTBEAT)}
         self._count = 0
         self._lock = threading.Lock()
         # The Slack and webhook paths and the bot token stand for the secrets of the real services.
         self.slack_path = f"/services/T0DEMO/B0DEMO/{secrets.token_hex(12)}"
         self.webhook_path = f"/alerts/{secrets.token_hex(12)}"
         self.telegram_token = f"{secrets.randbelow(10 ** 9)}:{secrets.token_urlsafe(24)}"
+        self.heartbeat_path = f"/heartbeat/{secrets.token_hex(12)}"
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "NotificationSink":
@@ -234,13 +239,14 @@ class NotificationSink:
 
     def url(self, name: str) -> str:
         """What Alertmanager is given: the Slack webhook URL, the webhook URL, or the Bot API base."""
-        return self.base(name) + {"slack": self.slack_path, "webhook": self.webhook_path, "telegram": ""}[name]
+        return self.base(name) + {"slack": self.slack_path, "webhook": self.webhook_path, "telegram": "",
+                                  HEARTBEAT: self.heartbeat_path}[name]
 
     def write_secret_files(self, directory: Path) -> Path:
         """The secret files prometheus/alertmanager.yml reads (as `make compose-env` writes them), pointing here."""
         directory.mkdir(parents=True, exist_ok=True)
         for name, value in (("slack_api_url", self.url("slack")), ("webhook_url", self.url("webhook")),
-                            ("telegram_bot_token", self.telegram_token)):
+                            ("telegram_bot_token", self.telegram_token), ("heartbeat_url", self.url(HEARTBEAT))):
             write_secret(directory / name, value)
         return directory
 
@@ -291,12 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.notification_sink", description=__doc__.splitlines()[0])
     parser.add_argument("--directory", type=Path, default=DEFAULT_DIRECTORY)
     parser.add_argument("--host", default="0.0.0.0")
-    for name, port in zip(CHANNELS, (9101, 9102, 9103)):
+    for name, port in zip((*CHANNELS, HEARTBEAT), (9101, 9102, 9103, 9104)):
         parser.add_argument(f"--{name}-port", type=int, default=port)
     args = parser.parse_args(argv)
     sink = NotificationSink(args.directory, host=args.host,
-                            ports={name: getattr(args, f"{name}_port") for name in CHANNELS}).start()
-    print(f"notification sink: {', '.join(f'{n} on :{sink.port(n)}' for n in CHANNELS)} "
+                            ports={name: getattr(args, f"{name}_port") for name in (*CHANNELS, HEARTBEAT)}).start()
+    print(f"notification sink: {', '.join(f'{n} on :{sink.port(n)}' for n in (*CHANNELS, HEARTBEAT))} "
           f"→ {args.directory}/<channel>/", flush=True)
     try:
         threading.Event().wait()

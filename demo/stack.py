@@ -1,6 +1,7 @@
 """The embedded stack: every part of the compose deployment, as small local stand-ins, on loopback.
 
-Start order follows the data: store → mail and notification sinks → serving → shipper → log processor → Alertmanager
+Start order follows the data: store → mail and notification sinks → serving → shipper (and its /metrics)
+→ log processor → retention schedule → node and store exporters (when installed) → Alertmanager
 → Prometheus, except that serving and the log processor, which do not need each other, are launched
 together and then waited for in turn (their imports and model loading are most of the start);
 `stop` goes the other way. Each child runs in its own process group with its log in
@@ -26,14 +27,16 @@ from osmem_server import OsmemServer
 from common.evidently_ui import EvidentlyUI
 from common.net import free_port
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
+from common.retention import RetentionLoop, RetentionSettings
 from common.store import StoreSettings, apply_index_templates, connect
 from common.supervisor import Child, ChildFailed, http_ok
-from demo import alerting_stack
+from demo import alerting_stack, exporters
 from demo.mail_sink import MailSink
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS, NotificationSink
 from demo.settings import REPO_ROOT, DemoSettings
 from log_processor.monitors import Monitor, load_monitors
 from shipper import Shipper, ShipperSettings
+from shipper.metrics import serve as serve_shipper_metrics
 
 log = logging.getLogger("demo")
 INSTALL_HINT = ("Prometheus/Alertmanager not found ({missing}); running without alerts. "
@@ -50,6 +53,9 @@ class Urls:
     alertmanager: str = ""
     smtp: str = ""
     evidently: str = ""
+    shipper_metrics: str = ""     # issue 32: the shipper's /metrics and the exporters (empty: not running)
+    node_exporter: str = ""
+    store_exporter: str = ""
 
 
 @dataclass
@@ -68,6 +74,10 @@ class EmbeddedStack:
     _children: list[Child] = field(default_factory=list)
     _shipper_stop: threading.Event = field(default_factory=threading.Event)
     _shipper_thread: threading.Thread | None = None
+    exporter_processes: list[exporters.Exporter] = field(default_factory=list)
+    retention: RetentionLoop | None = None
+    _shipper_metrics_server: object | None = None
+    _scrape_targets: dict[str, list[str]] = field(default_factory=dict)   # job -> addresses, beyond serving/processor
 
     # --- paths ------------------------------------------------------------------------------
     @property
@@ -95,8 +105,11 @@ class EmbeddedStack:
             log_processor_ready = self._start_log_processor()
             serving_ready()
             self._start_shipper()
+            self._start_shipper_metrics()
             log_processor_ready()
             evidently_ready()
+            self._start_retention()
+            self._start_exporters()
             self._start_alerting()
         except BaseException:
             self.stop()
@@ -204,6 +217,47 @@ class EmbeddedStack:
         self.say(f"shipper:       {self.events_file.parent}/ml-events.jsonl* → {self.urls.store} "
                  f"(offsets: {settings.offsets_file})")
 
+    def _start_shipper_metrics(self) -> None:
+        """The shipper's /metrics (shipper/metrics.py) on a free loopback port, for Prometheus's shipper job.
+        It reads whichever Shipper the stack holds, so it keeps answering across a shipper restart."""
+        port = free_port()
+        self._shipper_metrics_server, _ = serve_shipper_metrics(lambda: self.shipper.stats, "127.0.0.1", port)
+        self.urls.shipper_metrics = f"http://127.0.0.1:{port}"
+        self._scrape_targets["shipper"] = [f"127.0.0.1:{port}"]
+        self.say(f"shipper:       metrics on {self.urls.shipper_metrics}/metrics")
+
+    def _start_retention(self) -> None:
+        """The retention step on a schedule (RETENTION_* settings; common/retention.py): osmem and this
+        OpenSearch have no lifecycle management, so daily indices past their days are deleted here."""
+        settings = RetentionSettings.from_env()
+        settings = RetentionSettings(events_days=settings.events_days, logs_days=settings.logs_days,
+                                     monitoring_days=settings.monitoring_days, interval=settings.interval,
+                                     store=StoreSettings(url=self.urls.store))
+        self.retention = RetentionLoop(settings).start()
+        self.say(f"retention:     every {settings.interval:g}s, daily indices older than "
+                 + ", ".join(f"{prefix}* {days} d" for prefix, days in settings.days().items()))
+
+    def _start_exporters(self) -> None:
+        """Debian's node and Elasticsearch exporters when installed (loopback, free ports), for
+        Prometheus's node and elasticsearch jobs; without them the demo says so and runs on."""
+        if not self.settings.alerts:
+            return   # nothing would scrape them
+        missing = exporters.missing()
+        if missing:
+            self.say(f"exporters:     not installed: {', '.join(missing)} ({exporters.INSTALL_HINT})")
+        if exporters.find(exporters.NODE_EXPORTER):
+            node = exporters.NodeExporter(self.log_file("node_exporter")).start()
+            self.exporter_processes.append(node)
+            self.urls.node_exporter = node.url
+            self._scrape_targets["node"] = [node.address]
+            self.say(f"node exporter: {node.url}/metrics (collectors: {', '.join(exporters.NODE_COLLECTORS)})")
+        if exporters.find(exporters.ELASTICSEARCH_EXPORTER):
+            store = exporters.ElasticsearchExporter(self.urls.store, self.log_file("store_exporter")).start()
+            self.exporter_processes.append(store)
+            self.urls.store_exporter = store.url
+            self._scrape_targets["elasticsearch"] = [store.address]
+            self.say(f"store exporter: {store.url}/metrics (cluster health and heap of {self.urls.store})")
+
     def monitors(self) -> tuple[Monitor, ...]:
         """The monitors of settings.monitors_file, read and checked by the log processor's own loader
         (ConfigError names the file, line and key): the story treats each one alike."""
@@ -304,7 +358,8 @@ class EmbeddedStack:
         """Prometheus + Alertmanager; the chat secrets are written (0600) the way `make compose-env` does."""
         self.alerting = alerting_stack.AlertingStack(
             s.state_dir, {"serving": [self.urls.serving.removeprefix("http://")],
-                          "log_processor": [self.urls.log_processor.removeprefix("http://")]},
+                          "log_processor": [self.urls.log_processor.removeprefix("http://")],
+                          **self._scrape_targets},
             self.mail.address, timings=alerting_stack.DEMO,
             external_labels={"grafana_url": s.grafana_url, "kibana_url": s.kibana_url,
                              "log_processor_url": self.urls.log_processor},
@@ -318,6 +373,13 @@ class EmbeddedStack:
         """Stop every part, newest first; safe to call twice and after a failed start."""
         if self.alerting is not None:
             self.alerting.stop()
+        for exporter in reversed(self.exporter_processes):
+            exporter.stop()
+        if self.retention is not None:
+            self.retention.stop()
+        if self._shipper_metrics_server is not None:
+            self._shipper_metrics_server.shutdown()
+            self._shipper_metrics_server.server_close()
         self._shipper_stop.set()
         for child in reversed(self._children):
             child.stop()

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from elastic_transport import ConnectionError as TransportConnectionError, ConnectionTimeout  # noqa: E402
 from elasticsearch import ApiError, Elasticsearch  # noqa: E402
 
+from common.env import SettingsError  # noqa: E402
+from common.retention import RetentionSettings  # noqa: E402
 from common.schema import EVENTS_INDEX_PATTERN, LOGS_INDEX_PREFIX, MONITORING_INDEX_PATTERN  # noqa: E402
 from common.store import (TEMPLATES_DIR, StoreSettings, StoreUnavailable, connect, index_templates,  # noqa: E402
                           ingest_pipelines, probe)
@@ -40,6 +42,7 @@ PASSWORD_VARIABLES = {
     "FILEBEAT_ES_PASSWORD": "filebeat_writer",
     "LOG_PROCESSOR_ES_PASSWORD": "log_processor",
     "GRAFANA_ES_PASSWORD": "grafana_reader",
+    "EXPORTER_ES_PASSWORD": "metrics_exporter",
 }
 # Kibana's three encryption keys (saved objects, session/security, reporting); checked here because
 # every service waits on setup, so a short key stops the stack with one clear line instead of a
@@ -60,6 +63,7 @@ class SetupSettings:
     wait_seconds: float = 300.0     # for the node to answer at all
     retry_seconds: float = 60.0     # for each request that answers 429/5xx or times out
     request_timeout: float = 15.0
+    retention: RetentionSettings = RetentionSettings()   # days per daily index kind (ILM policies)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "SetupSettings":
@@ -76,6 +80,10 @@ class SetupSettings:
             if len(value) < MIN_KEY_LENGTH:
                 problems.append(f"{name} is {'empty' if not value else 'shorter than 32 characters'} "
                                 f"(Kibana needs {MIN_KEY_LENGTH}+; `make compose-env` writes one)")
+        try:
+            retention = RetentionSettings.from_env(env)
+        except SettingsError as exc:
+            problems.append(str(exc))
         if problems:
             raise SetupError("refusing to set up Elasticsearch: " + "; ".join(problems))
         return cls(
@@ -84,6 +92,7 @@ class SetupSettings:
             ca_file=env.get("ELASTICSEARCH_CA_FILE") or None,
             wait_seconds=float(env.get("SETUP_WAIT_SECONDS", cls.wait_seconds)),
             retry_seconds=float(env.get("SETUP_RETRY_SECONDS", cls.retry_seconds)),
+            retention=retention,
         )
 
     def store(self) -> StoreSettings:
@@ -117,6 +126,12 @@ def roles() -> dict[str, dict[str, Any]]:
             }],
             "metadata": {"description": "log_processor windows, Grafana panels"},
         },
+        # prometheus-elasticsearch-exporter: cluster health and node stats (heap), no index access
+        "metrics_exporter": {
+            "cluster": ["monitor"],
+            "indices": [],
+            "metadata": {"description": "elasticsearch-exporter: _cluster/health, _nodes/stats"},
+        },
     }
 
 
@@ -127,7 +142,30 @@ def users(passwords: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         "log_processor": {"password": passwords["LOG_PROCESSOR_ES_PASSWORD"],
                           "roles": ["ml_logs_reader", "ml_monitoring_writer"]},
         "grafana_reader": {"password": passwords["GRAFANA_ES_PASSWORD"], "roles": ["ml_logs_reader"]},
+        "metrics_exporter": {"password": passwords["EXPORTER_ES_PASSWORD"], "roles": ["metrics_exporter"]},
     }
+
+
+def ilm_policy(days: int) -> dict[str, Any]:
+    """An index lifecycle policy that deletes an index `days` days after its creation (a daily index is
+    created by its day's first document; nothing rolls over)."""
+    return {"phases": {"hot": {"min_age": "0ms", "actions": {}},
+                       "delete": {"min_age": f"{days}d", "actions": {"delete": {}}}}}
+
+
+def ilm_policies(retention: RetentionSettings) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Index prefix -> (policy name, policy): `ml-events-retention` etc., from the retention settings."""
+    return {prefix: (f"{prefix.rstrip('-')}-retention", ilm_policy(days)) for prefix, days in retention.days().items()}
+
+
+def with_lifecycle(template: dict[str, Any], policies: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The template with `index.lifecycle.name` of the policy whose prefix its index patterns share
+    (unchanged when none does). Only here: OpenSearch and osmem take the same template files and know no ILM."""
+    for prefix, (name, _) in policies.items():
+        if all(pattern.startswith(prefix) for pattern in template.get("index_patterns", [])):
+            settings = {**template.get("template", {}).get("settings", {}), "index.lifecycle.name": name}
+            return {**template, "template": {**template.get("template", {}), "settings": settings}}
+    return template
 
 
 def wait_for_cluster(store: StoreSettings, wait_seconds: float) -> dict[str, Any]:
@@ -170,13 +208,21 @@ def wait_for_builtin_users(es: Elasticsearch, budget: float) -> None:
              budget, also=frozenset({404}))
 
 
-def apply_templates(es: Elasticsearch, budget: float, directory: Path = TEMPLATES_DIR) -> list[str]:
-    """The ingest pipelines first: the ml-events template names one as its default_pipeline."""
+def apply_templates(es: Elasticsearch, budget: float, directory: Path = TEMPLATES_DIR,
+                    retention: RetentionSettings | None = None) -> list[str]:
+    """The ingest pipelines first: the ml-events template names one as its default_pipeline; with
+    `retention` (Elasticsearch only: OpenSearch has no ILM), the lifecycle policies before the
+    templates that name them."""
+    policies = ilm_policies(retention) if retention is not None else {}
+    for name, policy in policies.values():
+        retrying(f"lifecycle policy {name}", lambda: es.ilm.put_lifecycle(name=name, policy=policy), budget)
+        print(f"lifecycle policy {name}: delete after {policy['phases']['delete']['min_age']}", flush=True)
     for name, body in ingest_pipelines(directory).items():
         retrying(f"ingest pipeline {name}", lambda: es.ingest.put_pipeline(id=name, **body), budget)
         print(f"ingest pipeline {name}", flush=True)
     names = []
     for name, body in index_templates(directory).items():
+        body = with_lifecycle(body, policies)
         retrying(f"index template {name}", lambda: es.indices.put_index_template(name=name, **body), budget)
         names.append(name)
     return names
@@ -199,7 +245,7 @@ def run(settings: SetupSettings) -> None:
         for name, body in users(settings.passwords).items():
             retrying(f"user {name}", lambda: es.security.put_user(username=name, **body), budget)
             print(f"user {name} ({', '.join(body['roles'])})", flush=True)
-        for name in apply_templates(es, budget):
+        for name in apply_templates(es, budget, retention=settings.retention):
             print(f"index template {name}", flush=True)
     finally:
         es.close()

@@ -38,11 +38,13 @@ def fill(example: str) -> str:
 
 
 def alertmanager_secrets() -> dict[str, str]:
-    """File name → a fresh value pointing at the compose notification-sink (ports 9101-9103)."""
+    """File name → a fresh value pointing at the compose notification-sink (ports 9101-9104)."""
     return {
         "slack_api_url": f"http://notification-sink:9101/services/T0LOCAL/B0LOCAL/{secrets.token_hex(12)}",
         "webhook_url": f"http://notification-sink:9102/alerts/{secrets.token_hex(12)}",
         "telegram_bot_token": f"{secrets.randbelow(9 * 10 ** 9) + 10 ** 9}:{secrets.token_urlsafe(26)}",
+        # the Watchdog heartbeat (docs/alerts.md#watchdog); for real: a dead man's switch service's URL
+        "heartbeat_url": f"http://notification-sink:9104/heartbeat/{secrets.token_hex(12)}",
     }
 
 

@@ -44,7 +44,7 @@ class ServingServer(BaseApplication):
     def load(self):
         from serving.app import create_app
 
-        return create_app(self.settings)
+        return create_app(self.settings, process_tree=True)
 
 
 def _worker_exit(server, worker) -> None:

@@ -53,13 +53,16 @@ def services() -> Services:
 
 def create_app(settings: ServingSettings | None = None, *, model: Model | None = None,
                features: OnlineFeatures | None = None, sinks: Sequence[Sink] | None = None,
-               duration_model: RegressionModel | None = None) -> Flask:
-    """Build the app; models, features and sinks default to what `settings` names (var/ by default)."""
+               duration_model: RegressionModel | None = None, process_tree: bool = False) -> Flask:
+    """Build the app; models, features and sinks default to what `settings` names (var/ by default).
+
+    `process_tree`: built in a gunicorn worker (serving/__main__.py), so /metrics reports the process
+    series of the master and every worker; otherwise of this process alone."""
     settings = settings or ServingSettings.from_env()
     model = model or load_model(settings.path("model"), settings.decision_threshold)
     duration_model = duration_model or load_regression_model(settings.path("duration_model"))
     features = features or OnlineFeatures.open(settings.path("feast"))
-    metrics = ServingMetrics(multiprocess_dir=settings.metrics_dir)
+    metrics = ServingMetrics(multiprocess_dir=settings.metrics_dir, process_tree=process_tree)
     metrics.model_info.labels(model.name, model.version).set(1)
     metrics.model_info.labels(duration_model.name, duration_model.version).set(1)
     model.score([{name: 1.0 for name in model.features}])  # warm-up, off the request path

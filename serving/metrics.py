@@ -3,13 +3,21 @@
 With several gunicorn workers, serving/__main__.py points PROMETHEUS_MULTIPROC_DIR at a scratch dir
 before prometheus_client is imported and passes that dir here; /metrics then aggregates every
 worker's values. The mode is explicit, never inferred from the variable (Feast sets it on import).
+
+Process series (CPU, memory, open files): under gunicorn (`process_tree`), those of the master and of
+every worker, labelled `pid` and `role`, read from /proc whichever worker answers the scrape
+(common/process_metrics.py). prometheus_client's multiprocess mode has no process series of its
+own, and a per-worker scrape target would need one port per worker; this works in both modes alike.
+Outside gunicorn (tests), this process's own.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from common.process_metrics import ProcessTreeCollector, add_process_collectors
 
 ENDPOINTS = ("predict", "feedback", "predict_duration", "feedback_duration", "healthz", "metrics")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -22,9 +30,11 @@ def endpoint_label(endpoint: str | None) -> str:
 
 
 class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None,
+                 process_tree: bool = False) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = multiprocess_dir
+        self.process_tree = process_tree
         self.requests = Counter("serving_requests_total", "HTTP requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)
         self.duration = Histogram("serving_request_duration_seconds", "Request latency", ["endpoint"],
@@ -45,6 +55,8 @@ class ServingMetrics:
         self.model_info = Gauge("serving_model_info", "The loaded model (always 1)",
                                 ["model_name", "model_version"], registry=self.registry,
                                 multiprocess_mode="max")
+        if multiprocess_dir is None:   # else render() adds them to each scrape's registry
+            self._process_collectors(self.registry)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -54,5 +66,13 @@ class ServingMetrics:
         if self.multiprocess_dir is not None:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+            self._process_collectors(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def _process_collectors(self, registry: CollectorRegistry) -> None:
+        if self.process_tree:
+            registry.register(ProcessTreeCollector())
+            PlatformCollector(registry=registry)
+        else:
+            add_process_collectors(registry)

@@ -2,7 +2,8 @@
 
 Settings from the environment (docs/shipper.md): SHIPPER_FILES, SHIPPER_STATE_DIR,
 SHIPPER_INDEX_PREFIX, SHIPPER_BATCH_SIZE, SHIPPER_POLL_INTERVAL, SHIPPER_BACKOFF_INITIAL,
-SHIPPER_BACKOFF_MAX, SHIPPER_LOG_INTERVAL and the store's ELASTICSEARCH_*.
+SHIPPER_BACKOFF_MAX, SHIPPER_LOG_INTERVAL, SHIPPER_METRICS_HOST, SHIPPER_METRICS_PORT (GET /metrics,
+default 127.0.0.1:9310; 0 turns it off) and the store's ELASTICSEARCH_*.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import threading
 
 from common.env import SettingsError
+from shipper.metrics import serve
 from shipper.settings import ShipperSettings
 from shipper.shipper import Shipper, log
 
@@ -29,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m shipper: {exc}", file=sys.stderr)
         return 2
     shipper = Shipper(settings)
+    metrics_server = None
+    if settings.metrics_port and not args.once:
+        try:
+            metrics_server, _ = serve(lambda: shipper.stats, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            print(f"python -m shipper: SHIPPER_METRICS_PORT={settings.metrics_port} on "
+                  f"{settings.metrics_host}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -37,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         shipper.close()
     else:
         shipper.run(stop)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     s = shipper.stats
     log.info("stopped: shipped=%d duplicates=%d dead_lettered=%d retries=%d lag_bytes=%d",
              s.shipped, s.duplicates, s.dead_lettered, s.retries, s.lag_bytes)

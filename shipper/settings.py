@@ -24,6 +24,8 @@ class ShipperSettings:
     backoff_max: float = 30.0
     log_interval: float = 10.0
     store: StoreSettings = field(default_factory=StoreSettings)
+    metrics_host: str = "127.0.0.1"  # /metrics (shipper/metrics.py); 0.0.0.0 to be scraped from elsewhere
+    metrics_port: int = 9310         # 0: no /metrics endpoint
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ShipperSettings":
@@ -39,6 +41,8 @@ class ShipperSettings:
             backoff_max=env_number(env, "SHIPPER_BACKOFF_MAX", cls.backoff_max, float, 0.01),
             log_interval=env_number(env, "SHIPPER_LOG_INTERVAL", cls.log_interval, float, 0.1),
             store=StoreSettings.from_env(env),
+            metrics_host=env.get("SHIPPER_METRICS_HOST") or cls.metrics_host,
+            metrics_port=env_number(env, "SHIPPER_METRICS_PORT", cls.metrics_port, int, 0, 65535),
         )
         if settings.backoff_max < settings.backoff_initial:
             raise SettingsError("SHIPPER_BACKOFF_MAX must not be smaller than SHIPPER_BACKOFF_INITIAL")

@@ -34,6 +34,9 @@ class ShipperStats:
     lag_bytes: int = 0
     store_available: bool = True
     last_error: str = ""
+    lines_read: int = 0               # shipper/metrics.py exports these too
+    events_retried: int = 0
+    last_bulk_success: float = 0.0    # Unix time; 0 = none yet
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +82,7 @@ class Shipper:
                 if tail.position != before:  # moved past a finished rotated file
                     self._save_offsets()
                 continue
+            self.stats.lines_read += len(chunk.lines)
             acknowledged = self._ship_chunk(chunk, stop)
             if acknowledged is None:
                 break  # stopping while the store is down: nothing committed, nothing lost
@@ -146,11 +150,14 @@ class Shipper:
                         retry.append((line, doc))
                         problem = problem or f"store refused documents for now: {reason}"
                 pending = retry
+                if not retry:   # every item answered for good: the store took the request
+                    self.stats.last_bulk_success = time.time()
             if not pending:
                 break
             attempt += 1
             delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (attempt - 1))
             self.stats.retries += 1
+            self.stats.events_retried += len(pending)
             self.stats.store_available = False
             self.stats.last_error = problem
             log.warning("%s; retry %d in %.1fs (%d document(s) waiting, offsets not advanced)",

@@ -32,6 +32,9 @@ ISSUE_ALERTS = {
     "MonitoringStale", "LogProcessorDown", "ServingDown", "ServingHighErrorRate", "ServingHighLatency",
     "EventsDropped", "EstimatedQualityDrop", "RegressionQualityDegraded",
 }
+# issue 32: the platform under the stack and the alerting path itself (prometheus/rules/platform.yml)
+PLATFORM_ALERTS = {"Watchdog", "AlertmanagerDown", "TargetDown", "HostDiskWillFill", "ProcessMemoryHigh",
+                   "StoreClusterNotGreen", "StoreHeapHigh"}
 
 DEBIAN_PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 
@@ -119,7 +122,7 @@ def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path, promtool, befor
     assert f"alertname: {alert}" in result.stdout + result.stderr
 
 
-SECRET_NAMES = ("slack_api_url", "webhook_url", "telegram_bot_token")
+SECRET_NAMES = ("slack_api_url", "webhook_url", "telegram_bot_token", "heartbeat_url")
 
 
 @pytest.fixture
@@ -127,7 +130,8 @@ def secrets(tmp_path) -> Path:
     """The secret files prometheus/alertmanager.yml reads, as `make compose-env` writes them."""
     directory = tmp_path / "secrets"
     directory.mkdir()
-    for name, value in zip(SECRET_NAMES, ("http://127.0.0.1:9/slack/T/B/x", "http://127.0.0.1:9/hook/y", "1:abc")):
+    for name, value in zip(SECRET_NAMES, ("http://127.0.0.1:9/slack/T/B/x", "http://127.0.0.1:9/hook/y", "1:abc",
+                                          "http://127.0.0.1:9/heartbeat/z")):
         write_secret(directory / name, value)
     return directory
 
@@ -139,7 +143,7 @@ def test_compose_alertmanager_config_as_shipped_passes_amtool_at_the_compose_ver
     assert f"version {go_tools.pin('amtool').reports}" in version.stdout + version.stderr
     result = run(amtool, "check-config", PROM / "alertmanager.yml")
     assert_ok(result)
-    assert "1 templates" in result.stdout and "3 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+    assert "1 templates" in result.stdout and "4 receivers" in result.stdout and "2 inhibit rules" in result.stdout
 
 
 def test_the_demo_runs_the_pinned_alertmanager_and_renders_the_secrets_as_files(tmp_path, secrets, amtool):
@@ -158,7 +162,7 @@ def test_the_demo_runs_the_pinned_alertmanager_and_renders_the_secrets_as_files(
     assert {Path(path).parent for _, _, path in fields} == {secrets}
     result = run(amtool, "check-config", path)
     assert_ok(result)
-    assert "4 templates" in result.stdout and "3 receivers" in result.stdout
+    assert "4 templates" in result.stdout and "4 receivers" in result.stdout
 
 
 def test_debian_amtool_rejects_exactly_the_file_fields_it_is_too_old_for(debian_amtool):
@@ -180,7 +184,7 @@ def test_the_fallback_copy_for_debian_s_alertmanager_passes_its_amtool(tmp_path,
                                       version=alertmanager_version(str(debian_amtool)))
     result = run(debian_amtool, "check-config", path)
     assert_ok(result)
-    assert "4 templates" in result.stdout and "3 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+    assert "4 templates" in result.stdout and "4 receivers" in result.stdout and "2 inhibit rules" in result.stdout
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -190,7 +194,8 @@ def test_secret_file_fields_are_used_for_every_chat_secret_and_nothing_is_inline
         for integration in receiver.get("slack_configs", []):
             assert "api_url" not in integration and integration["api_url_file"].endswith("/slack_api_url")
         for integration in receiver.get("webhook_configs", []):
-            assert "url" not in integration and integration["url_file"].endswith("/webhook_url")
+            secret = "/heartbeat_url" if receiver["name"] == "heartbeat" else "/webhook_url"
+            assert "url" not in integration and integration["url_file"].endswith(secret)
         for integration in receiver.get("telegram_configs", []):
             assert "bot_token" not in integration and integration["bot_token_file"].endswith("/telegram_bot_token")
 
@@ -239,6 +244,10 @@ def test_a_missing_or_empty_secret_file_is_an_error_naming_it(tmp_path, secrets,
     ({"alertname": "LogProcessorDown", "team": "ml", "severity": "critical"}, "ml-oncall"),
     ({"alertname": "ServingDown", "team": "platform", "severity": "critical"}, "platform-oncall"),
     ({"alertname": "DataDriftDetected", "monitor": "m", "severity": "warning"}, "platform-oncall"),  # no team
+    ({"alertname": "Watchdog", "severity": "info"}, "heartbeat"),
+    ({"alertname": "HostDiskWillFill", "job": "node", "severity": "warning"}, "platform-oncall"),
+    ({"alertname": "StoreClusterNotGreen", "job": "elasticsearch", "severity": "critical"}, "platform-oncall"),
+    ({"alertname": "TargetDown", "job": "shipper", "severity": "warning"}, "platform-oncall"),
 ])
 def test_amtool_routes_each_alert_to_its_receiver(amtool, labels, receiver):
     result = run(amtool, "config", "routes", "test", f"--config.file={PROM / 'alertmanager.yml'}",
@@ -284,7 +293,7 @@ def test_data_drift_inhibits_feature_drift_of_the_same_monitor_only():
 
 def test_every_alert_of_the_issue_exists_with_severity_numbers_and_runbook():
     alerts = {rule["alert"]: rule for rule in all_rules() if "alert" in rule}
-    assert ISSUE_ALERTS <= set(alerts)
+    assert ISSUE_ALERTS | PLATFORM_ALERTS <= set(alerts)
     headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
                 for line in (REPO / "docs" / "alerts.md").read_text().splitlines() if line.startswith("## ")}
     for name, rule in alerts.items():
@@ -354,8 +363,8 @@ def test_rendering_with_a_for_override_rewrites_every_alert_and_leaves_the_sourc
 
 
 def test_rendering_an_unknown_job_names_the_file_and_the_job(tmp_path):
-    with pytest.raises(ValueError, match=r"prometheus\.yml: no scrape job named fluentd"):
-        render_prometheus_config(tmp_path, {"fluentd": ["127.0.0.1:24224"]})
+    with pytest.raises(ValueError, match=r"prometheus\.yml: no scrape job named fluent_bit"):
+        render_prometheus_config(tmp_path, {"fluent_bit": ["127.0.0.1:24224"]})
 
 
 def test_rendered_alertmanager_config_is_valid_and_uses_the_given_smarthost(tmp_path, amtool):
@@ -426,3 +435,39 @@ def test_template_lists_each_feature_of_a_feature_drift_group(tmp_path, amtool):
     assert "acc_rate score 0.4" in body and "conv_rate score 0.5" in body
     assert "Grafana:       http://grafana.test/d/ml-drift?var-monitor=m1" in body
     assert "Drift report:  http://lp.test/report?monitor=m1" in body
+
+
+# --- the alerting path checks itself (issue 32, point 5) ------------------------------------------
+
+def test_the_watchdog_goes_only_to_the_heartbeat_receiver_with_its_own_timers(tmp_path, secrets, amtool):
+    """Always firing, so it must never reach a person: its route comes before the default, its receiver
+    has the heartbeat webhook only, and the demo's incident timers (DEMO) leave its repeat alone."""
+    alerts = {rule["alert"]: rule for rule in all_rules() if "alert" in rule}
+    assert alerts["Watchdog"]["expr"] == "vector(1)" and "for" not in alerts["Watchdog"]
+    assert "team" not in alerts["Watchdog"]["labels"]
+    path = render_alertmanager_config(tmp_path / "out", "127.0.0.1:2525", timings=DEMO, secrets_dir=secrets,
+                                      version=(0, 28, 1))
+    assert_ok(run(amtool, "check-config", path))
+    result = run(amtool, "config", "routes", "test", f"--config.file={path}", "alertname=Watchdog", "severity=info")
+    assert_ok(result)
+    assert result.stdout.strip() == "heartbeat"
+    config = yaml.safe_load(path.read_text())
+    (route,) = [r for r in config["route"]["routes"] if r["receiver"] == "heartbeat"]
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("5s", "1m", "1m")
+    assert config["route"]["routes"][0]["group_wait"] == DEMO.group_wait   # the others still get the demo's
+    (heartbeat,) = [r for r in config["receivers"] if r["name"] == "heartbeat"]
+    assert set(heartbeat) == {"name", "webhook_configs"}
+    assert heartbeat["webhook_configs"][0]["url_file"] == str(secrets / "heartbeat_url")
+    assert heartbeat["webhook_configs"][0]["send_resolved"] is False
+
+
+def test_down_alerts_cover_every_scrape_job_once():
+    """up == 0 of every job of prometheus.yml is some alert's business, and of one alert only."""
+    jobs = {job["job_name"] for job in yaml.safe_load((PROM / "prometheus.yml").read_text())["scrape_configs"]}
+    alerts = {rule["alert"]: rule["expr"] for rule in all_rules() if "alert" in rule}
+    own = {"serving": "ServingDown", "log_processor": "LogProcessorDown", "alertmanager": "AlertmanagerDown"}
+    for job, alert in own.items():
+        assert f'up{{job="{job}"}} == 0' in alerts[alert]
+    excluded = re.search(r'up\{job!~"([^"]+)"\} == 0', alerts["TargetDown"])[1].split("|")
+    assert sorted(excluded) == sorted(own)
+    assert {"fluentd", "shipper", "node", "elasticsearch"} <= jobs

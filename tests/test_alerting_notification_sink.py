@@ -79,4 +79,15 @@ def test_secret_files_point_at_the_sink_and_are_private(sink, tmp_path):
     assert (directory / "slack_api_url").read_text().strip() == sink.url("slack")
     assert (directory / "webhook_url").read_text().strip() == sink.url("webhook")
     assert (directory / "telegram_bot_token").read_text().strip() == sink.telegram_token
+    assert (directory / "heartbeat_url").read_text().strip() == sink.url("heartbeat")
     assert {oct(p.stat().st_mode & 0o777) for p in directory.iterdir()} == {"0o600"}
+
+
+def test_the_heartbeat_has_its_own_port_and_inbox_and_is_no_chat_channel(sink, tmp_path):
+    """The Watchdog's heartbeats land under heartbeat/, never in a channel the demo's story counts."""
+    from demo.notification_sink import CHANNELS, HEARTBEAT
+    assert HEARTBEAT not in CHANNELS
+    assert sink.port(HEARTBEAT) not in {sink.port(c) for c in CHANNELS}
+    assert post(sink.url(HEARTBEAT), WEBHOOK)[0] == 200
+    assert len(read_messages(tmp_path, HEARTBEAT)) == 1
+    assert all(not read_messages(tmp_path, channel) for channel in CHANNELS)

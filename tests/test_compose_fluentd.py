@@ -273,10 +273,25 @@ def test_image_and_gems_are_pinned_to_exact_versions():
     gems = {name: version for name, _, version in installs}
     # the plugin asks for any elasticsearch gem: without --conservative its install would upgrade ours
     assert all("--conservative" in flags for name, flags, _ in installs if name != "elastic-transport")
-    assert {"elasticsearch", "fluent-plugin-elasticsearch", "elastic-transport"} <= set(gems)
+    assert {"elasticsearch", "fluent-plugin-elasticsearch", "elastic-transport", "fluent-plugin-prometheus"} <= set(gems)
     assert list(gems).index("elastic-transport") < list(gems).index("elasticsearch"), "transport must come first"
     for name, version in gems.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} is not pinned exactly: {version}"
     # elasticsearch-ruby releases whose bulk fails on the first flush after each start
     broken = {"9.0.5", "9.1.2", "9.1.3", "9.2.0", "9.2.1", "9.2.2", "9.3.0", "9.3.1", "9.3.2", "9.4.0", "9.4.1"}
     assert gems["elasticsearch"].startswith("9.") and gems["elasticsearch"] not in broken
+
+
+def test_prometheus_plugin_serves_buffer_retry_and_output_metrics_on_24231(conf):
+    """fluent-plugin-prometheus: one HTTP source on 24231 (what prometheus.yml's fluentd job scrapes),
+    the output monitor (buffer queue, retries, errors per output) and the plugin monitor."""
+    by_type = {s.params.get("@type"): s for s in conf.all("source")}
+    server = by_type.get("prometheus")
+    assert server is not None, "no <source> @type prometheus"
+    assert (server.params.get("bind"), server.params.get("port"), server.params.get("metrics_path")) == \
+        ("0.0.0.0", "24231", "/metrics")
+    assert {"prometheus_output_monitor", "prometheus_monitor"} <= set(by_type)
+    assert all(s.params.get("@id") for s in conf.all("source")), "every source has an @id (its plugin_id label)"
+    jobs = {job["job_name"]: job for job in yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    assert jobs["fluentd"]["static_configs"][0]["targets"] == ["fluentd:24231"]
+    assert "24231" in (REPO / "fluentd" / "Dockerfile").read_text().split("EXPOSE", 1)[1].splitlines()[0]

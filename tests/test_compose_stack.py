@@ -30,7 +30,8 @@ from common.store import StoreSettings, connect  # noqa: E402
 from tests.conftest import empty_opensearch  # noqa: E402
 
 LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor", "log_processor_1",
-                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink", "evidently-ui"}
+                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink", "evidently-ui",
+                "node-exporter", "elasticsearch-exporter"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
 
@@ -331,11 +332,12 @@ def test_compose_env_writes_the_alertmanager_secret_files_and_keeps_existing_one
     secrets = tmp_path / "secrets"
     assert _compose_env("--output", str(tmp_path / ".env"), "--secrets", str(secrets)).returncode == 0
     files = {p.name: p for p in (secrets / "alertmanager").iterdir()}
-    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token"}
+    assert set(files) == {"slack_api_url", "webhook_url", "telegram_bot_token", "heartbeat_url"}
     assert oct(secrets.stat().st_mode & 0o777) == "0o700"     # other host users cannot reach them
     assert files["slack_api_url"].read_text().startswith("http://notification-sink:9101/services/")
     assert files["webhook_url"].read_text().startswith("http://notification-sink:9102/alerts/")
     assert re.fullmatch(r"\d{10}:[\w-]{30,}\n", files["telegram_bot_token"].read_text())
+    assert files["heartbeat_url"].read_text().startswith("http://notification-sink:9104/heartbeat/")
     files["slack_api_url"].write_text("https://hooks.slack.com/services/REAL\n")
     _compose_env("--output", str(tmp_path / "second.env"), "--secrets", str(secrets))
     assert files["slack_api_url"].read_text() == "https://hooks.slack.com/services/REAL\n"
@@ -364,7 +366,8 @@ def test_the_entrypoint_checks_the_same_files_as_the_embedded_stack():
     assert CHECK_SCRIPT.read_text().count("sed -n 's/^[[:space:]-]*[a-z_]*_file:[[:space:]]*\\([^[:space:]#]*\\).*$/\\1/p'") == 1
     python = {str(holder[key]) for _, holder, key in secret_file_fields(yaml.safe_load(config_text))}
     assert set(shell.stdout.split()) == python == {f"/etc/alertmanager/secrets/{name}" for name in
-                                                   ("slack_api_url", "webhook_url", "telegram_bot_token")}
+                                                   ("slack_api_url", "webhook_url", "telegram_bot_token",
+                                                    "heartbeat_url")}
 
 
 # --- the setup one-shot ---
@@ -542,6 +545,42 @@ def test_setup_run_sends_the_security_and_template_requests():
         assert seen[f"/_security/user/{name}"] == ("PUT", {"password": user["password"], "roles": user["roles"]})
     templates = {p.name.removesuffix(".index-template.json") for p in (REPO / "elasticsearch").glob("*.index-template.json")}
     assert {path.removeprefix("/_index_template/") for path in seen if path.startswith("/_index_template/")} == templates
+    # retention (issue 32): a lifecycle policy per kind of daily index, with the documented defaults,
+    # put before the template that names it
+    order = [path for _, path, _, _ in handler.requests]
+    for template, policy, days in (("ml-events", "ml-events-retention", 30), ("logs-serving", "logs-serving-retention", 14),
+                                   ("ml-monitoring", "ml-monitoring-retention", 400)):
+        method, body = seen[f"/_ilm/policy/{policy}"]
+        assert method == "PUT" and body["policy"]["phases"]["delete"] == {"min_age": f"{days}d", "actions": {"delete": {}}}
+        assert seen[f"/_index_template/{template}"][1]["template"]["settings"]["index.lifecycle.name"] == policy
+        assert order.index(f"/_ilm/policy/{policy}") < order.index(f"/_index_template/{template}")
+    # the template files stay free of ILM (OpenSearch and osmem read them too)
+    assert "lifecycle" not in "".join(p.read_text() for p in (REPO / "elasticsearch").glob("*.json"))
+
+
+def test_retention_days_are_settings_of_setup():
+    settings = es_setup.SetupSettings.from_env(_env(RETENTION_EVENTS_DAYS="7", RETENTION_MONITORING_DAYS="90"))
+    policies = es_setup.ilm_policies(settings.retention)
+    assert {name: p["phases"]["delete"]["min_age"] for name, p in policies.values()} == \
+        {"ml-events-retention": "7d", "logs-serving-retention": "14d", "ml-monitoring-retention": "90d"}
+    with pytest.raises(es_setup.SetupError, match="RETENTION_LOGS_DAYS='0' must be at least 1"):
+        es_setup.SetupSettings.from_env(_env(RETENTION_LOGS_DAYS="0"))
+
+
+def test_compose_runs_the_exporters_and_prometheus_scrapes_them(compose):
+    services = compose["services"]
+    exporter = services["elasticsearch-exporter"]
+    assert exporter["environment"]["ES_USERNAME"] in es_setup.users(_env())
+    assert es_setup.roles()["metrics_exporter"] == {**es_setup.roles()["metrics_exporter"], "cluster": ["monitor"], "indices": []}
+    assert any(arg == "--es.uri=http://elasticsearch:9200" for arg in exporter["command"])
+    assert "--path.rootfs=/host" in services["node-exporter"]["command"]
+    assert all(":ro" in volume for volume in services["node-exporter"]["volumes"])
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    assert jobs["node"] == ["node-exporter:9100"] and jobs["elasticsearch"] == ["elasticsearch-exporter:9114"]
+    assert jobs["fluentd"] == ["fluentd:24231"] and jobs["shipper"] == []
+    setup_env = services["setup"]["environment"]
+    assert {"RETENTION_EVENTS_DAYS", "RETENTION_LOGS_DAYS", "RETENTION_MONITORING_DAYS"} <= set(setup_env)
 
 
 # --- Kibana: keys and a healthcheck without credentials ---------------------------------------------

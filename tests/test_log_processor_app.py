@@ -51,6 +51,10 @@ def test_endpoints_serve_the_scheduler_results(processor):
     text = metrics.get_data(as_text=True)
     assert 'mlmon_dataset_drift{monitor="driver_ranker"} 1.0' in text
     assert 'mlmon_feature_drift_detected{feature="avg_daily_trips",method="wasserstein",monitor="shadow"} 0.0' in text
+    process = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name.startswith("process_")}
+    assert process["process_resident_memory_bytes"] > 10e6 and process["process_open_fds"] > 0
+    assert process["process_cpu_seconds_total"] > 0 and "python_info{" in text
     series = {(s.name, s.labels.get("metric"), s.labels.get("scores")): s.value
               for family in text_string_to_metric_families(text) for s in family.samples
               if s.labels.get("monitor") == "driver_ranker"}

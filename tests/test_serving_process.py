@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -53,6 +54,16 @@ def test_gunicorn_serves_logs_json_and_aggregates_metrics(server):
     # Two workers answered; /metrics adds both up.
     assert metric_value(text, "serving_requests_total", endpoint="predict", status="200") == 20
     assert metric_value(text, "serving_events_emitted_total", sink="file") == 21
+    # process series of the gunicorn master and of both workers, whichever worker answered
+    rss = re.findall(r'^process_resident_memory_bytes\{pid="(\d+)",role="(\w+)"\} (\S+)$', text, re.M)
+    assert sorted(role for _, role, _ in rss) == ["master", "worker", "worker"], rss
+    assert all(float(value) > 10e6 for _, _, value in rss), rss
+    pids = {pid for pid, _, _ in rss}
+    for _ in range(4):  # another worker may answer the next scrape: the same processes
+        _, again = call(f"{base}/metrics")
+        assert set(re.findall(r'^process_open_fds\{pid="(\d+)"', again, re.M)) == pids
+    assert re.search(r'^process_cpu_seconds_total\{pid="\d+",role="worker"\} ', text, re.M)
+    assert "python_info{" in text
 
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert sorted(e["request_id"] for e in events if e["event"]["dataset"] == "ml.prediction") == \

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.process_metrics import add_process_collectors
 from log_processor.columns import REJECT_REASONS
 from log_processor.evaluate.evaluation import ColumnDrift, Evaluation
 from log_processor.evaluate.reference import Reference
@@ -214,7 +215,7 @@ class _Latest(Collector):
 
 class Exporter:
     def __init__(self, monitor_names: Iterable[str], shard: Shard = Shard()):
-        self.registry = CollectorRegistry()
+        self.registry = add_process_collectors(CollectorRegistry())   # process_*, python_info
         self._latest = _Latest()
         self.registry.register(self._latest)
         self.duration = Histogram("mlmon_evaluation_duration_seconds", "One evaluation cycle", ("monitor",),
