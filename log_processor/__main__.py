@@ -4,8 +4,9 @@ One worker (the monitor threads live in the process, and /metrics must see their
 few threads for concurrent scrapes; the app is built inside the worker, after the fork.
 
 `python -m log_processor prepare`: load every Parquet reference of the monitors file and cache its
-drift thresholds and score calibration beside it, then exit (`make setup` runs it). Computing them takes
-tens of seconds on 2 cores, which the first cycle would otherwise spend before its first verdict.
+drift thresholds, score calibration and the model's feature importance beside it, then exit (`make
+setup` runs it). Computing them takes tens of seconds on 2 cores, which the first cycle would
+otherwise spend before its first verdict.
 """
 from __future__ import annotations
 

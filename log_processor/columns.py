@@ -28,6 +28,20 @@ KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "predicti
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
 
 
+UNKNOWN_SEGMENT = "unknown"      # a segment field that is absent, null, empty or not a string
+
+
+def segment_column(field: str) -> str:
+    """The window frame's column of a segment field (monitors.yaml `segments.fields`)."""
+    return f"segment__{field}"
+
+
+def segment_values(values: Sequence[Any]) -> np.ndarray:
+    """A segment field's values as strings; absent, null, empty or not a string → `unknown` (a number
+    is not taken for a name: `city: 7` is a producer's bug, counted under `unknown`, not a city "7")."""
+    return np.array([v if type(v) is str and v else UNKNOWN_SEGMENT for v in values], dtype=object)
+
+
 def score_column(cls: str) -> str:
     """The column of a multi-class monitor's score for `cls` (as in its reference.parquet)."""
     return f"score__{cls}"

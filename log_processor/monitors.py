@@ -82,6 +82,19 @@ class EstimationConfig:
 
 
 @dataclass(frozen=True)
+class SegmentsConfig:
+    """`segments:`: the event fields to slice each window by (each field on its own), the largest
+    `max_segments` values of each kept (the rest pooled as `other`), and the fewest rows a segment needs
+    to be tested (the drift thresholds start at THRESHOLD_SIZES[0] rows). `quality_margin`: a segment's
+    quality is degraded when it is worse than the reference's by more than this (classifiers: accuracy
+    points; regression: the MAE ratio above quality.alert_ratio, else above 1 + margin)."""
+    fields: tuple[str, ...]
+    max_segments: int = 20
+    min_rows: int = 100
+    quality_margin: float = 0.05
+
+
+@dataclass(frozen=True)
 class ReferenceConfig:
     """Either a Parquet file written by training (+ its manifest) or a time range in the store."""
     parquet: Path | None = None
@@ -118,6 +131,7 @@ class Monitor:
     prediction_value: str | None = None          # regression: the predicted number
     prediction_scores: str | None = None         # multi-class: one score per class, in `classes` order
     quality_alert_ratio: float | None = None     # quality.alert_ratio: alert above this x the reference's error
+    segments: SegmentsConfig | None = None       # per-segment drift and quality (evaluate/segments.py)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -251,7 +265,10 @@ def _resolve(path_value: str, base: Path) -> Path:
 _TOP = ("monitors",)
 _MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
             "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
-            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality")
+            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality", "segments")
+_SEGMENTS = ("fields", "max_segments", "min_rows", "quality_margin")
+_FIELD = re.compile(r"^[A-Za-z0-9_@-]+(\.[A-Za-z0-9_@-]+)*$")
+MAX_SEGMENTS = 200      # the summary holds every segment; more than this per field is a label cardinality bug
 
 
 def load_monitors(path: Path | str, *, base_dir: Path = REPO_ROOT,
@@ -333,6 +350,42 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         prediction_value=prediction.text("value", None),
         prediction_scores=prediction.text("scores", None),
         quality_alert_ratio=_quality(s, task),
+        segments=_segments(s, features),
+    )
+
+
+def _segments(monitor: _Section, features: tuple[Feature, ...]) -> SegmentsConfig | None:
+    """`segments:` checked like every other key; it needs `drift.alpha` (per-segment tests take their
+    p-values from the reference's null distributions, sized to each segment's rows)."""
+    if not monitor.has("segments"):
+        return None
+    s = monitor.section("segments", _SEGMENTS)
+    raw = s.raw("fields", required=True)
+    if not isinstance(raw, list) or not raw:
+        raise s.doc.error(s.key("fields"), f"must be a non-empty list of event fields (e.g. [context.city]), got {raw!r}")
+    fields = []
+    for i, value in enumerate(raw):
+        where = f"{s.key('fields')}[{i}]"
+        if not isinstance(value, str) or not _FIELD.match(value):
+            raise s.doc.error(where, f"must be a dotted event field like context.city, got {value!r}")
+        if value in fields:
+            raise s.doc.error(where, f"duplicate segment field {value!r}")
+        if value in {f.field for f in features}:
+            raise s.doc.error(where, f"{value!r} is a feature of this monitor; segment by a field that is not tested for drift")
+        fields.append(value)
+    drift = monitor.value.get("drift")
+    if not isinstance(drift, dict) or drift.get("alpha") is None:
+        raise s.doc.error(s.where, "needs drift.alpha (each segment's p-values come from the reference's null "
+                                   "distributions, sized to the segment's rows)")
+    default = SegmentsConfig(fields=())
+    return SegmentsConfig(
+        fields=tuple(fields),
+        max_segments=s.number("max_segments", default.max_segments, integer=True,
+                              check=lambda v: 1 <= v <= MAX_SEGMENTS, expect=f" in [1, {MAX_SEGMENTS}]"),
+        min_rows=s.number("min_rows", default.min_rows, integer=True, check=lambda v: v >= THRESHOLD_SIZES[0],
+                          expect=f" >= {THRESHOLD_SIZES[0]} (the smallest window the drift thresholds cover)"),
+        quality_margin=s.number("quality_margin", default.quality_margin, check=lambda v: 0 <= v < 1,
+                                expect=" in [0, 1)"),
     )
 
 

@@ -42,7 +42,8 @@ class Processor:
             settings.monitors_file, interval_override=settings.interval)
         self.monitors = owned_monitors(configured, settings.shard)
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
-        self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard)
+        self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard,
+                                 segment_gauges=settings.segment_gauges)
         self.snapshots = None if settings.evidently_workspace is None else SnapshotWriter(
             backend_for(settings.evidently_workspace, settings.evidently_secret, settings.snapshot_timeout),
             self.monitors, SnapshotCounters(self.exporter.registry, [m.name for m in self.monitors]),

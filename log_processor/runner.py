@@ -18,11 +18,13 @@ from typing import Any, Callable
 from common.schema import MONITORING_INDEX_PREFIX, daily_index
 from log_processor.evaluate.evaluation import Evaluation, evaluate
 from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_reference
+from log_processor.evaluate.root_cause import rank_causes
+from log_processor.evaluate.segments import evaluate_segments
 from log_processor.export.evidently_snapshot import snapshot_of
 from log_processor.export.evidently_workspace import SnapshotWriter
 from log_processor.export.metrics import Exporter
 from log_processor.export.reports import Reports
-from log_processor.export.summary import summary_document
+from log_processor.export.summary import segment_fields, summary_document
 from log_processor.monitors import Monitor
 from log_processor.read.held_window import HeldWindow
 from log_processor.read.store import EventStore, StoreError
@@ -152,14 +154,20 @@ class MonitorRunner:
         window = cycle.window(m)
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
-        evaluation = None
+        evaluation = segments = None
         if window.rows >= m.min_rows:
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         clock.lap("evaluate")
+        if evaluation is not None and m.segments is not None:     # monitors.yaml `segments:`
+            segments = evaluate_segments(reference, current, m)
+            clock.lap("segments")
+        causes = rank_causes(evaluation, segments, reference.importance)
         self.exporter.window(m, window, reference.rows, evaluation)
+        self.exporter.segments(m, segments, causes)
         outcome = "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
+        summary.update(segment_fields(segments, causes, reference.importance))
         if self.snapshots is not None and self.snapshots.due(m.name, now):
             self.snapshots.offer(m.name, snapshot_of(m, self.exporter.latest(m.name)), now,
                                  {"reference": reference.version, "model_version": str(reference.model_version)})

@@ -30,6 +30,7 @@ class ProcessorSettings:
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
     shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
+    segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
     # The Evidently UI (docs/evidently-ui.md): a workspace directory, or the URL of a running `evidently ui`
     evidently_workspace: str | None = None          # None: no snapshots
     evidently_secret: str | None = field(default=None, repr=False)   # read from LOGPROC_EVIDENTLY_SECRET_FILE
@@ -65,6 +66,7 @@ class ProcessorSettings:
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
             shard=get("SHARD", cls.shard, Shard.parse),
+            segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
             evidently_workspace=evidently_workspace(get("EVIDENTLY_WORKSPACE", None)),
             evidently_secret=secret_file(get("EVIDENTLY_SECRET_FILE", None, Path), "LOGPROC_EVIDENTLY_SECRET_FILE"),
             snapshot_interval=number("SNAPSHOT_INTERVAL", cls.snapshot_interval, float, 0.01),

@@ -143,7 +143,7 @@ def test_compose_alertmanager_config_as_shipped_passes_amtool_at_the_compose_ver
     assert f"version {go_tools.pin('amtool').reports}" in version.stdout + version.stderr
     result = run(amtool, "check-config", PROM / "alertmanager.yml")
     assert_ok(result)
-    assert "1 templates" in result.stdout and "4 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+    assert "1 templates" in result.stdout and "4 receivers" in result.stdout and "4 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments)
 
 
 def test_the_demo_runs_the_pinned_alertmanager_and_renders_the_secrets_as_files(tmp_path, secrets, amtool):
@@ -184,7 +184,7 @@ def test_the_fallback_copy_for_debian_s_alertmanager_passes_its_amtool(tmp_path,
                                       version=alertmanager_version(str(debian_amtool)))
     result = run(debian_amtool, "check-config", path)
     assert_ok(result)
-    assert "4 templates" in result.stdout and "4 receivers" in result.stdout and "2 inhibit rules" in result.stdout
+    assert "4 templates" in result.stdout and "4 receivers" in result.stdout and "4 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments)
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -285,8 +285,10 @@ def test_log_processor_down_inhibits_every_alert_on_the_processor_s_verdicts():
 def test_data_drift_inhibits_feature_drift_of_the_same_monitor_only():
     rules = yaml.safe_load((PROM / "alertmanager.yml").read_text())["inhibit_rules"]
     drift = [r for r in rules if r["source_matchers"] == ['alertname="DataDriftDetected"']]
+    # FeatureDrift, and SegmentDrift (prometheus/rules/segments.yml): the dataset message carries both
     assert drift == [{"source_matchers": ['alertname="DataDriftDetected"'],
-                      "target_matchers": ['alertname="FeatureDrift"'], "equal": ["monitor", "job", "instance"]}]
+                      "target_matchers": [f'alertname="{name}"'], "equal": ["monitor", "job", "instance"]}
+                     for name in ("FeatureDrift", "SegmentDrift")]
 
 
 # --- contents ---------------------------------------------------------------------------------------

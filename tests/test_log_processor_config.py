@@ -181,6 +181,8 @@ def test_prepare_caches_the_drift_thresholds_beside_the_reference(tmp_path):
     assert "drift thresholds and score calibration ready" in result.stdout
     assert (tmp_path / "reference.parquet.drift_thresholds.npz").is_file()
     assert (tmp_path / "reference.parquet.score_calibration.npz").is_file()
+    # and the model's feature importance (root causes rank drifted features by drift x importance)
+    assert (tmp_path / "reference.parquet.importance.npz").is_file()
 
 
 def test_prepare_names_a_missing_reference_and_exits_1(tmp_path):

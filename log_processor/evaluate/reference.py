@@ -20,6 +20,7 @@ from evidently import Dataset
 from log_processor.columns import PREDICTION, SCORE, TARGET
 from log_processor.evaluate import drift_thresholds as thresholds
 from log_processor.evaluate import estimation as est
+from log_processor.evaluate import importance as imp
 from log_processor.evaluate.datasets import drift_dataset, target_dataset
 from log_processor.evaluate.drift_thresholds import DriftThresholds
 from log_processor.evaluate.estimation import ScoreCalibration
@@ -65,6 +66,7 @@ class Reference:
     drift_thresholds: DriftThresholds | None = None   # by window size (monitors with drift.alpha)
     score_calibration: ScoreCalibration | None = None   # scores -> probabilities (monitors with estimation)
     quality_values: TaskQuality | None = None  # the task's quality on the reference's labelled rows
+    importance: dict[str, float] | None = None  # feature -> permutation importance for the model (importance.py)
 
     @property
     def rows(self) -> int:
@@ -102,6 +104,9 @@ def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
         raise ReferenceUnusable(f"monitor {monitor.name}: its reference is a range of the store, and no store was given")
     else:
         reference = _from_store(monitor, store)
+    if config.manifest is not None:
+        cache = config.parquet.with_name(config.parquet.name + ".importance.npz")
+        reference = dataclasses.replace(reference, importance=load_importance(monitor, reference, config.manifest, cache))
     if monitor.estimation is not None:
         cache = config.parquet.with_name(config.parquet.name + ".score_calibration.npz") if config.parquet else None
         reference = dataclasses.replace(reference, score_calibration=load_score_calibration(monitor, reference, cache))
@@ -109,6 +114,28 @@ def load_reference(monitor: Monitor, store: EventStore | None) -> Reference:
         return reference
     cache = config.parquet.with_name(config.parquet.name + ".drift_thresholds.npz") if config.parquet else None
     return dataclasses.replace(reference, drift_thresholds=load_drift_thresholds(monitor, reference, cache))
+
+
+def load_importance(monitor: Monitor, reference: Reference, manifest: Path, cache: Path | None) -> dict[str, float] | None:
+    """The model's permutation importance per feature (importance.py), from `cache` when its key
+    matches, else computed (a second) and cached; None when the manifest names no usable model
+    (the root causes then rank by drift alone)."""
+    try:
+        predict, model_features, model_sha = imp.model_of(manifest)
+    except imp.ModelUnavailable as exc:
+        log.warning("monitor %s: %s; root causes rank by drift alone", monitor.name, exc)
+        return None
+    key = imp.importance_key(reference.sha256, model_sha, monitor.feature_names)
+    data = _read_cache(cache, key, monitor, "feature importance")
+    if data is not None and "names" in data:
+        return imp.from_arrays(data)
+    missing = [f for f in model_features if f not in reference.frame.columns]
+    if missing:
+        log.warning("monitor %s: the reference lacks the model's features %s; no feature importance", monitor.name, missing)
+        return None
+    importance = imp.permutation_importance(predict, reference.frame, model_features, monitor.feature_names)
+    _write_cache(cache, key, monitor, "feature importance", **imp.as_arrays(importance))
+    return importance
 
 
 def load_score_calibration(monitor: Monitor, reference: Reference, cache: Path | None) -> est.ScoreCalibration:

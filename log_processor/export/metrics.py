@@ -22,6 +22,8 @@ from common.process_metrics import add_process_collectors
 from log_processor.columns import REJECT_REASONS
 from log_processor.evaluate.evaluation import ColumnDrift, Evaluation
 from log_processor.evaluate.reference import Reference
+from log_processor.evaluate.root_cause import Cause
+from log_processor.evaluate.segments import SegmentEvaluation
 from log_processor.monitors import Monitor
 from log_processor.read.window import Window
 from log_processor.shard import Shard
@@ -104,9 +106,73 @@ GENERAL = (VERDICT_AVAILABLE, DATASET_DRIFT, DRIFTED_FEATURES, DRIFTED_SHARE, FE
            SCORE_CALIBRATION_ERROR, ESTIMATION_MARGIN)
 
 
+# --- segments and root causes (monitors.yaml `segments:`; evaluate/segments.py, evaluate/root_cause.py) ------
+# A `segment` label only for the worst K segments of a monitor (LOGPROC_SEGMENT_GAUGES); the summary
+# document holds every segment. `field` is the segment field (a monitors.yaml key), `segment` its value.
+SEGMENTS = Family("mlmon_segments", "Segments of the last window: evaluated (tested), flagged, skipped (below "
+                  "segments.min_rows), pooled (distinct values pooled into `other`), exported (with a segment label)",
+                  ("state",))
+SEGMENT_ROWS = Family("mlmon_segment_rows", "Evaluated rows of a segment (worst K only)", ("field", "segment"))
+SEGMENT_SHARE = Family("mlmon_segment_traffic_share", "A segment's share of the evaluated rows (worst K only)",
+                       ("field", "segment"))
+SEGMENT_DRIFT = Family("mlmon_segment_drift_detected", "1 when a feature, the prediction or the target drifted in "
+                       "the segment (Benjamini-Hochberg over all segments x tests at drift.alpha; worst K only)",
+                       ("field", "segment"))
+SEGMENT_QUALITY_DEGRADED = Family("mlmon_segment_quality_degraded", "1 when the segment's quality is worse than the "
+                                  "reference's by more than segments.quality_margin (worst K only)", ("field", "segment"))
+SEGMENT_P_VALUE = Family("mlmon_segment_min_adjusted_p_value", "Smallest Benjamini-Hochberg adjusted p-value of the "
+                         "segment's tests (worst K only)", ("field", "segment"))
+SEGMENT_DRIFTED_COLUMN = Family("mlmon_segment_drifted_column", "Score / threshold of each drifted column of a "
+                                "flagged segment (worst K only)", ("field", "segment", "column"))
+SEGMENT_QUALITY = Family("mlmon_segment_quality", "The segment's quality on its labelled rows (accuracy or mae; "
+                         "worst K only)", ("field", "segment", "metric"))
+SEGMENT_ESTIMATED = Family("mlmon_segment_estimated_quality", "The segment's quality estimated from calibrated "
+                           "scores (monitors with estimation; worst K only)", ("field", "segment", "metric"))
+FEATURE_IMPORTANCE = Family("mlmon_feature_importance", "Permutation importance of each feature for the model, "
+                            "on the reference (sums to 1)", ("feature",))
+ROOT_CAUSE = Family("mlmon_root_cause", "Drifted features ranked by drift x importance: the weight (rank 1 first)",
+                    ("rank", "feature"))
+ROOT_CAUSE_DRIFT = Family("mlmon_root_cause_drift", "Drifted features ranked: score / threshold at the worst place "
+                          "the feature drifted (window or segment)", ("rank", "feature"))
+SEGMENT_FAMILIES = (SEGMENTS, SEGMENT_ROWS, SEGMENT_SHARE, SEGMENT_DRIFT, SEGMENT_QUALITY_DEGRADED, SEGMENT_P_VALUE,
+                    SEGMENT_DRIFTED_COLUMN, SEGMENT_QUALITY, SEGMENT_ESTIMATED, FEATURE_IMPORTANCE, ROOT_CAUSE,
+                    ROOT_CAUSE_DRIFT)
+SEGMENT_GAUGES = 10     # K: segments exported with a label per monitor (LOGPROC_SEGMENT_GAUGES)
+
+
+def segment_samples(segments: SegmentEvaluation | None, causes: tuple[Cause, ...], top_k: int) -> Samples:
+    """The segment series of one window: the counts, the worst `top_k` segments, the ranked causes."""
+    out: Samples = {}
+    if causes:
+        out[ROOT_CAUSE] = [((str(i), c.feature), c.weight) for i, c in enumerate(causes, 1)]
+        out[ROOT_CAUSE_DRIFT] = [((str(i), c.feature), c.drift) for i, c in enumerate(causes, 1)]
+    if segments is None:
+        return out
+    shown = segments.segments[:top_k]
+    out[SEGMENTS] = [(("evaluated",), segments.evaluated), (("flagged",), segments.flagged),
+                     (("skipped",), segments.skipped), (("pooled",), sum(segments.pooled.values())),
+                     (("exported",), len(shown))]
+    for s in shown:
+        key = (s.field, s.value)
+        out.setdefault(SEGMENT_ROWS, []).append((key, s.rows))
+        out.setdefault(SEGMENT_SHARE, []).append((key, s.share))
+        if s.tested:
+            out.setdefault(SEGMENT_DRIFT, []).append((key, float(s.drift_detected)))
+            out.setdefault(SEGMENT_QUALITY_DEGRADED, []).append((key, float(s.quality_degraded)))
+            out.setdefault(SEGMENT_P_VALUE, []).append((key, s.min_adjusted))
+        for t in s.tests:
+            if t.detected and t.kind != "quality" and t.threshold > 0:
+                out.setdefault(SEGMENT_DRIFTED_COLUMN, []).append(((*key, t.column), t.score / t.threshold))
+        for metric, value in s.quality.items():
+            out.setdefault(SEGMENT_QUALITY, []).append(((*key, metric), value))
+        for metric, value in s.estimated.items():
+            out.setdefault(SEGMENT_ESTIMATED, []).append(((*key, metric), value))
+    return out
+
+
 def families() -> tuple[Family, ...]:
     """Every gauge family the collector renders: the general ones, then each task's (once each)."""
-    out = {f.name: f for f in GENERAL}
+    out = {f.name: f for f in (*GENERAL, *SEGMENT_FAMILIES)}
     for task in TASKS.values():
         out.update({f.name: f for f in task.families})
     return tuple(out.values())
@@ -214,7 +280,8 @@ class _Latest(Collector):
 
 
 class Exporter:
-    def __init__(self, monitor_names: Iterable[str], shard: Shard = Shard()):
+    def __init__(self, monitor_names: Iterable[str], shard: Shard = Shard(), *, segment_gauges: int = SEGMENT_GAUGES):
+        self.segment_gauges = segment_gauges
         self.registry = add_process_collectors(CollectorRegistry())   # process_*, python_info
         self._latest = _Latest()
         self.registry.register(self._latest)
@@ -256,6 +323,12 @@ class Exporter:
     # --- what the runner calls -------------------------------------------------------------------
     def reference(self, monitor: Monitor, reference: Reference) -> None:
         self._swap(monitor.name, "reference", reference_samples(monitor, reference))
+        if reference.importance:
+            self._swap(monitor.name, "importance", samples_of(FEATURE_IMPORTANCE, reference.importance))
+
+    def segments(self, monitor: Monitor, segments: SegmentEvaluation | None, causes: tuple[Cause, ...]) -> None:
+        """The worst segments and the ranked root causes of the last window (none: nothing shown)."""
+        self._swap(monitor.name, "segments", segment_samples(segments, causes, self.segment_gauges))
 
     def window(self, monitor: Monitor, window: Window, reference_rows: int, evaluation: Evaluation | None) -> None:
         """Export one evaluated window; `evaluation` None means too few rows for a verdict."""

@@ -63,7 +63,8 @@ def monitor_page(monitor: Monitor, summary: dict[str, Any], has_quality: bool, h
     sections = _task_sections(title, summary)
     if sections:
         facts += "<br>" + sections
-    frames = f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
+    frames = segment_sections(summary)
+    frames += f'<h2>Data and prediction drift</h2><iframe src="?monitor={n}&part=drift"></iframe>'
     frames += (f'<h2>{html.escape(title)} (labelled rows)</h2>'
                f'<iframe src="?monitor={n}&part=quality"></iframe>'
                if has_quality else "<p>Quality: too few labelled rows in this window.</p>")
@@ -73,3 +74,33 @@ def monitor_page(monitor: Monitor, summary: dict[str, Any], has_quality: bool, h
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{n} — Evidently report</title>"
             "<style>body{font-family:sans-serif;margin:1em}iframe{width:100%;height:80vh;border:1px solid #ccc}</style>"
             f"</head><body><h1>{n}</h1><p>{facts}</p>{frames}</body></html>")
+
+
+def segment_sections(summary: dict[str, Any]) -> str:
+    """The root cause (drifted features ranked by drift x importance) and the segment table, worst
+    first (every value escaped: segment values come from event data)."""
+    e = lambda v: html.escape(str(v))   # noqa: E731
+    out = ""
+    cause = summary.get("root_cause") or {}
+    if cause.get("features"):
+        rows = "".join(f"<tr><td>{c['rank']}</td><td>{e(c['feature'])}</td><td>{c['weight']:.3f}</td>"
+                       f"<td>{c['drift']:.2f}</td><td>{c['importance']:.2f}</td><td>{e(', '.join(c['where']))}</td></tr>"
+                       for c in cause["features"])
+        out += ("<h2>Root cause</h2><table border=1 cellpadding=3><tr><th>rank</th><th>feature</th>"
+                "<th>drift × importance</th><th>score / threshold</th><th>importance</th><th>drifted in</th></tr>"
+                f"{rows}</table>")
+    segments = summary.get("segments")
+    if segments:
+        rows = "".join(
+            f"<tr><td>{e(s['field'])}</td><td>{e(s['segment'])}</td><td>{s['rows']}</td><td>{s['share']:.1%}</td>"
+            f"<td>{'YES' if s['drift_detected'] else ('no' if s['tested'] else '(too few rows)')}</td>"
+            f"<td>{e(', '.join(s['drifted']))}</td><td>{'YES' if s['quality_degraded'] else 'no'}</td>"
+            f"<td>{e(' · '.join(f'{k} {v:.3f}' for k, v in s['quality'].items()))}</td>"
+            f"<td>{s['min_adjusted_p_value']:.3g}</td></tr>" for s in segments["items"])
+        out += (f"<h2>Segments</h2><p>{segments['evaluated']} evaluated, {segments['flagged']} flagged, "
+                f"{segments['skipped']} below min_rows, pooled into other: {e(segments['pooled'])}; "
+                f"{e(segments['method'])} over {segments['tests']} tests at {segments['alpha']:g}</p>"
+                "<table border=1 cellpadding=3><tr><th>field</th><th>segment</th><th>rows</th><th>share</th>"
+                "<th>drift</th><th>drifted</th><th>quality degraded</th><th>quality</th><th>min adjusted p</th></tr>"
+                f"{rows}</table>")
+    return out

@@ -9,6 +9,8 @@ from typing import Any
 from common.schema import format_timestamp
 from log_processor.evaluate.evaluation import Evaluation
 from log_processor.evaluate.reference import Reference
+from log_processor.evaluate.root_cause import Cause, worst_segments
+from log_processor.evaluate.segments import SegmentEvaluation
 from log_processor.monitors import Monitor
 from log_processor.read.window import Window
 from log_processor.tasks import task_for
@@ -65,4 +67,31 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
             doc["estimated_quality"] = {m: {"value": e.value, "lower": e.lower, "upper": e.upper}
                                         for m, e in ev.estimation.estimates.items()}
             doc["estimation_error"] = ev.estimation.error
+    return doc
+
+
+WORST_SEGMENTS = 5      # in the summary's root cause (every segment is under `segments`)
+
+
+def segment_fields(segments: SegmentEvaluation | None, causes: tuple[Cause, ...],
+                   importance: dict[str, float] | None) -> dict[str, Any]:
+    """The summary's `root_cause` (drifted features ranked by drift x importance, the worst segments
+    with their traffic share) and `segments` (every segment of the window, worst first)."""
+    doc: dict[str, Any] = {"root_cause": {
+        "features": [{"rank": i, "feature": c.feature, "weight": c.weight, "drift": c.drift,
+                      "importance": c.importance, "where": list(c.where)} for i, c in enumerate(causes, 1)],
+        "worst_segments": [dataclasses.asdict(w) for w in worst_segments(segments, WORST_SEGMENTS)],
+        "importance": importance or {},
+    }}
+    if segments is not None:
+        doc["segments"] = {
+            "method": segments.method, "alpha": segments.alpha, "tests": segments.tests,
+            "evaluated": segments.evaluated, "flagged": segments.flagged, "skipped": segments.skipped,
+            "pooled": segments.pooled,
+            "items": [{"field": s.field, "segment": s.value, "rows": s.rows, "share": s.share,
+                       "labelled": s.labelled, "tested": s.tested, "drift_detected": s.drift_detected,
+                       "quality_degraded": s.quality_degraded, "drifted": list(s.drifted),
+                       "min_adjusted_p_value": s.min_adjusted, "quality": s.quality, "estimated_quality": s.estimated,
+                       "tests": [dataclasses.asdict(t) for t in s.tests]} for s in segments.segments],
+        }
     return doc

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from common.schema import DATASETS
-from log_processor.columns import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Columns, Rejects, numbers
+from log_processor.columns import (EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Columns, Rejects, numbers,
+                                   segment_column, segment_values)
 from log_processor.monitors import Monitor
 from log_processor.tasks import task_for
 
@@ -53,7 +54,8 @@ def source_fields(monitor: Monitor) -> dict[str, Any]:
     tuple of one float per class, which score_vectors takes as it is."""
     prediction = (monitor.prediction_label, monitor.prediction_score, monitor.prediction_value, monitor.prediction_scores)
     names = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
-             *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features)]
+             *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features),
+             *(monitor.segments.fields if monitor.segments else ())]
     fields: dict[str, Any] = dict.fromkeys(names, Any)
     if monitor.prediction_scores:
         fields[monitor.prediction_scores] = tuple[(float,) * len(monitor.classes)]     # type: ignore[misc]
@@ -198,6 +200,8 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
         rejects.add("not_a_number", wrong)
         rejects.add("non_finite", non_finite)
         features[feature.name] = values
+    for field in (monitor.segments.fields if monitor.segments else ()):      # never a reject: `unknown`
+        features[segment_column(field)] = segment_values(columns(field))
     keep = ~rejects.bad
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
