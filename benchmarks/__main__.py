@@ -23,6 +23,7 @@ SUITES = {
     "scale": "benchmarks.scale",
     "segments": "benchmarks.segments",
     "segments_cost": "benchmarks.segments_cost",
+    "evidently_ui": "benchmarks.evidently_ui",
 }
 
 

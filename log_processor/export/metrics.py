@@ -317,6 +317,13 @@ class Exporter:
         with self._latest.lock:
             self._latest.samples[(monitor, part)] = samples
 
+    def latest(self, monitor: str) -> Samples:
+        """The monitor's samples on show now, its reference's and its window's (the Evidently UI's
+        snapshot takes its values from them: export/evidently_snapshot.py)."""
+        with self._latest.lock:
+            return {**self._latest.samples.get((monitor, "reference"), {}),
+                    **self._latest.samples.get((monitor, "window"), {})}
+
     # --- what the runner calls -------------------------------------------------------------------
     def reference(self, monitor: Monitor, reference: Reference) -> None:
         self._swap(monitor.name, "reference", reference_samples(monitor, reference))
