@@ -15,7 +15,7 @@ MIN_WINDOW = THRESHOLD_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIN_STALL = 60.0    # --stall: EventsNotArriving's message comes ~45 s after the shipper stops (docs/demo.md)
-PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
+PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp", "evidently")
 STORES = ("osmem", "opensearch")
 
 
@@ -28,6 +28,7 @@ class Ports:
     prometheus: int = 0
     alertmanager: int = 0
     smtp: int = 0
+    evidently: int = 0      # the Evidently UI: 8001 when free, else a free one
 
 
 @dataclass(frozen=True)
