@@ -117,12 +117,6 @@ class WindowReader:
             windows[m.name] = kept.window(m, start, now) if not plan.sampled else kept.sampled_window(m, plan, now)
         return windows
 
-
-def _new_ids(read: np.ndarray, before: np.ndarray | None) -> int:
-    """How many distinct event ids of `read` are not in `before`; 0 without a `before` (a first read)."""
-    if before is None:
-        return 0
-    return int((~np.isin(np.unique(read), before)).sum())
     def plan(self, monitor: Monitor, now: float, held: HeldWindow | None) -> SamplePlan:
         """How much of the monitor's window to read: all of it (rate 1) unless the engine counts more
         predictions than max_rows (read/sampled.py)."""
@@ -168,3 +162,10 @@ def _under(chunk: Chunk, plan: SamplePlan) -> Chunk:
         return frame if bool((keys < limit).all()) else frame[keys < limit].reset_index(drop=True)
     return dataclasses.replace(chunk, predictions=keep(chunk.predictions), feedback=keep(chunk.feedback),
                                rejects=keep(chunk.rejects))
+
+
+def _new_ids(read: np.ndarray, before: np.ndarray | None) -> int:
+    """How many distinct event ids of `read` are not in `before`; 0 without a `before` (a first read)."""
+    if before is None:
+        return 0
+    return int((~np.isin(np.unique(read), before)).sum())
