@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" (missing: {', '.join(stack.alerts_missing)})" if stack.alerts_missing else ""))
         print_urls(stack)
         failures = story_failures(results, monitors, shifted_features(), expect_email,
-                                  channels=CHANNELS if expect_email else ())
+                                  channels=CHANNELS if expect_email else (), stall=bool(settings.stall))
         if settings.once:
             print(f"\nstory {'FAILED' if failures else 'held'} in {time.monotonic() - started:.0f}s"
                   + "".join(f"\n  - {f}" for f in failures), flush=True)

@@ -36,6 +36,8 @@ CHANNELS = ("email", "slack", "webhook", "telegram")
 # The incident rule of docs/alerts.md#one-incident-one-message: per channel and monitor, the drift
 # phase brings one firing message and the recovery phase one resolved message; the normal phase none.
 INCIDENT_RULE = {"normal": {}, "drift": {"firing": 1}, "recovery": {"resolved": 1}}
+# With --stall the normal phase has an incident of its own per monitor: EventsNotArriving fires, then resolves.
+STALL_RULE = {**INCIDENT_RULE, "normal": {"firing": 1, "resolved": 1}}
 
 
 # "monitor=trip_duration" (e-mail subject), "monitor trip_duration:" (Slack, Telegram)
@@ -238,13 +240,13 @@ def channel_cell(statuses: list[str]) -> str:
 
 
 def incident_rule_failures(results: list[PhaseResult], channels: tuple[str, ...],
-                           monitors: tuple[str, ...]) -> list[str]:
+                           monitors: tuple[str, ...], rule: dict[str, dict[str, int]] = INCIDENT_RULE) -> list[str]:
     """Each channel got exactly what INCIDENT_RULE allows in each phase about each monitor: not
     nothing, not more (Alertmanager groups by monitor: one incident each). A message about no
     monitor belongs to no incident of the story, so none is allowed."""
     failures = []
     for r in results:
-        allowed = INCIDENT_RULE.get(r.name)
+        allowed = rule.get(r.name)
         if allowed is None:
             continue
         for channel in channels:
@@ -319,11 +321,12 @@ def drift_failures(results: list[PhaseResult], monitor: Monitor, shifted: set[st
 
 
 def story_failures(results: list[PhaseResult], monitors: tuple[Monitor, ...], shifted: set[str],
-                   expect_email: bool, channels: tuple[str, ...] = ()) -> list[str]:
+                   expect_email: bool, channels: tuple[str, ...] = (), stall: bool = False) -> list[str]:
     """Why the story did not hold (empty when it did): the exit condition of `--once`. For every
     monitor: drift_failures and its task's story (TASK_STORIES); a DataDriftDetected e-mail when
     `expect_email` (none in the normal phase); `channels`: the channels Alertmanager delivers to,
-    checked against the incident rule per monitor (none without alerting)."""
+    checked against the incident rule per monitor (none without alerting); `stall`: the normal phase
+    stopped the shipper (STALL_RULE, and EventsNotArriving must have fired for every monitor)."""
     failures = []
     for monitor in monitors:
         failures += drift_failures(results, monitor, shifted)
@@ -337,5 +340,10 @@ def story_failures(results: list[PhaseResult], monitors: tuple[Monitor, ...], sh
     if expect_email and not any("DataDriftDetected" in s for r in results for s in r.emails):
         failures.append("no DataDriftDetected e-mail received")
     if channels:
-        failures += incident_rule_failures(results, channels, tuple(m.name for m in monitors))
+        failures += incident_rule_failures(results, channels, tuple(m.name for m in monitors),
+                                           STALL_RULE if stall else INCIDENT_RULE)
+    if stall and channels and normal is not None:
+        blind = {about for name, about in normal.alerts if name == "EventsNotArriving"}
+        failures += [f"{m.name}: normal phase: the shipper stopped, and EventsNotArriving never fired"
+                     for m in monitors if m.name not in blind]
     return failures

@@ -12,6 +12,7 @@ Monitor objects (name, task, model_name), so a monitor added to the file needs n
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import urllib.error
@@ -25,6 +26,7 @@ from demo.verdicts import Verdict, fetch_verdicts
 from log_processor.monitors import Monitor
 
 PHASES = ("normal", "drift", "recovery")
+STALL_MARGIN = 10.0     # seconds of --stall's normal traffic beyond the stall (it starts ~3 s in)
 VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serving.data traffic per phase
 
 
@@ -50,7 +52,9 @@ class Story:
                                                    feedback_delay=s.feedback_delay, seed=s.seed))
         results = []
         # The recovery replays as many normal requests as the window holds, so it ends all normal again.
-        lengths = (s.normal_requests, s.drift_requests, s.normal_requests)
+        # With --stall the normal phase's traffic goes on through the stall (and a few seconds each side).
+        normal = max(s.normal_requests, math.ceil(s.rate * (s.stall + STALL_MARGIN))) if s.stall else s.normal_requests
+        lengths = (normal, s.drift_requests, s.normal_requests)
         phases = PHASES if s.recovery else PHASES[:2]
         try:
             for name, n in zip(phases, lengths):
@@ -92,11 +96,16 @@ class Story:
                                   name=f"traffic-{name}", daemon=True)
         sender.start()
         self.counts = None
+        stall = _Stall(self, self.settings.stall) if name == "normal" and self.settings.stall else None
         while sender.is_alive():
             if traffic.phases and traffic.phases[-1].phase == name:
                 self.counts = traffic.phases[-1]
             self.refresh()
+            if stall:
+                stall.step(self.counts)
             sender.join(0.5)
+        if stall:
+            stall.finish()
         counts = holder[0]
         self.counts = counts
         self._wait(lambda: traffic.pending_feedback() == 0, self.settings.feedback_delay + 30,
@@ -119,7 +128,10 @@ class Story:
             self._wait(lambda: all(self._every_channel_has("resolved", started, m) for m in opened),
                        self.settings.alert_timeout, "recovery: a resolved message on every channel for every monitor",
                        "recovery: waiting for the resolved messages")
-        result = PhaseResult(name, counts.snapshot(), verdicts, alerts=self._firing_alerts(),
+        if stall:
+            stall.wait_for_messages(started)
+        alerts = self._firing_alerts() + (sorted(stall.seen) if stall else [])
+        result = PhaseResult(name, counts.snapshot(), verdicts, alerts=sorted(set(alerts)),
                              emails=[m.subject for m in self.stack.mail.messages()
                                      if _received_at(m.path.name) >= started],
                              messages=self._messages_since(started))
@@ -186,6 +198,89 @@ class Story:
                 self.notes.append(f"gave up waiting for {what} after {timeout:.0f}s")
                 return False
             time.sleep(0.5)
+
+
+class _Stall:
+    """--stall SECONDS in the normal phase: once every monitor has read a prediction and traffic runs, the
+    shipper stops (as a crash would leave it) for SECONDS while traffic goes on, then restarts from its
+    offsets and ships the backlog. Meanwhile each monitor goes blind (`no_data`) and EventsNotArriving
+    fires; the phase then waits for its firing and its resolved message on every channel, for every
+    monitor (docs/demo.md#a-stalled-pipeline)."""
+
+    def __init__(self, story: "Story", seconds: float):
+        self.story, self.seconds = story, seconds
+        self.stopped_at: float | None = None       # time.time()
+        self.restarted = False
+        self.seen: set[tuple[str, str]] = set()   # (alert, monitor) seen firing during the phase
+
+    def step(self, counts: PhaseCounts | None) -> None:
+        story = self.story
+        if self.stopped_at is None:
+            ready = counts is not None and counts.sent >= 3 * story.settings.rate and all(
+                story.verdicts.get(m) is not None and story.verdicts[m].newest_event for m in story.names)
+            if ready:
+                story.stack.stop_shipper()
+                self.stopped_at = time.time()
+                story.phase = f"normal: shipper stopped for {self.seconds:g}s"
+            return
+        if story.stack.prometheus is not None:
+            self.seen.update(story._firing_alerts())
+        if not self.restarted and time.time() - self.stopped_at >= self.seconds:
+            story.stack.restart_shipper()
+            self.restarted = True
+            story.phase = "normal"
+
+    def finish(self) -> None:
+        """The traffic ended: see the stall out (it may not have started, with traffic too short)."""
+        if self.stopped_at is None:
+            self.story.notes.append("--stall: the shipper was never stopped (no prediction read before the "
+                                    "normal traffic ended)")
+            return
+        while not self.restarted:
+            self.story.refresh()
+            self.step(None)
+            time.sleep(0.5)
+
+    def wait_for_messages(self, started: float) -> None:
+        story = self.story
+        if self.stopped_at is None or story.stack.prometheus is None:
+            return
+        try:
+            self._wait_for_messages(started)
+        finally:
+            first = [at for channel, at in self._first_blind_messages().items()]
+            story.notes.append(f"--stall: the shipper stopped at {time.strftime('%H:%M:%S', time.localtime(self.stopped_at))} "
+                               f"for {self.seconds:g}s; EventsNotArriving's first message "
+                               + (f"{min(first) - self.stopped_at:.0f}s later" if first else "never came"))
+
+    def _first_blind_messages(self) -> dict[str, float]:
+        """Each channel's first message since the stall that names EventsNotArriving: its time."""
+        found: dict[str, float] = {}
+        mail = self.story.stack.mail
+        for m in mail.messages() if mail else []:
+            at = _received_at(m.path.name)
+            if at >= (self.stopped_at or 0) and "EventsNotArriving" in m.subject:
+                found.setdefault("email", at)
+        sink = self.story.stack.notifications
+        for channel in (CHAT_CHANNELS if sink else ()):
+            for m in sink.messages(channel):
+                if m.received_at >= (self.stopped_at or 0) and "EventsNotArriving" in (m.text + str(m.body)):
+                    found.setdefault(channel, m.received_at)
+        return found
+
+    def _wait_for_messages(self, started: float) -> None:
+        story = self.story
+        story._wait(lambda: self._observe() and all(story._every_channel_has("firing", started, m) for m in story.names),
+                    story.settings.alert_timeout, "normal: EventsNotArriving's message on every channel",
+                    "normal: waiting for the blind alert's messages")
+        story._wait(lambda: self._observe() and all(story._every_channel_has("resolved", started, m)
+                                                    for m in story.names),
+                    story.settings.alert_timeout, "normal: EventsNotArriving's resolved message on every channel",
+                    "normal: waiting for the blind alert's resolved messages")
+
+    def _observe(self) -> bool:
+        self.seen.update(self.story._firing_alerts())
+        return True
 
 
 def _received_at(filename: str) -> float:

@@ -14,6 +14,7 @@ from log_processor.monitors import THRESHOLD_SIZES
 MIN_WINDOW = THRESHOLD_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MIN_STALL = 60.0    # --stall: EventsNotArriving's message comes ~45 s after the shipper stops (docs/demo.md)
 PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp", "evidently")
 STORES = ("osmem", "opensearch")
 
@@ -57,6 +58,7 @@ class DemoSettings:
     monitors_file: Path = REPO_ROOT / "log_processor/monitors.yaml"
     ports: Ports = Ports()
     seed: int = 42
+    stall: float = 0.0               # seconds the shipper is stopped in the normal phase, traffic going on (0: never)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DemoSettings":
@@ -83,6 +85,7 @@ class DemoSettings:
             monitors_file=Path(env.get("DEMO_MONITORS_FILE") or cls.monitors_file),
             ports=ports,
             seed=number("DEMO_SEED", cls.seed, int, 0),
+            stall=_stall_setting(number("DEMO_STALL", cls.stall, float, 0)),
         )
 
     def with_args(self, args: argparse.Namespace) -> "DemoSettings":
@@ -122,11 +125,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not start Prometheus and Alertmanager")
     parser.add_argument("--no-recovery", dest="recovery", action="store_false", default=None,
                         help="stop after the drift phase (no recovery phase, so no resolved messages)")
+    parser.add_argument("--stall", type=_stall, metavar="SECONDS",
+                        help="stop the shipper for SECONDS in the normal phase while traffic goes on: the "
+                             "monitors go blind, EventsNotArriving fires, then the backlog ships "
+                             "(docs/demo.md#a-stalled-pipeline; 60 shows it all)")
     parser.add_argument("--monitors-file", type=Path, metavar="PATH",
                         help="the monitors to run and follow (default log_processor/monitors.yaml)")
     for name in PORT_NAMES:
         parser.add_argument(f"--{name.replace('_', '-')}-port", dest=f"{name}_port", type=_port, metavar="PORT",
                             help=f"{name.replace('_', ' ')} port (default: a free one)")
+
+
+def _stall(raw: str) -> float:
+    value = _at_least(0, float)(raw)
+    try:
+        return _stall_setting(value)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _stall_setting(value: float) -> float:
+    """0 (no stall) or at least MIN_STALL seconds: a shorter stall ends before the blind alert's message."""
+    if 0 < value < MIN_STALL:
+        raise SettingsError(f"a stall of {value:g}s ends before EventsNotArriving's message could come: use at "
+                            f"least {MIN_STALL:g}s (blind after 15 s, `for:` 8 s, the incident's 15 s group wait)")
+    return value
 
 
 def _window(raw: str) -> int:

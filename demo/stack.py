@@ -39,6 +39,10 @@ from shipper import Shipper, ShipperSettings
 from shipper.metrics import serve as serve_shipper_metrics
 
 log = logging.getLogger("demo")
+# The demo's monitors are `no_data` when their newest stored prediction is this much older than now, and
+# EventsNotArriving fires when serving is this much ahead of the store (docs/alerts.md#eventsnotarriving):
+# well above the demo's pipeline delay (shipper 0.2 s polls, 2 s evaluations, 1 s scrapes), well below a stall.
+DEMO_BLIND_AFTER = 15.0
 INSTALL_HINT = ("Prometheus/Alertmanager not found ({missing}); running without alerts. "
                 "Install them with: sudo apt-get install prometheus prometheus-alertmanager "
                 "(or `make system-deps`)")
@@ -74,6 +78,7 @@ class EmbeddedStack:
     _children: list[Child] = field(default_factory=list)
     _shipper_stop: threading.Event = field(default_factory=threading.Event)
     _shipper_thread: threading.Thread | None = None
+    alert_timings: alerting_stack.Timings = alerting_stack.DEMO
     exporter_processes: list[exporters.Exporter] = field(default_factory=list)
     retention: RetentionLoop | None = None
     _shipper_metrics_server: object | None = None
@@ -206,7 +211,19 @@ class EmbeddedStack:
             self.say(f"serving:       {self.urls.serving} (gunicorn, events → {self.events_file})")
         return ready
 
-    def _start_shipper(self) -> None:
+    def stop_shipper(self) -> None:
+        """Stop the shipper as a crash would leave it (demo --stall, tests/test_pipeline_faults.py): what it
+        has not shipped stays in the event files, its offsets on disk."""
+        self._shipper_stop.set()
+        if self._shipper_thread is not None:
+            self._shipper_thread.join(30)
+
+    def restart_shipper(self) -> None:
+        """A new shipper from the saved offsets: it ships the backlog, every event once (event.id is the _id)."""
+        self._shipper_stop = threading.Event()
+        self._start_shipper(announce=False)
+
+    def _start_shipper(self, announce: bool = True) -> None:
         settings = ShipperSettings(files=(self.events_file,), state_dir=self.settings.state_dir / "shipping",
                                    poll_interval=0.2, backoff_max=5.0, log_interval=30.0,
                                    store=StoreSettings(url=self.urls.store))
@@ -214,8 +231,9 @@ class EmbeddedStack:
         self._shipper_thread = threading.Thread(target=self.shipper.run, args=(self._shipper_stop,),
                                                 name="shipper", daemon=True)
         self._shipper_thread.start()
-        self.say(f"shipper:       {self.events_file.parent}/ml-events.jsonl* → {self.urls.store} "
-                 f"(offsets: {settings.offsets_file})")
+        if announce:
+            self.say(f"shipper:       {self.events_file.parent}/ml-events.jsonl* → {self.urls.store} "
+                     f"(offsets: {settings.offsets_file})")
 
     def _start_shipper_metrics(self) -> None:
         """The shipper's /metrics (shipper/metrics.py) on a free loopback port, for Prometheus's shipper job.
@@ -278,6 +296,7 @@ class EmbeddedStack:
             monitor["window"] = {"last": last}
             monitor["min_rows"] = last
             monitor["max_rows"] = max(int(monitor.get("max_rows", last)), last)
+            monitor["blind_after"] = f"{DEMO_BLIND_AFTER:g}s"
         target = self.settings.state_dir / "monitors.yaml"
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target
@@ -360,7 +379,7 @@ class EmbeddedStack:
             s.state_dir, {"serving": [self.urls.serving.removeprefix("http://")],
                           "log_processor": [self.urls.log_processor.removeprefix("http://")],
                           **self._scrape_targets},
-            self.mail.address, timings=alerting_stack.DEMO,
+            self.mail.address, timings=self.alert_timings,
             external_labels={"grafana_url": s.grafana_url, "kibana_url": s.kibana_url,
                              "log_processor_url": self.urls.log_processor},
             secrets_dir=self.notifications.write_secret_files(s.state_dir / "secrets"),

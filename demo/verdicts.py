@@ -29,6 +29,8 @@ class Verdict:
     target_drift_score: float | None = None
     evaluations: int = 0                # all outcomes
     last_evaluation: float = 0.0        # unix time
+    newest_event: float | None = None   # mlmon_newest_event_timestamp_seconds: a prediction was read
+    no_data: bool = False               # mlmon_no_data == 1: blind (or quiet), the verdict is the last one
 
     def summary(self) -> str:
         if not self.available:
@@ -79,6 +81,9 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
         target_drift_score=target_score[0][1] if target_score else None,
         evaluations=int(sum(value for _, value in values.get("mlmon_evaluations_total", []))),
         last_evaluation=single("mlmon_last_evaluation_timestamp_seconds"),
+        newest_event=single("mlmon_newest_event_timestamp_seconds") if "mlmon_newest_event_timestamp_seconds" in values
+        else None,
+        no_data=single("mlmon_no_data") == 1,
     )
 
 

@@ -50,6 +50,8 @@ def create_app(settings: ProcessorSettings | None = None, *, processor: Processo
             state = runner.snapshot()
             limit = processor.stale_after(runner.monitor)
             since = state.last_success if state.last_success is not None else processor.started_at
+            if state.status == "no_data":   # blind, not stuck: EventsNotArriving says so (docs/alerts.md)
+                since = state.last_evaluation or since
             age = now - since
             monitors[name] = {
                 "status": state.status,

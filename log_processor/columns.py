@@ -26,6 +26,8 @@ KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "predicti
 # window of a million rows would keep ~100 MB of key strings alive), and the row's sampling rank
 # (window.sample keeps the lowest ranks).
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
+# When the store took the prediction (`event.ingested`, epoch seconds; NaN when absent): the ingest lag.
+INGESTED = "_ingested"
 # The row's sampling key (common/sampling.py): the stored `sampling.key`, or computed from the join key
 # where the document has none; a sampled read keeps the rows below its rate's threshold.
 SAMPLING_KEY = "_skey"

@@ -131,11 +131,21 @@ class Monitor:
     prediction_value: str | None = None          # regression: the predicted number
     prediction_scores: str | None = None         # multi-class: one score per class, in `classes` order
     quality_alert_ratio: float | None = None     # quality.alert_ratio: alert above this x the reference's error
+    blind_after_seconds: float | None = None     # blind_after: no_data when the newest stored prediction is older
+                                                 # (None: LOGPROC_BLIND_AFTER, else blind_after_default)
     segments: SegmentsConfig | None = None       # per-segment drift and quality (evaluate/segments.py)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+
+def blind_after_default(monitor: Monitor) -> float:
+    """How old the newest stored prediction may get before a cycle is `no_data` (docs/alerts.md#eventsnotarriving),
+    when neither the monitor (`blind_after`) nor LOGPROC_BLIND_AFTER says: five intervals, at least five
+    minutes (a shipper's retries and a store's refresh stay well under that; a model served a few times an
+    hour should set its own)."""
+    return max(5 * monitor.interval_seconds, 300.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,7 +275,8 @@ def _resolve(path_value: str, base: Path) -> Path:
 _TOP = ("monitors",)
 _MONITOR = ("name", "index", "model_name", "datasets", "features", "prediction", "target", "join_key",
             "window", "min_rows", "min_labelled_rows", "interval", "label_horizon", "max_rows",
-            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality", "segments")
+            "reference", "drift", "sample_seed", "estimation", "task", "classes", "quality", "segments",
+            "blind_after")
 _SEGMENTS = ("fields", "max_segments", "min_rows", "quality_margin")
 _FIELD = re.compile(r"^[A-Za-z0-9_@-]+(\.[A-Za-z0-9_@-]+)*$")
 MAX_SEGMENTS = 200      # the summary holds every segment; more than this per field is a label cardinality bug
@@ -350,6 +361,7 @@ def _monitor(doc: _Doc, where: str, value: Any, base_dir: Path, interval_overrid
         prediction_value=prediction.text("value", None),
         prediction_scores=prediction.text("scores", None),
         quality_alert_ratio=_quality(s, task),
+        blind_after_seconds=s.duration("blind_after", None),
         segments=_segments(s, features),
     )
 

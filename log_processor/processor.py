@@ -52,7 +52,7 @@ class Processor:
         readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
                                               write_summaries=settings.write_summaries, reader=readers[m.index],
-                                              snapshots=self.snapshots)
+                                              blind_after=settings.blind_after, snapshots=self.snapshots)
                         for m in self.monitors}
         self.threads = [IndexThread([r for r in self.runners.values() if r.monitor.index == index], reader)
                         for index, reader in readers.items()]

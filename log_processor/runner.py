@@ -25,7 +25,8 @@ from log_processor.export.evidently_workspace import SnapshotWriter
 from log_processor.export.metrics import Exporter
 from log_processor.export.reports import Reports
 from log_processor.export.summary import segment_fields, summary_document
-from log_processor.monitors import Monitor
+from log_processor.monitors import Monitor, blind_after_default
+from log_processor.read.delivery import Delivery, delivery
 from log_processor.read.held_window import HeldWindow
 from log_processor.read.store import EventStore, StoreError
 from log_processor.read.window import Window, sample
@@ -70,7 +71,7 @@ class SharedCycle:
 @dataclass
 class MonitorState:
     name: str
-    status: str = "starting"                # ok | insufficient_data | error | starting
+    status: str = "starting"                # ok | insufficient_data | no_data | error | starting
     last_success: float | None = None       # unix time
     last_evaluation: float | None = None
     last_error: str | None = None
@@ -83,8 +84,9 @@ class MonitorRunner:
     def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
                  write_summaries: bool = True, clock: Callable[[], float] = time.time,
                  reads: WindowReads = WindowReads(), reader: WindowReader | None = None,
-                 snapshots: SnapshotWriter | None = None):
+                 blind_after: float | None = None, snapshots: SnapshotWriter | None = None):
         """`reader`: shared with the other monitors over the same index (Processor), or this one's own.
+        `blind_after`: the processor-wide LOGPROC_BLIND_AFTER; the monitor's own `blind_after` wins.
         `snapshots`: the Evidently UI's writer, offered a snapshot when one is due (never waited for)."""
         self.monitor = monitor
         self.reader = reader or WindowReader(store, monitor.index, reads)
@@ -96,6 +98,8 @@ class MonitorRunner:
         self.lock = threading.Lock()
         self.state = MonitorState(monitor.name)
         self._reference: Reference | None = None
+        self.blind_after = monitor.blind_after_seconds or blind_after or blind_after_default(monitor)
+        self._newest: float | None = None      # newest prediction ever seen: outlives the window's eviction
         self.snapshots = snapshots
 
     # --- the cycle -------------------------------------------------------------------------------
@@ -106,7 +110,7 @@ class MonitorRunner:
 
     def run_once(self, cycle: SharedCycle | None = None) -> str:
         """One evaluation cycle, its window from `cycle` (or a read of its own); returns its outcome
-        (ok, insufficient_data, error). Never raises."""
+        (ok, insufficient_data, no_data, error). Never raises."""
         cycle = cycle or SharedCycle(self.reader, [self.monitor], self.clock())
         t0 = time.perf_counter()
         try:
@@ -133,6 +137,10 @@ class MonitorRunner:
             if outcome == "error":
                 s.last_error, s.consecutive_errors = error, s.consecutive_errors + 1
                 log.warning("monitor %s: %s (attempt %d)", self.monitor.name, error, s.consecutive_errors)
+            elif outcome == "no_data":      # not a success: last_success stays, and without a new verdict the
+                s.last_error, s.consecutive_errors = None, 0        # summary and the report stay too
+                if evaluation is not None:
+                    s.summary, s.reports = summary or {}, Reports(evaluation.snapshots)
             else:
                 s.last_success, s.last_error, s.consecutive_errors = finished, None, 0
                 s.summary = summary or {}
@@ -154,6 +162,7 @@ class MonitorRunner:
         window = cycle.window(m)
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
+        blind = self._blind(window, now)
         evaluation = segments = None
         if window.rows >= m.min_rows and window.sample_rows >= m.min_rows:     # equal but for a sampled read
             current = sample(window.frame, m.max_rows)
@@ -163,9 +172,10 @@ class MonitorRunner:
             segments = evaluate_segments(reference, current, m)
             clock.lap("segments")
         causes = rank_causes(evaluation, segments, reference.importance)
-        self.exporter.window(m, window, reference.rows, evaluation)
-        self.exporter.segments(m, segments, causes)
-        outcome = "ok" if evaluation else "insufficient_data"
+        if evaluation is not None or not blind:     # blind and too few rows: the last verdict stays exported
+            self.exporter.window(m, window, reference.rows, evaluation)
+            self.exporter.segments(m, segments, causes)
+        outcome = "no_data" if blind else "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
         summary.update(segment_fields(segments, causes, reference.importance))
         if self.snapshots is not None and self.snapshots.due(m.name, now):
@@ -174,6 +184,20 @@ class MonitorRunner:
         clock.lap("export")
         summary["phase_seconds"] = clock.laps
         return outcome, summary, evaluation
+
+    def _blind(self, window: Window, now: float) -> bool:
+        """Export what the window says about delivery; True when the newest stored prediction is older than
+        blind_after (docs/alerts.md#eventsnotarriving): the cycle is `no_data`, not a success. What the
+        window still holds is evaluated as usual (late labels still count); once it holds too few rows for
+        a verdict, the last verdict's series stay as they were instead of being cleared: nobody observed a
+        change. A monitor that never saw a prediction is not blind: it has no verdict to keep."""
+        seen = delivery(window, self.reader.stored.pop(self.monitor.name, 0))
+        if seen.newest is not None:
+            self._newest = max(self._newest or seen.newest, seen.newest)
+        seen = Delivery(self._newest, seen.lag, seen.stored)
+        blind = self._newest is not None and now - self._newest > self.blind_after
+        self.exporter.delivery(self.monitor.name, seen, self.blind_after, blind)
+        return blind
 
     def fetch_window(self, now: float) -> Window:
         """The window ending now, read for this monitor alone (window_reader.py)."""

@@ -29,6 +29,7 @@ class ProcessorSettings:
     read_overlap: float = 10.0           # seconds of ingest time read again (refresh delay)
     full_read_every: float = 3600.0      # seconds between full reads of each window (safety net)
     store: StoreSettings = field(default_factory=StoreSettings)
+    blind_after: float | None = None     # seconds; a monitor's blind_after wins; default monitors.blind_after_default
     shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
     segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
     # The Evidently UI (docs/evidently-ui.md): a workspace directory, or the URL of a running `evidently ui`
@@ -65,6 +66,7 @@ class ProcessorSettings:
             read_overlap=number("READ_OVERLAP", cls.read_overlap, float, 0),
             full_read_every=number("FULL_READ_EVERY", cls.full_read_every, float, 0),
             store=StoreSettings.from_env(env),
+            blind_after=number("BLIND_AFTER", None, float, 0.01),
             shard=get("SHARD", cls.shard, Shard.parse),
             segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
             evidently_workspace=evidently_workspace(get("EVIDENTLY_WORKSPACE", None)),

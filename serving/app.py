@@ -184,7 +184,7 @@ def predict():
         features=found.rows[best], driver_id=found.driver_ids[best], score=score, label=label,
         latency_ms=latency_ms))
     svc.metrics.predictions.labels(svc.model.version, str(label)).inc()
-    svc.metrics.model_predictions.labels(svc.model.name, svc.model.version).inc()
+    svc.metrics.prediction_served(svc.model.name, svc.model.version)
     return jsonify({"request_id": request_id, "best_driver_id": found.driver_ids[best],
                     "score": round(score, 6), "model_version": svc.model.version})
 
@@ -213,7 +213,7 @@ def predict_duration():
     svc.events.emit(schema.regression_prediction_event(
         model_name=model.name, model_version=model.version, request_id=request_id,
         features=found.rows[0], driver_id=parsed.driver_id, value=minutes, latency_ms=latency_ms))
-    svc.metrics.model_predictions.labels(model.name, model.version).inc()
+    svc.metrics.prediction_served(model.name, model.version)
     svc.metrics.predicted_minutes.labels(model.version).observe(minutes)
     return jsonify({"request_id": request_id, "driver_id": parsed.driver_id,
                     "duration_minutes": round(minutes, 4), "model_version": model.version})

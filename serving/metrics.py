@@ -12,6 +12,7 @@ Outside gunicorn (tests), this process's own.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, generate_latest
@@ -52,11 +53,21 @@ class ServingMetrics:
         self.events_dropped = Counter("serving_events_dropped_total",
                                       "Events a sink could not deliver (backend down, buffer full)",
                                       ["sink"], registry=self.registry)
+        # When each model last served a prediction (the max over gunicorn workers): the log processor's newest
+        # stored prediction trails it by the pipeline's delay, so the pair says when events stop arriving
+        # (prometheus/rules/pipeline.yml, EventsNotArriving) whether traffic is steady or bursty.
+        self.model_last_prediction = Gauge("serving_model_last_prediction_timestamp_seconds",
+                                           "Unix time of the model's latest prediction", ["model_name"],
+                                           registry=self.registry, multiprocess_mode="max")
         self.model_info = Gauge("serving_model_info", "The loaded model (always 1)",
                                 ["model_name", "model_version"], registry=self.registry,
                                 multiprocess_mode="max")
         if multiprocess_dir is None:   # else render() adds them to each scrape's registry
             self._process_collectors(self.registry)
+
+    def prediction_served(self, model_name: str, model_version: str) -> None:
+        self.model_predictions.labels(model_name, model_version).inc()
+        self.model_last_prediction.labels(model_name).set(time.time())
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()

@@ -31,6 +31,7 @@ ISSUE_ALERTS = {
     "DataDriftDetected", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "LabelCoverageLow",
     "MonitoringStale", "LogProcessorDown", "ServingDown", "ServingHighErrorRate", "ServingHighLatency",
     "EventsDropped", "EstimatedQualityDrop", "RegressionQualityDegraded",
+    "EventsNotArriving", "PipelineLagHigh", "EventsLost",
 }
 # issue 32: the platform under the stack and the alerting path itself (prometheus/rules/platform.yml)
 PLATFORM_ALERTS = {"Watchdog", "AlertmanagerDown", "TargetDown", "HostDiskWillFill", "ProcessMemoryHigh",
@@ -143,7 +144,7 @@ def test_compose_alertmanager_config_as_shipped_passes_amtool_at_the_compose_ver
     assert f"version {go_tools.pin('amtool').reports}" in version.stdout + version.stderr
     result = run(amtool, "check-config", PROM / "alertmanager.yml")
     assert_ok(result)
-    assert "1 templates" in result.stdout and "4 receivers" in result.stdout and "4 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments)
+    assert "1 templates" in result.stdout and "4 receivers" in result.stdout and "5 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments), EventsNotArriving
 
 
 def test_the_demo_runs_the_pinned_alertmanager_and_renders_the_secrets_as_files(tmp_path, secrets, amtool):
@@ -184,7 +185,7 @@ def test_the_fallback_copy_for_debian_s_alertmanager_passes_its_amtool(tmp_path,
                                       version=alertmanager_version(str(debian_amtool)))
     result = run(debian_amtool, "check-config", path)
     assert_ok(result)
-    assert "4 templates" in result.stdout and "4 receivers" in result.stdout and "4 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments)
+    assert "4 templates" in result.stdout and "4 receivers" in result.stdout and "5 inhibit rules" in result.stdout   # + SegmentDrift, SegmentQualityDegraded (segments), EventsNotArriving
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -282,6 +283,21 @@ def test_log_processor_down_inhibits_every_alert_on_the_processor_s_verdicts():
     assert not re.fullmatch(pattern, "LogProcessorDown") and not re.fullmatch(pattern, "ServingDown")
 
 
+def test_events_not_arriving_mutes_every_verdict_and_delivery_alert_of_its_monitor():
+    """While a monitor is blind its verdict is the last one observed: every alert computed from that
+    monitor's mlmon_* series (but the blind alert itself) is muted, for that monitor only."""
+    rules = yaml.safe_load((PROM / "alertmanager.yml").read_text())["inhibit_rules"]
+    (blind,) = [r for r in rules if r["source_matchers"] == ['alertname="EventsNotArriving"']]
+    assert blind["equal"] == ["monitor", "job", "instance"]
+    (matcher,) = blind["target_matchers"]
+    pattern = re.fullmatch(r'alertname=~"(.+)"', matcher)[1]
+    muted = {rule["alert"] for rule in all_rules() if "alert" in rule and "mlmon_" in rule["expr"]
+             and "$labels.monitor" in str(rule["annotations"])} - {"EventsNotArriving"}      # about one monitor
+    assert {"DataDriftDetected", "ModelQualityDegraded", "PipelineLagHigh", "EventsLost"} <= muted
+    assert {name for name in muted if not re.fullmatch(pattern, name)} == set()
+    assert not re.fullmatch(pattern, "EventsNotArriving") and not re.fullmatch(pattern, "ServingDown")
+
+
 def test_data_drift_inhibits_feature_drift_of_the_same_monitor_only():
     rules = yaml.safe_load((PROM / "alertmanager.yml").read_text())["inhibit_rules"]
     drift = [r for r in rules if r["source_matchers"] == ['alertname="DataDriftDetected"']]
@@ -360,6 +376,12 @@ def test_rendering_with_a_for_override_rewrites_every_alert_and_leaves_the_sourc
     alerts = [rule for rule in rules if "alert" in rule]
     assert {rule["alert"] for rule in alerts} >= ISSUE_ALERTS
     assert {rule["for"] for rule in alerts} == {"3s"}
+    # but an alert the timings except keeps their own `for:` (EventsNotArriving and a pipeline catching up)
+    path = render_prometheus_config(tmp_path / "demo", {}, timings=DEMO)
+    rendered = [yaml.safe_load(Path(p).read_text()) for p in yaml.safe_load(path.read_text())["rule_files"]]
+    fors = {rule["alert"]: rule["for"] for doc in rendered for group in doc["groups"] for rule in group["rules"]
+            if "alert" in rule}
+    assert fors.pop("EventsNotArriving") == "8s" and set(fors.values()) == {"2s"}
     assert {group["interval"] for doc in rendered for group in doc["groups"]} == {"1s"}
     assert [p.read_text() for p in RULE_FILES] == before
 

@@ -129,6 +129,36 @@ def test_healthz_turns_503_when_every_monitor_is_stale(es, tmp_path):
         proc.stop()
 
 
+def test_a_blind_monitor_is_no_data_and_not_stale_in_healthz(es, tmp_path):
+    """Nothing new for blind_after (the events stop a minute ago): the cycles are no_data, not successes,
+    yet /healthz does not call the processor stale: it runs its cycles, the pipeline is what stopped."""
+    reference = tmp_path / "reference.parquet"
+    synthetic.reference_frame(500, seed=1).to_parquet(reference)
+    base = load_monitors(REPO_ROOT / "log_processor/monitors.yaml", interval_override=0.2)[0]
+    monitor = dataclasses.replace(base, min_rows=200, min_labelled_rows=50,
+                                  reference=dataclasses.replace(base.reference, parquet=reference, manifest=None))
+    rows = synthetic.chosen_rows("normal", 300, 22)
+    helpers.bulk(es, synthetic.bulk_actions(synthetic.events(rows, now() - timedelta(minutes=5), now() - timedelta(minutes=1),
+                                                             feedback_share=0.5)), refresh=True)
+    settings = ProcessorSettings(store=StoreSettings(url=es.transport.node_pool.get().base_url), write_summaries=False,
+                                 stale_after=3.0, blind_after=30.0)
+    proc = Processor(settings, (monitor,))
+    try:
+        client = create_app(processor=proc).test_client()
+        wait_for(lambda: proc.runners["driver_ranker"].snapshot().status == "no_data", timeout=40)
+        time.sleep(3.5)                            # longer than stale_after, counted from the start
+        health = client.get("/healthz")
+        assert health.status_code == 200, health.json
+        assert health.json["monitors"]["driver_ranker"]["status"] == "no_data"
+        assert health.json["monitors"]["driver_ranker"]["stale"] is False
+        assert health.json["monitors"]["driver_ranker"]["last_success_age_seconds"] is None   # never a success
+        text = client.get("/metrics").get_data(as_text=True)
+        assert 'mlmon_no_data{monitor="driver_ranker"} 1.0' in text
+        assert 'mlmon_blind_after_seconds{monitor="driver_ranker"} 30.0' in text
+    finally:
+        proc.stop()
+
+
 def test_monitors_over_one_index_run_in_one_thread_with_one_read_per_cycle(processor):
     """driver_ranker and shadow watch the same index at the same interval: each cycle reads it once."""
     scans, cycles = record_reads(processor.store), {name: 0 for name in processor.runners}

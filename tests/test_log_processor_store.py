@@ -153,18 +153,73 @@ def test_empty_and_too_small_windows_give_no_verdict_and_clear_old_series(es, st
     runner, exporter = runner_for(store_url, monitor_for(reference_file), clock=lambda: clock[0])
     assert runner.run_once() == "ok"
     assert one(exporter, "mlmon_dataset_drift") == 1
+    # A window that empties while the runner has seen predictions is `no_data` (the next test); one that
+    # was empty from the start is too small for a verdict, and clears what an earlier runner exported.
     clock[0] += 3600                                    # an hour later: the window is empty
+    runner, exporter = runner_for(store_url, monitor_for(reference_file), clock=lambda: clock[0])
     assert runner.run_once() == "insufficient_data"
     assert one(exporter, "mlmon_verdict_available") == 0
     assert one(exporter, "mlmon_window_rows", kind="current") == 0
     for name in ("mlmon_dataset_drift", "mlmon_feature_drift_detected", "mlmon_feature_drift_score",
-                 "mlmon_classification_quality", "mlmon_prediction_drift_detected", "mlmon_missing_values_share"):
+                 "mlmon_classification_quality", "mlmon_prediction_drift_detected", "mlmon_missing_values_share",
+                 "mlmon_newest_event_timestamp_seconds", "mlmon_ingest_lag_seconds"):
         assert samples(exporter, name) == {}, name
     assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(clock[0])
+    assert one(exporter, "mlmon_no_data") == 0
     small = monitor_for(reference_file, min_rows=10_000)
     runner, exporter = runner_for(store_url, small)
     assert runner.run_once() == "insufficient_data"
     assert one(exporter, "mlmon_window_rows", kind="current") == 600 and samples(exporter, "mlmon_dataset_drift") == {}
+
+
+def test_no_new_predictions_for_blind_after_is_no_data_and_keeps_the_last_verdict(es, store_url, reference_file):
+    """The pipeline stalls: nothing new reaches the store. After blind_after the cycle is `no_data`, not a
+    success, and the last verdict stays exported (no alert resolves on data nobody saw); the newest
+    event's time, the ingest lag and the count of stored predictions describe the delivery. When
+    events flow again, verdicts resume and only the new predictions are counted."""
+    load(es, traffic("drift", 600, 9, feedback_share=0.5))
+    loaded_at = time.time()
+    clock = [time.time()]
+    runner, exporter = runner_for(store_url, monitor_for(reference_file, blind_after_seconds=300),
+                                  clock=lambda: clock[0])
+    assert runner.blind_after == 300
+    assert runner.run_once() == "ok", runner.state.last_error
+    newest = one(exporter, "mlmon_newest_event_timestamp_seconds")
+    assert clock[0] - 70 < newest < clock[0] - 50            # traffic(): the last prediction ~1 minute ago
+    # event.ingested was stamped at load time: the lag spreads over the 9 minutes the events cover
+    p50, p95 = (one(exporter, "mlmon_ingest_lag_seconds", quantile=q) for q in ("0.5", "0.95"))
+    assert 5.5 * 60 - 15 < p50 - (time.time() - loaded_at) < 5.5 * 60 + 15 and p50 < p95 < 10 * 60 + 15
+    assert one(exporter, "mlmon_stored_predictions_total") == 0      # the first read is the baseline
+    assert one(exporter, "mlmon_blind_after_seconds") == 300 and one(exporter, "mlmon_no_data") == 0
+    succeeded = one(exporter, "mlmon_last_success_timestamp_seconds")
+
+    clock[0] += 200                                      # newest now ~4 minutes old: not yet blind
+    assert runner.run_once() == "ok"
+    clock[0] += 200                                      # ~7 minutes: blind, and the window still holds most
+    assert runner.run_once() == "no_data"               # rows: evaluated as usual (late labels count), not a success
+    assert one(exporter, "mlmon_no_data") == 1 and one(exporter, "mlmon_dataset_drift") == 1
+    assert 400 < one(exporter, "mlmon_window_rows", kind="evaluated") < 600
+    assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(succeeded + 200)
+    clock[0] += 3600                                     # an hour later: the window is empty
+    assert runner.run_once() == "no_data"
+    assert runner.state.status == "no_data" and runner.state.last_success == pytest.approx(clock[0] - 3800)
+    assert one(exporter, "mlmon_no_data") == 1
+    assert one(exporter, "mlmon_last_success_timestamp_seconds") == pytest.approx(succeeded + 200)
+    assert one(exporter, "mlmon_evaluations_total", outcome="no_data") == 2
+    assert one(exporter, "mlmon_verdict_available") == 1 and one(exporter, "mlmon_dataset_drift") == 1
+    assert 400 < one(exporter, "mlmon_window_rows", kind="current") < 600     # the last verdict's window
+    assert one(exporter, "mlmon_newest_event_timestamp_seconds") == newest      # outlives the window
+    assert runner.state.summary["status"] == "no_data" and runner.state.summary["dataset_drift"] is True
+
+    # events flow again (normal traffic, in the shifted clock's last 10 minutes): a verdict, counted once
+    at = datetime.fromtimestamp(clock[0], timezone.utc)
+    load(es, synthetic.events(synthetic.chosen_rows("normal", 600, 10), at - timedelta(minutes=10),
+                              at - timedelta(minutes=1), feedback_share=0.5))
+    assert runner.run_once() == "ok", runner.state.last_error
+    assert one(exporter, "mlmon_no_data") == 0 and one(exporter, "mlmon_dataset_drift") == 0
+    assert one(exporter, "mlmon_stored_predictions_total") == 600
+    assert one(exporter, "mlmon_newest_event_timestamp_seconds") == pytest.approx(clock[0] - 60, abs=2)
+    assert runner.run_once() == "ok" and one(exporter, "mlmon_stored_predictions_total") == 600
 
 
 def test_store_killed_mid_run_and_restarted_on_the_same_port_recovers(reference_file):

@@ -97,6 +97,7 @@ def test_feedback_duration_records_the_realized_minutes_as_a_float(client, durat
 
 
 def test_both_models_are_reported_and_counted(client, model, duration_model):
+    before = time.time()
     health = client.get("/healthz").get_json()
     assert health["model"] == {"name": model.name, "version": model.version}   # unchanged for the ranker
     assert health["models"] == [{"name": "driver_ranker", "version": model.version},
@@ -118,6 +119,9 @@ def test_both_models_are_reported_and_counted(client, model, duration_model):
     assert metric_value(text, "serving_predicted_duration_minutes_count", model_version=duration_model.version) == 2
     for m in (model, duration_model):
         assert metric_value(text, "serving_model_info", model_name=m.name, model_version=m.version) == 1
+        # when each model last served (EventsNotArriving compares it with the newest stored prediction)
+        assert before <= metric_value(text, "serving_model_last_prediction_timestamp_seconds", model_name=m.name) \
+            <= time.time()
 
 
 def test_duration_traffic_of_both_populations_is_served_and_drift_predicts_shorter_trips(client, serving_world):

@@ -232,7 +232,7 @@ def test_every_series_of_a_verdict_goes_with_it_without_a_list_to_clear(kind, re
     exporter.window(monitor, window, reference.rows, None)
     reference_only = {"mlmon_info", "mlmon_monitor_task", "mlmon_reference_probabilistic_quality",
                       *(f for f in own if "reference" in f or "alert_ratio" in f)}
-    counters = ("mlmon_evaluations", "mlmon_store_errors", "mlmon_rejected_documents")
+    counters = ("mlmon_evaluations", "mlmon_store_errors", "mlmon_rejected_documents", "mlmon_stored_predictions")
     assert {f for f in shown() if not f.startswith(counters)} == (WINDOW_FACTS | reference_only) & with_verdict
 
 

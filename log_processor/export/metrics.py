@@ -25,12 +25,14 @@ from log_processor.evaluate.reference import Reference
 from log_processor.evaluate.root_cause import Cause
 from log_processor.evaluate.segments import SegmentEvaluation
 from log_processor.monitors import Monitor
+from log_processor.read.delivery import Delivery
 from log_processor.read.window import Window
 from log_processor.shard import Shard
 from log_processor.tasks import TASKS, task_for
 from log_processor.tasks.base import REFERENCE_CLASSIFICATION_QUALITY, Family, Samples, samples_of
 
-OUTCOMES = ("ok", "insufficient_data", "error")
+OUTCOMES = ("ok", "insufficient_data", "error", "no_data")
+SUCCESSES = ("ok", "insufficient_data")       # the outcomes that move mlmon_last_success_timestamp_seconds
 STORE_OPERATIONS = ("search", "feedback", "write_summary", "connect")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -98,6 +100,16 @@ SCORE_CALIBRATION_ERROR = Family("mlmon_score_calibration_error",
                                  ("scores", "method"))
 ESTIMATION_MARGIN = Family("mlmon_estimation_alert_margin",
                            "EstimatedQualityDrop fires this far below the reference quality")
+
+# --- what the pipeline delivered (every cycle, also a no_data one: read/delivery.py) ------------------------
+NEWEST_EVENT = Family("mlmon_newest_event_timestamp_seconds",
+                      "Unix time (@timestamp) of the newest prediction of the monitor the processor has read")
+INGEST_LAG = Family("mlmon_ingest_lag_seconds", "event.ingested - @timestamp over the window's predictions",
+                    ("quantile",))
+BLIND_AFTER = Family("mlmon_blind_after_seconds",
+                     "A cycle is no_data when the newest stored prediction is older than this")
+NO_DATA = Family("mlmon_no_data", "1 when the last cycle was no_data: the verdict series are the last verdict's")
+DELIVERY = (NEWEST_EVENT, INGEST_LAG, BLIND_AFTER, NO_DATA)
 
 GENERAL = (VERDICT_AVAILABLE, DATASET_DRIFT, DRIFTED_FEATURES, DRIFTED_SHARE, FEATURE_SCORE, FEATURE_THRESHOLD,
            FEATURE_DETECTED, FEATURE_P_VALUE, PREDICTION_SCORE, PREDICTION_DETECTED, PREDICTION_THRESHOLD,
@@ -174,7 +186,7 @@ def segment_samples(segments: SegmentEvaluation | None, causes: tuple[Cause, ...
 
 def families() -> tuple[Family, ...]:
     """Every gauge family the collector renders: the general ones, then each task's (once each)."""
-    out = {f.name: f for f in (*GENERAL, *SEGMENT_FAMILIES)}
+    out = {f.name: f for f in (*GENERAL, *DELIVERY, *SEGMENT_FAMILIES)}
     for task in TASKS.values():
         out.update({f.name: f for f in task.families})
     return tuple(out.values())
@@ -255,6 +267,15 @@ def _evaluation_samples(ev: Evaluation, monitor: Monitor) -> Samples:
     return out
 
 
+def delivery_samples(seen: Delivery, blind_after: float, blind: bool) -> Samples:
+    """A cycle's delivery series (docs/metrics.md); the newest event's time once one was seen."""
+    out: Samples = {BLIND_AFTER: [((), blind_after)], NO_DATA: [((), 1.0 if blind else 0.0)],
+                    **samples_of(INGEST_LAG, seen.lag)}
+    if seen.newest is not None:
+        out[NEWEST_EVENT] = [((), seen.newest)]
+    return {family: rows for family, rows in out.items() if rows}
+
+
 def _column_drift(d: ColumnDrift, score: Family, threshold: Family, detected: Family, p_value: Family) -> Samples:
     key = (d.column, d.method)
     out: Samples = {score: [(key, d.score)], threshold: [(key, d.threshold)], detected: [(key, float(d.detected))]}
@@ -301,6 +322,9 @@ class Exporter:
                                         registry=self.registry)
         self.rejected = PromCounter("mlmon_rejected_documents", "Documents skipped", ("monitor", "reason"),
                                     registry=self.registry)
+        self.stored = PromCounter("mlmon_stored_predictions", "Predictions of the monitor that reached the store "
+                                  "(new to the processor's reads; the first read is the baseline)", ("monitor",),
+                                  registry=self.registry)
         # ProcessorShardsIncomplete (rules/ml_monitoring.yml) counts the replicas against n
         Gauge("mlmon_processor_shards", "Replicas the monitors are spread over (LOGPROC_SHARD=i/n: n), by this "
               "replica's i", ("shard",), registry=self.registry).labels(str(shard.index)).set(shard.count)
@@ -312,6 +336,7 @@ class Exporter:
             for reason in REJECT_REASONS:
                 self.rejected.labels(name, reason)
             self._swap(name, "window", {VERDICT_AVAILABLE: [((), 0.0)]})
+            self.stored.labels(name)
 
     def _swap(self, monitor: str, part: str, samples: Samples) -> None:
         with self._latest.lock:
@@ -343,6 +368,12 @@ class Exporter:
             if n:
                 self.rejected.labels(monitor, reason).inc(n)
 
+    def delivery(self, monitor: str, seen: Delivery, blind_after: float, blind: bool) -> None:
+        """What the cycle's read says about the pipeline; the window's samples (the verdict) are not touched."""
+        self._swap(monitor, "delivery", delivery_samples(seen, blind_after, blind))
+        if seen.stored:
+            self.stored.labels(monitor).inc(seen.stored)
+
     def store_error(self, monitor: str, operation: str) -> None:
         self.store_errors.labels(monitor, operation).inc()
 
@@ -350,5 +381,5 @@ class Exporter:
         self.evaluations.labels(monitor, outcome).inc()
         self.duration.labels(monitor).observe(duration)
         self.last_evaluation.labels(monitor).set(finished_at)
-        if outcome != "error":
+        if outcome in SUCCESSES:
             self.last_success.labels(monitor).set(finished_at)

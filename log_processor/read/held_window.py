@@ -32,6 +32,7 @@ class HeldWindow:
     events: Chunk
     checkpoint: float | None       # latest event.ingested held, epoch seconds
     full_read_at: float            # processor clock of the last full read
+    new_predictions: int = 0       # predictions the last absorb added (docs/metrics.md mlmon_stored_predictions_total)
     rate: float = 1.0              # the sampling rate the held events were read at (read/sampled.py)
 
     @classmethod
@@ -53,6 +54,7 @@ class HeldWindow:
                                                     (chunk.feedback, held.feedback),
                                                     (chunk.rejects, held.rejects))]
         added = sum(len(f) for f in fresh)
+        self.new_predictions = len(fresh[0])
         if added:
             predictions, feedback, rejects = fresh
             self.events = Chunk(_merged(held.predictions, predictions), _merged(held.feedback, feedback),

@@ -27,8 +27,8 @@ import pandas as pd
 
 from common import sampling
 from common.schema import DATASETS
-from log_processor.columns import (EID, KEY_HASH, RANK, REASON, SAMPLING_KEY, TARGET, TIMESTAMP, Columns, Rejects,
-                                   numbers, segment_column, segment_values)
+from log_processor.columns import (EID, INGESTED, KEY_HASH, RANK, REASON, SAMPLING_KEY, TARGET, TIMESTAMP, Columns,
+                                   Rejects, numbers, segment_column, segment_values)
 from log_processor.monitors import Monitor
 from log_processor.tasks import task_for
 
@@ -246,7 +246,8 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
                           **{name: values[keep] for name, values in features.items()},
                           **{name: values[keep] for name, values in required.items()},
                           EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed),
-                          SAMPLING_KEY: skeys[keep]})
+                          SAMPLING_KEY: skeys[keep],
+                          INGESTED: _timestamps(columns("event.ingested"))[keep] if keep.any() else np.zeros(0)})
     return frame, rejects.frame(eids, times), unkeyed
 
 

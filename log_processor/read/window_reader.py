@@ -24,9 +24,10 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from elasticsearch import ApiError
 
-from log_processor.columns import SAMPLING_KEY
+from log_processor.columns import EID, SAMPLING_KEY
 from log_processor.read import sampled
 from log_processor.read.held_window import HeldWindow
 from log_processor.monitors import Monitor
@@ -54,12 +55,19 @@ class WindowReader:
         self.index = index
         self.reads = reads
         self.held: dict[str, HeldWindow] = {}     # by monitor name
+        # Predictions each monitor's last read brought that it did not hold before (the delivery count,
+        # read/delivery.py); the event ids held when a window was forgotten, so that the full read after
+        # an error counts only what is new. A monitor's first read is the baseline: 0.
+        self.stored: dict[str, int] = {}
+        self._forgotten: dict[str, tuple[np.ndarray, float]] = {}     # event ids, sampling rate
         self._no_engine_figures: set[str] = set()  # monitors whose store refused the aggregation (logged once)
         self._unkeyed_logged: set[str] = set()
 
     def forget(self, name: str) -> None:
         """The monitor's next window is read whole (after an error: the store may have lost or gained anything)."""
-        self.held.pop(name, None)
+        held = self.held.pop(name, None)
+        if held is not None:
+            self._forgotten[name] = (held.events.predictions[EID].to_numpy(), held.rate)
 
     def windows(self, monitors: Sequence[Monitor], now: float) -> dict[str, Window]:
         """Each monitor's window ending `now`, from one read of the index."""
@@ -88,8 +96,16 @@ class WindowReader:
             if incremental:
                 kept = held[i]
                 added = kept.absorb(chunk, m)      # type: ignore[union-attr]
+                # a sampled read (read/sampled.py) holds `rate` of the predictions: the count is scaled back
+                self.stored[m.name] = round(kept.new_predictions / plan.rate)      # type: ignore[union-attr]
                 log.debug("monitor %s: %d new document(s) since %.3f", m.name, added, since)
             else:
+                before = (held[i].events.predictions[EID].to_numpy(), held[i].rate) if held[i] is not None \
+                    else self._forgotten.pop(m.name, None)
+                # a read at another sampling rate than the held one holds another sample: a new baseline
+                same = before is not None and before[1] == plan.rate
+                self.stored[m.name] = round(_new_ids(chunk.predictions[EID].to_numpy(), before[0]) / plan.rate) \
+                    if same else 0
                 kept = self.held[m.name] = HeldWindow.from_full_read(chunk, now)
                 kept.rate = plan.rate
                 if chunk.unstamped and reads.incremental:
@@ -146,3 +162,10 @@ def _under(chunk: Chunk, plan: SamplePlan) -> Chunk:
         return frame if bool((keys < limit).all()) else frame[keys < limit].reset_index(drop=True)
     return dataclasses.replace(chunk, predictions=keep(chunk.predictions), feedback=keep(chunk.feedback),
                                rejects=keep(chunk.rejects))
+
+
+def _new_ids(read: np.ndarray, before: np.ndarray | None) -> int:
+    """How many distinct event ids of `read` are not in `before`; 0 without a `before` (a first read)."""
+    if before is None:
+        return 0
+    return int((~np.isin(np.unique(read), before)).sum())
