@@ -20,8 +20,10 @@ SUITES = {
     "regression_target_drift": "benchmarks.regression_target_drift",
     "estimation": "benchmarks.estimation",
     "tasks": "benchmarks.tasks",
+    "scale": "benchmarks.scale",
     "segments": "benchmarks.segments",
     "segments_cost": "benchmarks.segments_cost",
+    "evidently_ui": "benchmarks.evidently_ui",
 }
 
 

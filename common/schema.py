@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from common.sampling import sample_key
+
 DATASET_PREDICTION = "ml.prediction"
 DATASET_FEEDBACK = "ml.feedback"
 DATASET_REQUEST_ERROR = "ml.request_error"
@@ -127,6 +129,17 @@ def stamp_ingested(event: dict[str, Any], at: str | None = None) -> dict[str, An
     again with the store's own clock; osmem-server has none, so the embedded shipper's stamp stands.
     A writer stamps at every attempt, so a batch retried after an outage carries its delivery time."""
     event.setdefault("event", {})["ingested"] = at or format_timestamp(utc_now())
+    return event
+
+
+def stamp_sampling_key(event: dict[str, Any]) -> dict[str, Any]:
+    """Set `sampling.key` from `request_id` as the ml-events-ingested pipeline does (common/sampling.py),
+    for stores without pipelines (osmem-server); where the pipeline runs it sets the same value again.
+    An event without a request_id gets none."""
+    key = sample_key(event.get("request_id"))
+    if key is not None:
+        sampling = event.get("sampling")
+        event["sampling"] = {**(sampling if isinstance(sampling, dict) else {}), "key": key}
     return event
 
 

@@ -21,6 +21,7 @@ from demo.report import CHANNELS, StatusWriter, monitor_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments
 from demo.stack import EmbeddedStack
+from log_processor.export.evidently_dashboard import project_id
 from log_processor.monitors import ConfigError
 
 
@@ -123,6 +124,9 @@ def print_urls(stack: EmbeddedStack) -> None:
         fallback = alerting_stack.alertmanager_fallback_note()
         if fallback:
             notes.append(fallback)
+    if u.evidently:     # each monitor's dashboard of drift and quality over time (docs/evidently-ui.md)
+        rows.extend((f"Evidently UI: {m.name}", f"{u.evidently}/projects/{project_id(m.name)}")
+                    for m in stack.monitors())
     rows.append(("alert e-mails", f"{stack.settings.mail_dir}/*.eml"))
     rows.append(("Slack / webhook / Telegram", f"{stack.settings.notifications_dir}/<channel>/*.json"))
     print("\nwhere to look:")

@@ -14,7 +14,7 @@ from log_processor.monitors import THRESHOLD_SIZES
 MIN_WINDOW = THRESHOLD_SIZES[0]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp")
+PORT_NAMES = ("store", "serving", "log_processor", "prometheus", "alertmanager", "smtp", "evidently")
 STORES = ("osmem", "opensearch")
 
 
@@ -27,6 +27,7 @@ class Ports:
     prometheus: int = 0
     alertmanager: int = 0
     smtp: int = 0
+    evidently: int = 0      # the Evidently UI: 8001 when free, else a free one
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Callable
 import yaml
 from osmem_server import OsmemServer
 
+from common.evidently_ui import EvidentlyUI
 from common.net import free_port
 from common.opensearch_runner import EngineUnavailable, OpenSearchCluster
 from common.retention import RetentionLoop, RetentionSettings
@@ -50,6 +52,7 @@ class Urls:
     prometheus: str = ""
     alertmanager: str = ""
     smtp: str = ""
+    evidently: str = ""
     shipper_metrics: str = ""     # issue 32: the shipper's /metrics and the exporters (empty: not running)
     node_exporter: str = ""
     store_exporter: str = ""
@@ -66,6 +69,8 @@ class EmbeddedStack:
     notifications: NotificationSink | None = None
     shipper: Shipper | None = None
     alerting: alerting_stack.AlertingStack | None = None
+    evidently: EvidentlyUI | None = None
+    evidently_secret_file: Path | None = None
     _children: list[Child] = field(default_factory=list)
     _shipper_stop: threading.Event = field(default_factory=threading.Event)
     _shipper_thread: threading.Thread | None = None
@@ -95,12 +100,14 @@ class EmbeddedStack:
             self._start_store()
             self._start_mail_sink()
             self._start_notification_sink()
+            evidently_ready = self._start_evidently_ui()
             serving_ready = self._start_serving()
             log_processor_ready = self._start_log_processor()
             serving_ready()
             self._start_shipper()
             self._start_shipper_metrics()
             log_processor_ready()
+            evidently_ready()
             self._start_retention()
             self._start_exporters()
             self._start_alerting()
@@ -275,13 +282,44 @@ class EmbeddedStack:
         target.write_text(yaml.safe_dump(config, sort_keys=False))
         return target
 
+    def _start_evidently_ui(self) -> Callable[[], None]:
+        """Launch `evidently ui` (telemetry off; writes need the secret, written 0600 like the chat
+        secrets); the log processor sends it a snapshot per monitor each cycle. The function returned
+        waits until it answers."""
+        secret_file = self.settings.state_dir / "secrets" / "evidently_secret"
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secrets.token_urlsafe(24) + "\n")
+        self.evidently_secret_file = secret_file
+        self.evidently = EvidentlyUI(self.settings.state_dir / "evidently", self.log_file("evidently-ui"),
+                                     port=self.settings.ports.evidently, secret=secret_file.read_text().strip())
+        launched = time.monotonic()
+        self.evidently.launch()
+        self.urls.evidently = self.evidently.url
+        self._children.append(self.evidently.child)
+
+        def ready() -> None:
+            """The UI is optional: one that does not come up is said, and the demo goes on without it
+            (the processor counts its failed writes in mlmon_snapshot_errors_total)."""
+            try:
+                self.evidently.wait(90)
+            except ChildFailed as exc:
+                self.evidently.stop()
+                self.urls.evidently = ""
+                self.say(f"evidently ui:  not started, the demo goes on without it: {exc}")
+                return
+            self.say(f"evidently ui:  {self.evidently.url} (up in {time.monotonic() - launched:.1f}s; a snapshot "
+                     f"per monitor every {self.settings.eval_interval:g}s)")
+        return ready
+
     def _start_log_processor(self) -> Callable[[], None]:
         """Launch the log processor; the function returned waits until it answers."""
         port = self.settings.ports.log_processor or free_port()
         self.urls.log_processor = f"http://127.0.0.1:{port}"
         child = Child("log_processor", [sys.executable, "-m", "log_processor"], self.log_file("log_processor"),
                       env=self._child_env(LOGPROC_HOST="127.0.0.1", LOGPROC_PORT=str(port),
-                                          LOGPROC_MONITORS_FILE=str(self._monitors_file())),
+                                          LOGPROC_MONITORS_FILE=str(self._monitors_file()),
+                                          **self._evidently_env()),
                       cwd=REPO_ROOT)
         self._children.append(child.start())
 
@@ -290,6 +328,13 @@ class EmbeddedStack:
                              "GET /metrics answered 200")
             self.say(f"log processor: {self.urls.log_processor} (evaluates every {self.settings.eval_interval:g}s)")
         return ready
+
+    def _evidently_env(self) -> dict[str, str]:
+        if self.evidently is None:
+            return {}
+        return {"LOGPROC_EVIDENTLY_WORKSPACE": self.evidently.url,
+                "LOGPROC_EVIDENTLY_SECRET_FILE": str(self.evidently_secret_file),
+                "LOGPROC_SNAPSHOT_INTERVAL": f"{self.settings.eval_interval:g}"}
 
     def _start_alerting(self) -> None:
         if not self.settings.alerts:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 REJECT_REASONS = ("missing_field", "not_a_number", "non_finite", "unknown_dataset", "duplicate",
-                  "target_not_finite", "class_unknown", "scores_length")
+                  "target_not_finite", "class_unknown", "scores_length", "sampling_key")
 
 # Column names of the window frame; features keep their configured names (as in reference.parquet).
 KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "prediction", "prediction_score", "target"
@@ -26,6 +26,9 @@ KEY, TIMESTAMP, PREDICTION, SCORE, TARGET = "request_id", "timestamp", "predicti
 # window of a million rows would keep ~100 MB of key strings alive), and the row's sampling rank
 # (window.sample keeps the lowest ranks).
 EID, KEY_HASH, RANK, REASON = "_eid", "_key", "_rank", "reason"
+# The row's sampling key (common/sampling.py): the stored `sampling.key`, or computed from the join key
+# where the document has none; a sampled read keeps the rows below its rate's threshold.
+SAMPLING_KEY = "_skey"
 
 
 UNKNOWN_SEGMENT = "unknown"      # a segment field that is absent, null, empty or not a string

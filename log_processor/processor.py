@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from log_processor.export.evidently_workspace import SnapshotCounters, SnapshotWriter, backend_for
 from log_processor.export.metrics import Exporter
 from log_processor.memory import pin_mmap_threshold
 from log_processor.monitors import Monitor, load_monitors
@@ -43,10 +44,15 @@ class Processor:
         self.store = EventStore(settings.store, page_size=settings.page_size, workers=settings.fetch_workers)
         self.exporter = Exporter((m.name for m in self.monitors), shard=settings.shard,
                                  segment_gauges=settings.segment_gauges)
+        self.snapshots = None if settings.evidently_workspace is None else SnapshotWriter(
+            backend_for(settings.evidently_workspace, settings.evidently_secret, settings.snapshot_timeout),
+            self.monitors, SnapshotCounters(self.exporter.registry, [m.name for m in self.monitors]),
+            interval=settings.snapshot_interval, retention=settings.snapshot_retention)
         reads = WindowReads(settings.incremental, settings.read_overlap, settings.full_read_every)
         readers = {m.index: WindowReader(self.store, m.index, reads) for m in self.monitors}
         self.runners = {m.name: MonitorRunner(m, self.store, self.exporter, backoff_max=settings.backoff_max,
-                                              write_summaries=settings.write_summaries, reader=readers[m.index])
+                                              write_summaries=settings.write_summaries, reader=readers[m.index],
+                                              snapshots=self.snapshots)
                         for m in self.monitors}
         self.threads = [IndexThread([r for r in self.runners.values() if r.monitor.index == index], reader)
                         for index, reader in readers.items()]
@@ -55,6 +61,8 @@ class Processor:
 
     def start(self) -> None:
         self.started_at = time.time()
+        if self.snapshots is not None:
+            self.snapshots.start()
         for thread in self.threads:
             thread.start(self._stop)
 
@@ -62,6 +70,8 @@ class Processor:
         self._stop.set()
         for thread in self.threads:
             thread.join(timeout)
+        if self.snapshots is not None:
+            self.snapshots.stop()
         self.store.close()
 
     def stale_after(self, monitor: Monitor) -> float:

@@ -20,6 +20,8 @@ from log_processor.evaluate.evaluation import Evaluation, evaluate
 from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_reference
 from log_processor.evaluate.root_cause import rank_causes
 from log_processor.evaluate.segments import evaluate_segments
+from log_processor.export.evidently_snapshot import snapshot_of
+from log_processor.export.evidently_workspace import SnapshotWriter
 from log_processor.export.metrics import Exporter
 from log_processor.export.reports import Reports
 from log_processor.export.summary import segment_fields, summary_document
@@ -80,8 +82,10 @@ class MonitorState:
 class MonitorRunner:
     def __init__(self, monitor: Monitor, store: EventStore, exporter: Exporter, *, backoff_max: float = 60.0,
                  write_summaries: bool = True, clock: Callable[[], float] = time.time,
-                 reads: WindowReads = WindowReads(), reader: WindowReader | None = None):
-        """`reader`: shared with the other monitors over the same index (Processor), or this one's own."""
+                 reads: WindowReads = WindowReads(), reader: WindowReader | None = None,
+                 snapshots: SnapshotWriter | None = None):
+        """`reader`: shared with the other monitors over the same index (Processor), or this one's own.
+        `snapshots`: the Evidently UI's writer, offered a snapshot when one is due (never waited for)."""
         self.monitor = monitor
         self.reader = reader or WindowReader(store, monitor.index, reads)
         self.store = store
@@ -92,6 +96,7 @@ class MonitorRunner:
         self.lock = threading.Lock()
         self.state = MonitorState(monitor.name)
         self._reference: Reference | None = None
+        self.snapshots = snapshots
 
     # --- the cycle -------------------------------------------------------------------------------
     @property
@@ -150,7 +155,7 @@ class MonitorRunner:
         clock.lap("window")
         self.exporter.rejected_documents(m.name, window.rejected)
         evaluation = segments = None
-        if window.rows >= m.min_rows:
+        if window.rows >= m.min_rows and window.sample_rows >= m.min_rows:     # equal but for a sampled read
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
         clock.lap("evaluate")
@@ -163,6 +168,9 @@ class MonitorRunner:
         outcome = "ok" if evaluation else "insufficient_data"
         summary = summary_document(m, reference, window, evaluation, outcome, now)
         summary.update(segment_fields(segments, causes, reference.importance))
+        if self.snapshots is not None and self.snapshots.due(m.name, now):
+            self.snapshots.offer(m.name, snapshot_of(m, self.exporter.latest(m.name)), now,
+                                 {"reference": reference.version, "model_version": str(reference.model_version)})
         clock.lap("export")
         summary["phase_seconds"] = clock.laps
         return outcome, summary, evaluation

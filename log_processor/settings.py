@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from common.env import env_number, flag, setting
+from common.env import SettingsError, env_number, flag, setting
 from common.store import StoreSettings
 from log_processor.shard import Shard
 
@@ -31,6 +31,12 @@ class ProcessorSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     shard: Shard = Shard()               # this replica's share of the monitors (log_processor/shard.py)
     segment_gauges: int = 10             # K: the worst segments per monitor exported with a `segment` label
+    # The Evidently UI (docs/evidently-ui.md): a workspace directory, or the URL of a running `evidently ui`
+    evidently_workspace: str | None = None          # None: no snapshots
+    evidently_secret: str | None = field(default=None, repr=False)   # read from LOGPROC_EVIDENTLY_SECRET_FILE
+    snapshot_interval: float = 60.0      # seconds between two snapshots of one monitor
+    snapshot_retention: int = 1440       # snapshots kept per monitor's project (a day at one a minute)
+    snapshot_timeout: float = 5.0        # seconds per request to the UI
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ProcessorSettings":
@@ -61,4 +67,46 @@ class ProcessorSettings:
             store=StoreSettings.from_env(env),
             shard=get("SHARD", cls.shard, Shard.parse),
             segment_gauges=number("SEGMENT_GAUGES", cls.segment_gauges, int, 0, 200),
+            evidently_workspace=evidently_workspace(get("EVIDENTLY_WORKSPACE", None)),
+            evidently_secret=secret_file(get("EVIDENTLY_SECRET_FILE", None, Path), "LOGPROC_EVIDENTLY_SECRET_FILE"),
+            snapshot_interval=number("SNAPSHOT_INTERVAL", cls.snapshot_interval, float, 0.01),
+            snapshot_retention=number("SNAPSHOT_RETENTION", cls.snapshot_retention, int, 1),
+            snapshot_timeout=number("SNAPSHOT_TIMEOUT", cls.snapshot_timeout, float, 0.01),
         )
+
+
+def evidently_workspace(value: str | None) -> str | None:
+    """An http(s) URL of a running `evidently ui`, or a workspace directory (absolute, or relative to the
+    repository) that exists or whose parent does, and that the processor can write: checked at start."""
+    name = "LOGPROC_EVIDENTLY_WORKSPACE"
+    if value is None:
+        return None
+    if value.startswith(("http://", "https://")):
+        if not value.split("://", 1)[1].strip("/"):
+            raise SettingsError(f"{name}={value!r}: a URL needs a host")
+        return value.rstrip("/")
+    if "://" in value:
+        raise SettingsError(f"{name}={value!r}: a URL must be http:// or https://")
+    path = Path(value) if Path(value).is_absolute() else REPO_ROOT / value
+    existing = path if path.exists() else path.parent
+    if not existing.is_dir():
+        raise SettingsError(f"{name}={value!r}: {existing} is not a directory" if existing.exists()
+                            else f"{name}={value!r}: {existing} does not exist")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError(f"{name}={value!r}: {existing} is not writable")
+    return str(path)
+
+
+def secret_file(path: Path | None, name: str) -> str | None:
+    """The secret in the file `path` (one line; surrounding whitespace dropped); a missing, unreadable or
+    empty file is an error naming the variable."""
+    if path is None:
+        return None
+    path = path if path.is_absolute() else REPO_ROOT / path
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}={str(path)!r}: {exc.strerror or exc}") from None
+    if not secret:
+        raise SettingsError(f"{name}={str(path)!r}: the file is empty")
+    return secret

@@ -66,6 +66,22 @@ def write_alertmanager_secrets(directory: Path) -> list[Path]:
     return written
 
 
+def write_evidently_secret(directory: Path) -> list[Path]:
+    """secrets/evidently/evidently_secret, the Evidently UI's write secret (the log processor's too),
+    unless it exists; the new file, if any (docs/evidently-ui.md)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    target = directory / "evidently"
+    target.mkdir(exist_ok=True)
+    try:
+        fd = os.open(target / "evidently_secret", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return []
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return [target / "evidently_secret"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make compose-env", description=__doc__.splitlines()[0])
     parser.add_argument("--example", type=Path, default=REPO / ".env.example")
@@ -73,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secrets", type=Path, default=REPO / "secrets")
     args = parser.parse_args(argv)
     written = write_alertmanager_secrets(args.secrets)
+    if write_evidently_secret(args.secrets):
+        print(f"compose-env: wrote the Evidently UI's write secret in {args.secrets / 'evidently'}")
     if written:
         print(f"compose-env: wrote {', '.join(p.name for p in written)} in {args.secrets / 'alertmanager'} "
               f"(they point at the notification-sink; put the real Slack/webhook/Telegram secrets there)")

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from elasticsearch import ApiError, Elasticsearch
 
-from common.schema import daily_index, event_id, format_timestamp, stamp_ingested, utc_now
+from common.schema import daily_index, event_id, format_timestamp, stamp_ingested, stamp_sampling_key, utc_now
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def bulk_create(client: Elasticsearch, documents: list[Document]) -> list[Mappin
     now = format_timestamp(utc_now())
     for doc in documents:
         operations.append({"create": {"_index": doc.index, "_id": doc.id}})
-        operations.append(stamp_ingested(doc.source, now))
+        operations.append(stamp_sampling_key(stamp_ingested(doc.source, now)))
     response = client.bulk(operations=operations)
     items = response["items"]
     if len(items) != len(documents):

@@ -30,7 +30,7 @@ from common.store import StoreSettings, connect  # noqa: E402
 from tests.conftest import empty_opensearch  # noqa: E402
 
 LONG_RUNNING = {"elasticsearch", "kibana", "fluentd", "filebeat", "serving", "log_processor", "log_processor_1",
-                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink",
+                "prometheus", "alertmanager", "grafana", "mailpit", "notification-sink", "evidently-ui",
                 "node-exporter", "elasticsearch-exporter"}
 ONE_SHOTS = {"setup", "kibana-import", "traffic"}
 
@@ -143,7 +143,7 @@ def test_state_lives_on_named_volumes(compose):
     declared = set(compose["volumes"])
     wanted = {"elasticsearch": "/usr/share/elasticsearch/data", "fluentd": "/fluentd/state",
               "filebeat": "/usr/share/filebeat/data", "prometheus": "/prometheus",
-              "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
+              "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana", "evidently-ui": "/app/workspace"}
     for name, target in wanted.items():
         mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["services"][name]["volumes"]}
         assert mounts.get(target) in declared, f"{name}: {target} is not on a named volume"
@@ -205,16 +205,23 @@ def test_serving_ships_events_to_fluentd_and_settings_accept_the_env(compose):
         ServingSettings(var_dir=Path("var")).path("duration_model")
 
 
-def test_log_processor_settings_accept_the_env(compose):
+def test_log_processor_settings_accept_the_env(compose, tmp_path):
     from log_processor.settings import ProcessorSettings
     env = {k: str(v) for k, v in compose["services"]["log_processor"]["environment"].items()}
     env["ELASTICSEARCH_PASSWORD"] = "x" * 12  # compose fills it from .env
+    # the secret file the container mounts from secrets/evidently/ (`make compose-env`), here a copy
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in compose["services"]["log_processor"]["volumes"]}
+    assert mounted["/run/secrets/evidently"] == "./secrets/evidently"
+    assert env["LOGPROC_EVIDENTLY_SECRET_FILE"].startswith("/run/secrets/evidently/")
+    (tmp_path / "evidently_secret").write_text("s" * 32 + "\n")
+    env["LOGPROC_EVIDENTLY_SECRET_FILE"] = str(tmp_path / "evidently_secret")
     settings = ProcessorSettings.from_env(env)
     assert (settings.host, settings.port) == ("0.0.0.0", 8309)
     assert settings.store.url == "http://elasticsearch:9200"
     assert settings.store.username == "log_processor"
     assert settings.monitors_file.is_file()
     assert settings.monitors_file == REPO / "log_processor" / "monitors.yaml"
+    assert settings.evidently_workspace == "http://evidently-ui:8000" and settings.evidently_secret == "s" * 32
 
 
 def test_the_processor_replicas_share_the_monitors_once_each_and_prometheus_scrapes_each(compose):
@@ -228,6 +235,7 @@ def test_the_processor_replicas_share_the_monitors_once_each_and_prometheus_scra
     for name, service in replicas.items():
         env = {k: str(v) for k, v in service["environment"].items()}
         env["ELASTICSEARCH_PASSWORD"] = "x" * 12
+        env.pop("LOGPROC_EVIDENTLY_SECRET_FILE")   # the container's file (read: test_log_processor_settings_accept_the_env)
         shards[name] = ProcessorSettings.from_env(env).shard
         assert service["environment"]["ELASTICSEARCH_USERNAME"] == "log_processor"
     assert sorted(s.index for s in shards.values()) == list(range(len(replicas)))

@@ -5,6 +5,7 @@ printed URL is requested while it runs. A link added later without a marker here
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -31,6 +32,7 @@ MARKERS = {
     "Elasticsearch API": '"hits"',
     "Prometheus UI": "<title>Prometheus Time Series Collection and Processing Server</title>",
     "Alertmanager UI": "<title>Alertmanager</title>",
+    "Evidently UI": "<title>Evidently",     # one per monitor: its project's dashboard (a single-page app)
 }
 ROW = re.compile(r"^  (\S.*?)\s{2,}(\S+)$")
 
@@ -71,6 +73,9 @@ def test_every_link_under_where_to_look_answers_with_its_page(tmp_path):
         ui_status, ui_bundle = fetch(links.get("Alertmanager UI", "http://127.0.0.1:9/") + "script.js")
         # the drift report link lists the monitors; each one's Evidently report is one click on
         report = fetch(links.get("drift report (Evidently)", "http://127.0.0.1:9/") + f"?monitor={FIRST_MONITOR}")
+        # each Evidently UI link is a project whose snapshots the processor wrote (its API, as the app reads it)
+        snapshots = {name: fetch(url.replace("/projects/", "/api/projects/") + "/snapshots")
+                     for name, url in links.items() if name.startswith("Evidently UI")}
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -81,7 +86,10 @@ def test_every_link_under_where_to_look_answers_with_its_page(tmp_path):
     printed = "".join(lines)
     named = {name: next((key for key in MARKERS if name.startswith(key)), None) for name in links}
     assert None not in named.values(), f"links without a marker here: {named}\n{printed}"
-    assert sorted(named.values()) == sorted(MARKERS), printed      # every page is printed, the alerting ones too
+    assert sorted(set(named.values())) == sorted(MARKERS), printed      # every page is printed, the alerting ones too
+    assert len(snapshots) == len(yaml.safe_load((REPO_ROOT / "log_processor/monitors.yaml").read_text())["monitors"])
+    for name, (status, body) in snapshots.items():
+        assert status == 200 and len(json.loads(body)) >= 1, f"{name}: {status} {body[:300]}"
     for name, url in links.items():
         status, body = answers[name]
         assert status == 200, f"{name} {url} answered {status}: {body[:300]}"

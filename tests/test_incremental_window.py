@@ -98,12 +98,16 @@ def assert_same_window(got, want) -> None:
     pd.testing.assert_frame_equal(sample(got.frame, BY_SPAN.max_rows), sample(want.frame, BY_SPAN.max_rows))
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["whole", "sampled"])
 @pytest.mark.parametrize("monitor", [BY_SPAN, BY_COUNT], ids=["span", "last"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, monitor, seed):
+def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, monitor, seed, sampled):
+    """Sampled: the windows exceed max_rows (25), so the engine picks a rate and the read asks for the
+    keys under it (the story's documents carry no sampling.key on osmem: the processor samples them
+    with the key it computes); incremental reads of the sample equal a full read of it."""
     deliveries = story(seed)
     now = [T0.timestamp()]
-    incremental = runner(monitor, store_url, now, WindowReads(overlap=0.0, full_read_every=8 * STEP))
+    incremental = runner(monitor, store_url, now, WindowReads(overlap=0.0, full_read_every=8 * STEP, sampled=sampled))
     reads = record_reads(incremental.store)
     down_at = CYCLES // 2
     for cycle in range(1, CYCLES + 1):
@@ -118,23 +122,30 @@ def test_incremental_window_equals_a_full_read_after_every_cycle(es, store_url, 
             incremental.reader.store = live
             continue
         got = incremental.fetch_window(now[0])
-        want = runner(monitor, store_url, now, WindowReads(incremental=False)).fetch_window(now[0])
+        want = runner(monitor, store_url, now, WindowReads(incremental=False, sampled=sampled)).fetch_window(now[0])
         assert_same_window(got, want)
+        assert got.sampling_rate == want.sampling_rate
     # the scenario exercised what it claims: incremental reads, full ones, counts, duplicates, late labels
-    assert reads.count(True) >= CYCLES // 2 and reads.count(False) >= 3
-    assert want.rows >= (monitor.window_last or 0) and want.rejected["duplicate"] and want.rejected["missing_field"]
+    assert reads.count(True) >= CYCLES // 3 and reads.count(False) >= 3
+    if sampled:      # a rate below 1, and the engine's count: every prediction document of the window
+        assert want.sampling_rate < 1 and want.sampled and want.sample_rows < want.rows
+        assert want.rows >= (monitor.window_last or 0)
+    else:
+        assert want.rows >= (monitor.window_last or 0) and want.rejected["duplicate"] and want.rejected["missing_field"]
     assert 0 < want.labelled < want.rows
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["whole", "sampled"])
 @pytest.mark.parametrize("seed", [3])
-def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_full_read(es, store_url, seed):
+def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_full_read(es, store_url, seed, sampled):
     """Three monitors, one index: one read a cycle for those due (all of them, or the short one alone
-    on odd cycles), and after every cycle each monitor's window equals a full read for it alone."""
+    on odd cycles), and after every cycle each monitor's window equals a full read for it alone.
+    Sampled: each at its own rate, from one read under the largest of their thresholds."""
     deliveries = story(seed)
     now = [T0.timestamp()]
     group = (BY_SPAN, SHORT, ANY_MODEL)
     reader = WindowReader(EventStore(StoreSettings(url=store_url), page_size=50), BY_SPAN.index,
-                          WindowReads(overlap=0.0, full_read_every=8 * STEP))
+                          WindowReads(overlap=0.0, full_read_every=8 * STEP, sampled=sampled))
     reads = record_reads(reader.store)
     for cycle in range(1, CYCLES + 1):
         now[0] = T0.timestamp() + cycle * STEP
@@ -143,10 +154,15 @@ def test_monitors_over_one_index_share_one_read_and_each_window_equals_its_own_f
         windows = reader.windows(due, now[0])
         assert set(windows) == {m.name for m in due} and len(reads) == cycle
         for m in due:
-            assert_same_window(windows[m.name], runner(m, store_url, now, WindowReads(incremental=False)).fetch_window(now[0]))
+            alone = runner(m, store_url, now, WindowReads(incremental=False, sampled=sampled)).fetch_window(now[0])
+            assert_same_window(windows[m.name], alone)
+            assert windows[m.name].sampling_rate == alone.sampling_rate
             held = reader.held[m.name].events          # and holds nothing from before its own span
             assert (held.predictions[TIMESTAMP] >= now[0] - m.window_seconds).all()
     assert reads.count(True) >= CYCLES // 2 and reads.count(False) >= 3
+    if sampled:      # different rates in one read
+        assert len({windows[m.name].sampling_rate for m in group}) > 1
+        return
     # the monitors saw different windows of the same documents
     rows = {m.name: windows[m.name].rows for m in group}
     assert rows["short"] < rows[BY_SPAN.name] and rows["any_model"] == ANY_MODEL.window_last

@@ -196,7 +196,7 @@ def test_a_window_without_verdict_removes_the_tasks_series_and_keeps_the_referen
 
 WINDOW_FACTS = {"mlmon_window_duplicated_ids", "mlmon_window_start_timestamp_seconds", "mlmon_label_coverage_ratio",
                 "mlmon_window_end_timestamp_seconds", "mlmon_verdict_available", "mlmon_window_rows",
-                "mlmon_label_delay_seconds", "mlmon_missing_values_share"}
+                "mlmon_label_delay_seconds", "mlmon_missing_values_share", "mlmon_window_sampling_rate"}
 
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])

@@ -84,6 +84,8 @@ CONSTANT_COLUMNS = Family("mlmon_constant_columns",
                           "Features and score that are constant / almost constant in the window", ("kind",))
 DUPLICATED_IDS = Family("mlmon_window_duplicated_ids",
                         "Predictions whose request id an earlier prediction of the window had")
+SAMPLING_RATE = Family("mlmon_window_sampling_rate",
+                       "Share of the window's requests read from the store (1: all; read/sampled.py)")
 
 # --- what a reference exports -------------------------------------------------------------------------
 INFO = Family("mlmon_info", "What is compared with what",
@@ -103,7 +105,7 @@ GENERAL = (VERDICT_AVAILABLE, DATASET_DRIFT, DRIFTED_FEATURES, DRIFTED_SHARE, FE
            ESTIMATED_LOWER, ESTIMATED_UPPER, ESTIMATION_ERROR, PROBABILISTIC, CALIBRATION_CURVE, CLASS_SHARE,
            CONFUSION, LABEL_COVERAGE, LABEL_DELAY, WINDOW_ROWS, WINDOW_START, WINDOW_END, MISSING_SHARE,
            OUT_OF_RANGE, UNSEEN_CATEGORY, CONSTANT_COLUMNS, DUPLICATED_IDS, INFO, TASK, REFERENCE_PROBABILISTIC,
-           SCORE_CALIBRATION_ERROR, ESTIMATION_MARGIN)
+           SCORE_CALIBRATION_ERROR, ESTIMATION_MARGIN, SAMPLING_RATE)
 
 
 # --- segments and root causes (monitors.yaml `segments:`; evaluate/segments.py, evaluate/root_cause.py) ------
@@ -208,9 +210,11 @@ def window_samples(window: Window, reference_rows: int, ev: Evaluation | None, m
         LABEL_COVERAGE: [((), window.label_coverage)],
         VERDICT_AVAILABLE: [((), 1.0 if ev is not None else 0.0)],
         **samples_of(WINDOW_ROWS, {"current": window.rows, "reference": reference_rows, "labelled": window.labelled,
-                                   "evaluated": ev.evaluated_rows if ev else 0}),
+                                   "evaluated": ev.evaluated_rows if ev else 0,
+                                   **({"unkeyed": window.figures.unkeyed} if window.figures is not None else {})}),
         **samples_of(LABEL_DELAY, window.label_delay_quantiles()),
         **samples_of(MISSING_SHARE, window.missing_share),
+        SAMPLING_RATE: [((), window.sampling_rate)],
     }
     if ev is not None:
         out.update(_evaluation_samples(ev, monitor))
@@ -312,6 +316,13 @@ class Exporter:
     def _swap(self, monitor: str, part: str, samples: Samples) -> None:
         with self._latest.lock:
             self._latest.samples[(monitor, part)] = samples
+
+    def latest(self, monitor: str) -> Samples:
+        """The monitor's samples on show now, its reference's and its window's (the Evidently UI's
+        snapshot takes its values from them: export/evidently_snapshot.py)."""
+        with self._latest.lock:
+            return {**self._latest.samples.get((monitor, "reference"), {}),
+                    **self._latest.samples.get((monitor, "window"), {})}
 
     # --- what the runner calls -------------------------------------------------------------------
     def reference(self, monitor: Monitor, reference: Reference) -> None:

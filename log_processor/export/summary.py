@@ -37,6 +37,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
         "rejected": dict(window.rejected),
         "missing_values_share": window.missing_share,
         "duplicated_ids": window.duplicated_ids,
+        "sampling_rate": window.sampling_rate,
         **task_for(m).summary_fields(window.frame, m),
     }
     if reference.quality_values is not None:

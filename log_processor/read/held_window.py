@@ -23,7 +23,8 @@ import pandas as pd
 from log_processor.monitors import Monitor
 from log_processor.columns import EID, TIMESTAMP
 from log_processor.read.parse import Chunk
-from log_processor.read.window import Window, assemble, in_order, time_ordered
+from log_processor.read.sampled import SamplePlan
+from log_processor.read.window import Window, assemble, assemble_sampled, in_order, time_ordered
 
 
 @dataclass
@@ -31,6 +32,7 @@ class HeldWindow:
     events: Chunk
     checkpoint: float | None       # latest event.ingested held, epoch seconds
     full_read_at: float            # processor clock of the last full read
+    rate: float = 1.0              # the sampling rate the held events were read at (read/sampled.py)
 
     @classmethod
     def from_full_read(cls, chunk: Chunk, now: float) -> "HeldWindow":
@@ -55,7 +57,7 @@ class HeldWindow:
             predictions, feedback, rejects = fresh
             self.events = Chunk(_merged(held.predictions, predictions), _merged(held.feedback, feedback),
                                 pd.concat([held.rejects, rejects], ignore_index=True) if len(rejects) else held.rejects,
-                                held.ingested, held.unstamped)
+                                held.ingested, held.unstamped, held.unkeyed)
         if chunk.ingested is not None:
             self.checkpoint = max(self.checkpoint or chunk.ingested, chunk.ingested)
         return added
@@ -69,15 +71,21 @@ class HeldWindow:
                 first = np.searchsorted(ts, start, "left")
                 return frame.iloc[first:] if first else frame
             return frame[ts >= start].reset_index(drop=True)
-        self.events = Chunk(young(e.predictions), young(e.feedback), young(e.rejects), e.ingested, e.unstamped)
+        self.events = Chunk(young(e.predictions), young(e.feedback), young(e.rejects), e.ingested, e.unstamped,
+                            e.unkeyed)
 
     def window(self, monitor: Monitor, start: float, end: float) -> Window:
         return assemble(self.events, monitor, start, end)
 
+    def sampled_window(self, monitor: Monitor, plan: SamplePlan, end: float) -> Window:
+        assert plan.figures is not None and plan.rate == self.rate
+        return assemble_sampled(self.events, monitor, plan.start, end, plan.rate, plan.figures)
+
 
 def _in_order(chunk: Chunk) -> Chunk:
     """Predictions and feedback by (timestamp, event id), as window.assemble reads them fastest."""
-    return Chunk(in_order(chunk.predictions), in_order(chunk.feedback), chunk.rejects, chunk.ingested, chunk.unstamped)
+    return Chunk(in_order(chunk.predictions), in_order(chunk.feedback), chunk.rejects, chunk.ingested, chunk.unstamped,
+                 chunk.unkeyed)
 
 
 def _merged(held: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

@@ -25,9 +25,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from common import sampling
 from common.schema import DATASETS
-from log_processor.columns import (EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP, Columns, Rejects, numbers,
-                                   segment_column, segment_values)
+from log_processor.columns import (EID, KEY_HASH, RANK, REASON, SAMPLING_KEY, TARGET, TIMESTAMP, Columns, Rejects,
+                                   numbers, segment_column, segment_values)
 from log_processor.monitors import Monitor
 from log_processor.tasks import task_for
 
@@ -42,6 +43,7 @@ class Chunk:
     rejects: pd.DataFrame
     ingested: float | None = None
     unstamped: int = 0
+    unkeyed: int = 0            # predictions and feedback without a stored sampling.key (computed here)
 
     @property
     def rejected(self) -> Counter:
@@ -53,7 +55,7 @@ def source_fields(monitor: Monitor) -> dict[str, Any]:
     are decoded to (page_decoder.py): Any, checked here value by value, but for a score vector: a
     tuple of one float per class, which score_vectors takes as it is."""
     prediction = (monitor.prediction_label, monitor.prediction_score, monitor.prediction_value, monitor.prediction_scores)
-    names = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key,
+    names = ["@timestamp", "event.id", "event.ingested", "event.dataset", monitor.join_key, sampling.FIELD,
              *(f for f in prediction if f), monitor.target, *(f.field for f in monitor.features),
              *(monitor.segments.fields if monitor.segments else ())]
     fields: dict[str, Any] = dict.fromkeys(names, Any)
@@ -134,7 +136,20 @@ def _latest(values: Sequence[Any]) -> tuple[float | None, int]:
 
 
 def _no_rejects() -> pd.DataFrame:
-    return pd.DataFrame({EID: np.zeros(0, dtype=np.uint64), TIMESTAMP: np.zeros(0), REASON: np.zeros(0, dtype=object)})
+    return pd.DataFrame({EID: np.zeros(0, dtype=np.uint64), TIMESTAMP: np.zeros(0), REASON: np.zeros(0, dtype=object),
+                         SAMPLING_KEY: np.zeros(0, dtype=np.int64)})
+
+
+def _page_sampling_keys(columns: Columns) -> np.ndarray:
+    """Every document's sampling key as the engine filtered it: the stored one when it is a valid
+    key, else computed from request_id (what the read also asks for: documents without a key), -1
+    where neither is there or the stored one is bad (such documents are read at every rate)."""
+    try:
+        stored, request_ids = columns(sampling.FIELD), columns(sampling.SOURCE_FIELD)
+    except KeyError:          # a read that did not ask for them: no monitor of it samples
+        return np.full(len(columns.docs), -1, dtype=np.int64)
+    keys, _ = sampling_keys(stored, np.array(request_ids, dtype=object), Rejects(len(columns.docs)))
+    return keys
 
 
 def parse_page(docs: Sequence[Mapping[str, Any]], monitor: Monitor) -> Chunk:
@@ -153,6 +168,7 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
     ingested, unstamped = _latest(columns("event.ingested"))
     models: dict[str, np.ndarray] = {}
     subsets: dict[bytes, tuple[Columns, np.ndarray, np.ndarray]] = {}
+    page_keys: np.ndarray | None = None
 
     def subset(mask: np.ndarray) -> tuple[Columns, np.ndarray, np.ndarray]:
         key = np.packbits(mask).tobytes()
@@ -170,25 +186,48 @@ def parse_page_for(docs: Sequence[Mapping[str, Any]], monitors: Sequence[Monitor
             if monitor.model_name not in models:
                 models[monitor.model_name] = np.array(columns("model.name"), dtype=object) == monitor.model_name
             mine = models[monitor.model_name]
-        predictions, r1 = parse_predictions(*subset(mine & (datasets == monitor.prediction_dataset)), monitor)
-        feedback, r2 = parse_feedback(*subset(mine & (datasets == monitor.feedback_dataset)), monitor)
+        predictions, r1, u1 = parse_predictions(*subset(mine & (datasets == monitor.prediction_dataset)), monitor)
+        feedback, r2, u2 = parse_feedback(*subset(mine & (datasets == monitor.feedback_dataset)), monitor)
         frames = [r for r in (unknown.frame(eids, times), r1, r2) if len(r)]
         rejects = pd.concat(frames, ignore_index=True) if frames else _no_rejects()
-        chunks.append(Chunk(predictions, feedback, rejects, ingested, unstamped))
+        if len(rejects):      # each rejected document's sampling key, so a sampled read keeps those of its sample
+            if page_keys is None:
+                page_keys = _page_sampling_keys(columns)
+            rejects[SAMPLING_KEY] = page_keys[pd.Index(eids).get_indexer(rejects[EID].to_numpy())]
+        chunks.append(Chunk(predictions, feedback, rejects, ingested, unstamped, u1 + u2))
     return chunks
 
 
-def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: Rejects) -> np.ndarray:
+def _keys(columns: Columns, monitor: Monitor, times: np.ndarray, rejects: Rejects) -> tuple[np.ndarray, np.ndarray, int]:
+    """(join keys, sampling keys, how many documents had no stored sampling key)."""
     keys = np.array(columns(monitor.join_key), dtype=object)
     rejects.add("missing_field", np.array([not (isinstance(k, str) and k) for k in keys], dtype=bool))
     rejects.add("missing_field", np.isnan(times))
-    return keys
+    skeys, unkeyed = sampling_keys(columns(sampling.FIELD), keys, rejects)
+    return keys, skeys, unkeyed
+
+
+def sampling_keys(stored: Sequence[Any], keys: np.ndarray, rejects: Rejects) -> tuple[np.ndarray, int]:
+    """Each document's sampling key: the stored one, which must be an integer in [0, 2^31) (anything
+    else is rejected: `sampling_key`, as the store may have sampled it wrongly), or, where the document
+    has none (older indices, a store without the pipeline), computed from the join key as the pipeline
+    would (common/sampling.py)."""
+    values, missing, wrong, non_finite = numbers(stored)
+    with np.errstate(invalid="ignore"):
+        bad = wrong | non_finite | (~missing & ~np.isnan(values)
+                                    & ((values < 0) | (values >= sampling.SPACE) | (values != np.floor(values))))
+    rejects.add("sampling_key", bad)
+    out = np.where(missing | bad, -1, np.nan_to_num(values, nan=-1)).astype(np.int64)
+    absent = missing & ~rejects.bad
+    if absent.any():
+        out[absent] = sampling.sample_keys(list(keys[absent]))
+    return out, int(absent.sum())
 
 
 def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
                       monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = Rejects(len(columns.docs))
-    keys = _keys(columns, monitor, times, rejects)
+    keys, skeys, unkeyed = _keys(columns, monitor, times, rejects)
     required = task_for(monitor).prediction_columns(columns, monitor, rejects)
     features = {}
     for feature in monitor.features:
@@ -206,19 +245,20 @@ def parse_predictions(columns: Columns, eids: np.ndarray, times: np.ndarray,
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
                           **{name: values[keep] for name, values in features.items()},
                           **{name: values[keep] for name, values in required.items()},
-                          EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed)})
-    return frame, rejects.frame(eids, times)
+                          EID: eids[keep], RANK: sample_ranks(keys[keep], monitor.sample_seed),
+                          SAMPLING_KEY: skeys[keep]})
+    return frame, rejects.frame(eids, times), unkeyed
 
 
 def parse_feedback(columns: Columns, eids: np.ndarray, times: np.ndarray,
                    monitor: Monitor) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejects = Rejects(len(columns.docs))
-    keys = _keys(columns, monitor, times, rejects)
+    keys, skeys, unkeyed = _keys(columns, monitor, times, rejects)
     target = task_for(monitor).target_column(columns(monitor.target), monitor, rejects)
     keep = ~rejects.bad
     frame = pd.DataFrame({KEY_HASH: key_hashes(keys[keep]), TIMESTAMP: times[keep],
-                          TARGET: target[keep], EID: eids[keep]})
-    return frame, rejects.frame(eids, times)
+                          TARGET: target[keep], EID: eids[keep], SAMPLING_KEY: skeys[keep]})
+    return frame, rejects.frame(eids, times), unkeyed
 
 
 def empty_chunk(monitor: Monitor) -> Chunk:
@@ -234,4 +274,4 @@ def combine(chunks: Iterable[Chunk], monitor: Monitor) -> Chunk:
     stamps = [c.ingested for c in chunks if c.ingested is not None]
     return Chunk(cat([c.predictions for c in chunks]), cat([c.feedback for c in chunks]),
                  cat([c.rejects for c in chunks]), max(stamps) if stamps else None,
-                 sum(c.unstamped for c in chunks))
+                 sum(c.unstamped for c in chunks), sum(c.unkeyed for c in chunks))

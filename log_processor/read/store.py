@@ -35,6 +35,7 @@ from log_processor.read.page_decoder import Fields, PageDecoder, field_types
 
 T = TypeVar("T")
 MAX_SLICES = 2000
+FROM_LIMIT = 10000      # the engines' default index.max_result_window: from + size up to it
 SLICE_FILL = 0.75       # a slice's expected share of a page: most slices fit one request
 
 
@@ -149,11 +150,12 @@ class EventStore:
     # --- reading ---------------------------------------------------------------------------------
     def scan(self, index: str, start: float, end: float, fields: Fields,
              parse: Callable[[list[Any]], T], *, beyond: bool = False, since: float | None = None,
-             operation: str = "search") -> list[T]:
+             operation: str = "search", where: dict[str, Any] | None = None) -> list[T]:
         """Every document with @timestamp in [start, end] (and, with `beyond`, after `end` too: events
         stamped ahead of the reader's clock) and, given `since`, `event.ingested` at or after it (an
         incremental read), parsed page by page: `parse` gets a page's documents with `fields` alone,
-        as structs or dicts (read them with validate.Columns).
+        as structs or dicts (read them with validate.Columns). `where`: one more filter (a sampled
+        read's range on the sampling key, read/sampled.py).
 
         In index order (`doc_order`, every store's plan): one scroll (_scroll). Otherwise by time: the
         first page is read over [start, end], with the total: a window of one page costs one
@@ -167,6 +169,8 @@ class EventStore:
         """
         self.client()                    # connects: how to read depends on the store
         ingested = {"range": {"event.ingested": {"gte": _iso(math.floor(since * 1000) / 1000)}}} if since is not None else None
+        if where is not None:
+            ingested = where if ingested is None else {"bool": {"filter": [ingested, where]}}
         if self.doc_order:
             bounds = {"gte": _iso(start)} if beyond else {"gte": _iso(start), "lte": _iso(end)}
             return self._scroll(index, _with({"range": {"@timestamp": bounds}}, ingested), fields, parse, operation)
@@ -297,6 +301,42 @@ class EventStore:
         hits = response.get("hits") or {}
         total = (hits.get("total") or {}).get("value", 0) if with_total else 0
         return hits.get("hits") or [], int(total)
+
+    def aggregate(self, index: str, filters: list[dict[str, Any]], aggs: dict[str, Any],
+                  operation: str = "count") -> tuple[int, dict[str, Any]]:
+        """(matches, aggregations) of one size-0 search: what the engine counts without returning rows."""
+        query = {"bool": {"filter": filters}}
+        response = self._call(operation, lambda es: es.search(
+            index=index, query=query, size=0, track_total_hits=True, ignore_unavailable=True,
+            **({"aggs": aggs} if aggs else {})))
+        total = ((response.get("hits") or {}).get("total") or {}).get("value", 0)
+        return int(total), dict(response.get("aggregations") or {})
+
+    def nth_latest(self, index: str, filters: list[dict[str, Any]], start: float, end: float, n: int,
+                   operation: str = "count") -> float | None:
+        """The @timestamp (epoch seconds) of the n-th latest match in [start, end], None when there
+        are fewer than n. Up to FROM_LIMIT it is one hit at that offset; beyond (the engine's
+        max_result_window), the latest time from which n or more match, bisected to the millisecond
+        with counts (~20 of them)."""
+        def within(low: float) -> list[dict[str, Any]]:
+            return [*filters, {"range": {"@timestamp": {"gte": _iso(low), "lte": _iso(end)}}}]
+        if n <= FROM_LIMIT:
+            response = self._call(operation, lambda es: es.search(
+                index=index, query={"bool": {"filter": within(start)}}, size=1, from_=n - 1,
+                sort=[{"@timestamp": "desc"}], source=False, track_total_hits=False, ignore_unavailable=True))
+            hits = (response.get("hits") or {}).get("hits") or []
+            value = (hits[0].get("sort") or [None])[0] if hits else None
+            return float(value) / 1000.0 if isinstance(value, (int, float)) else None
+        if self.aggregate(index, within(start), {}, operation)[0] < n:
+            return None
+        low, high = round(start * 1000), round(end * 1000)      # count([low, end]) >= n; find the largest such low
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.aggregate(index, within(middle / 1000.0), {}, operation)[0] >= n:
+                low = middle
+            else:
+                high = middle
+        return low / 1000.0
 
     # --- writing ---------------------------------------------------------------------------------
     def write_summary(self, index: str, doc_id: str, document: Mapping[str, Any]) -> None:

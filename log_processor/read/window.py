@@ -10,11 +10,20 @@ stable from one cycle to the next (a request stays in or out). Every row has the
 so the sample's distribution of each column is an unbiased estimate of the window's; the drift
 statistics (Wasserstein, PSI, K-S) estimate the same population quantity, only with a wider
 confidence interval (it shrinks like 1/sqrt(n): 200 000 rows estimate a share to about ±0.2
-percentage points at 95 %). Row counts, label coverage and label delay are always computed on the
-whole window; `mlmon_window_rows{kind="evaluated"}` says how many rows Evidently saw.
+percentage points at 95 %). Row counts, label coverage and label delay are computed on the whole
+window read; `mlmon_window_rows{kind="evaluated"}` says how many rows Evidently saw.
+
+A sampled read (read/sampled.py) hands over a window that is itself a uniform sample of rate
+`sampling_rate` (by the sampling key, so a request's prediction and feedback are in or out
+together). Its whole-window figures then come from the engine where it counted them exactly
+(`figures`: the prediction documents, the missing values per feature), and are estimated from the
+sample otherwise: label coverage (the sample's), labelled rows (coverage × predictions), duplicated
+join keys (the sample's / rate: a key's duplicates share its sampling key), label delay quantiles
+(the sample's). docs/log-processor.md#sampled-reads.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +34,7 @@ import pandas as pd
 from log_processor.monitors import Monitor
 from log_processor.columns import EID, KEY_HASH, RANK, REASON, TARGET, TIMESTAMP
 from log_processor.read.parse import Chunk
+from log_processor.read.sampled import EngineFigures
 
 DELAY = "label_delay_seconds"
 
@@ -37,20 +47,39 @@ class Window:
     rejected: Counter
     missing_share: dict[str, float] = field(default_factory=dict)   # feature -> share, before skipping
     duplicated_ids: int = 0       # predictions whose join key an earlier prediction of the window had
+    sampling_rate: float = 1.0    # the share of the window's requests `frame` holds (read/sampled.py)
+    figures: EngineFigures | None = None    # the engine's counts over the whole window, for a sampled one
+
+    @property
+    def sampled(self) -> bool:
+        return self.figures is not None
 
     @property
     def rows(self) -> int:
+        """The window's predictions: the frame's rows, or for a sampled window the engine's count of
+        prediction documents (duplicates and malformed ones included)."""
+        return self.figures.predictions if self.figures is not None else len(self.frame)
+
+    @property
+    def sample_rows(self) -> int:
         return len(self.frame)
 
     @cached_property
-    def labelled(self) -> int:
+    def sample_labelled(self) -> int:
         """Counted once: the export and the summary ask several times, and over a 1 M-row window of
         class names (object dtype) each count took ~30 ms."""
         return int(self.frame[TARGET].notna().sum()) if len(self.frame) else 0
 
     @property
+    def labelled(self) -> int:
+        """Labelled predictions; for a sampled window the sample's coverage times the predictions (an estimate)."""
+        if self.figures is None:
+            return self.sample_labelled
+        return round(self.label_coverage * self.rows)
+
+    @property
     def label_coverage(self) -> float:
-        return self.labelled / self.rows if self.rows else 0.0
+        return self.sample_labelled / len(self.frame) if len(self.frame) else 0.0
 
     def label_delay_quantiles(self) -> dict[str, float]:
         delays = self.frame[DELAY].dropna() if len(self.frame) else pd.Series(dtype=float)
@@ -99,6 +128,17 @@ def _between(frame: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     if time_ordered(ts):
         return frame.iloc[np.searchsorted(ts, start, "left"):np.searchsorted(ts, end, "right")]
     return frame[(ts >= start) & (ts <= end)]
+
+
+def assemble_sampled(events: Chunk, monitor: Monitor, start: float, end: float, rate: float,
+                     figures: EngineFigures) -> Window:
+    """A sampled window (read/sampled.py): `start` is already the N-th latest prediction's time for
+    `last: N` (the engine found it), so the sample is not cut to N rows; figures as Window says."""
+    window = assemble(events, dataclasses.replace(monitor, window_last=None), start, end)
+    window.sampling_rate, window.figures = rate, figures
+    window.missing_share = figures.missing_share()
+    window.duplicated_ids = round(window.duplicated_ids / rate)
+    return window
 
 
 def assemble(events: Chunk, monitor: Monitor, start: float, end: float, *, labels_until: float | None = None) -> Window:

@@ -70,6 +70,8 @@ class Task(Protocol):
     def samples(self, quality: TaskQuality, monitor: Monitor) -> Samples: ...
     def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples: ...
     def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]: ...
+    # the Evidently UI: this task's panels on a monitor's dashboard (export/evidently_dashboard.py)
+    def panels(self, monitor: Monitor) -> tuple["Panel", ...]: ...
 
 
 # The classifiers' quality gauges (binary.py, multiclass.py).
@@ -98,3 +100,44 @@ def finite(values: Mapping[Any, Any]) -> dict[Any, float]:
 def metric_value(raw: Any, key: str = "mean") -> Any:
     """Evidently 0.7 gives some metrics as a float and others as {mean, std} (MAE, MAPE, MeanError)."""
     return raw.get(key) if isinstance(raw, dict) else raw
+
+
+# --- the Evidently UI's dashboard (export/evidently_dashboard.py) -------------------------------------------
+
+@dataclass(frozen=True)
+class Series:
+    """One line (or counter) of a dashboard panel: a gauge family's samples, as the snapshot of
+    export/evidently_snapshot.py holds them, narrowed by labels; `legend` may name a label as {{label}}."""
+    family: str
+    labels: tuple[tuple[str, str], ...] = ()
+    legend: str | None = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A panel of a monitor's Evidently UI dashboard: `kind` line, bar, counter or text; size full or half;
+    a counter shows the `aggregation` (last, sum or avg) of each series over the time range."""
+    title: str
+    series: tuple[Series, ...]
+    kind: str = "line"
+    size: str = "half"
+    description: str | None = None
+    aggregation: str = "last"
+
+
+def classification_panels(metrics: tuple[str, ...], monitor: Monitor) -> tuple[Panel, ...]:
+    """The classifiers' quality against the reference's, and (monitors with `estimation`) the quality
+    estimated from the scores, with its band, against the realized."""
+    realized, reference = CLASSIFICATION_QUALITY.name, REFERENCE_CLASSIFICATION_QUALITY.name
+    out = [Panel(f"{metric} against the reference", (Series(realized, (("metric", metric),), f"{metric} (window)"),
+                                                      Series(reference, (("metric", metric),), f"{metric} (reference)")))
+           for metric in metrics]
+    if monitor.estimation is not None:
+        for metric in ("accuracy", "f1"):
+            labels = (("metric", metric),)
+            out.append(Panel(f"estimated {metric} against realized", (
+                Series("mlmon_estimated_classification_quality", labels, "estimated"),
+                Series("mlmon_estimated_classification_quality_lower", labels, "band: lower"),
+                Series("mlmon_estimated_classification_quality_upper", labels, "band: upper"),
+                Series(realized, labels, "realized (labelled rows)"))))
+    return tuple(out)

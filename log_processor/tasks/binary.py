@@ -14,7 +14,7 @@ from log_processor.columns import PREDICTION, SCORE, TARGET, Columns, Rejects, n
 from log_processor.monitors import BINARY, Monitor
 from log_processor.tasks import probabilistic
 from log_processor.tasks.base import (CLASSIFICATION_QUALITY, ONE_CONFUSION_MATRIX, REFERENCE_CLASSIFICATION_QUALITY,
-                                     Samples, TaskQuality, finite, samples_of)
+                                     Panel, Samples, TaskQuality, classification_panels, finite, samples_of)
 
 QUALITY_METRICS = {"accuracy": Accuracy, "precision": Precision, "recall": Recall, "f1": F1Score}
 
@@ -83,6 +83,9 @@ class Binary:
 
     def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
         return {"predicted_positive_share": float((frame[PREDICTION] == 1).mean()) if len(frame) else None}
+
+    def panels(self, monitor: Monitor) -> tuple[Panel, ...]:
+        return classification_panels(("accuracy", "f1"), monitor)
 
 
 TASK = Binary()

@@ -21,7 +21,7 @@ from evidently.metrics import (Accuracy, F1ByLabel, F1Score, Precision, Precisio
 from log_processor.monitors import MULTICLASS, Monitor
 from log_processor.tasks import probabilistic
 from log_processor.tasks.base import (CLASSIFICATION_QUALITY, ONE_CONFUSION_MATRIX, REFERENCE_CLASSIFICATION_QUALITY,
-                                     Family, Samples, TaskQuality, finite, samples_of)
+                                     Family, Panel, Samples, TaskQuality, classification_panels, finite, samples_of)
 from log_processor.columns import (PREDICTION, TARGET, Columns, Rejects, class_column, score_column,
                                    score_vectors)
 
@@ -124,6 +124,9 @@ class Multiclass:
 
     def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
         return {"predicted_positive_share": None}     # class shares: mlmon_class_share
+
+    def panels(self, monitor: Monitor) -> tuple[Panel, ...]:
+        return classification_panels(("accuracy", "f1_macro"), monitor)
 
 
 TASK = Multiclass()

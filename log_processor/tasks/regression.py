@@ -14,7 +14,7 @@ from evidently.metrics import MAE, MAPE, RMSE, MeanError, R2Score
 
 from log_processor.columns import PREDICTION, TARGET, Columns, Rejects, number_column, numbers
 from log_processor.monitors import REGRESSION, Monitor
-from log_processor.tasks.base import Family, Samples, TaskQuality, finite, metric_value, samples_of
+from log_processor.tasks.base import Family, Panel, Samples, Series, TaskQuality, finite, metric_value, samples_of
 
 QUALITY_METRICS = {"mae": MAE, "rmse": RMSE, "mape": MAPE, "r2": R2Score, "mean_error": MeanError}
 SCALE = {"mape": 0.01}      # Evidently's percent -> a ratio
@@ -89,6 +89,17 @@ class Regression:
 
     def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
         return {"predicted_positive_share": None}
+
+    def panels(self, monitor: Monitor) -> tuple[Panel, ...]:
+        """MAE and RMSE against the reference's; the bias (mean of prediction - target) around 0."""
+        out = [Panel(f"{metric.upper()} against the reference",
+                     (Series(QUALITY.name, (("metric", metric),), f"{metric.upper()} (window)"),
+                      Series(REFERENCE_QUALITY.name, (("metric", metric),), f"{metric.upper()} (reference)")))
+               for metric in ("mae", "rmse")]
+        out.append(Panel("bias: mean of prediction - target", (
+            Series(QUALITY.name, (("metric", "mean_error"),), "window"),
+            Series(REFERENCE_QUALITY.name, (("metric", "mean_error"),), "reference"))))
+        return tuple(out)
 
 
 TASK = Regression()
