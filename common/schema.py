@@ -72,9 +72,14 @@ def _base(dataset: str, model_name: str, model_version: str, request_id: str,
 
 def prediction_event(*, model_name: str, model_version: str, request_id: str,
                      features: Mapping[str, Any], driver_id: int, score: float, label: int,
-                     latency_ms: float, timestamp: datetime | None = None) -> dict[str, Any]:
-    return _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
-                       {"driver_id": int(driver_id), "score": float(score), "label": int(label)})
+                     latency_ms: float, timestamp: datetime | None = None,
+                     city: str | None = None) -> dict[str, Any]:
+    """`city`: the request's context (the rider's city), logged as `context.city` when given."""
+    event = _prediction(model_name, model_version, request_id, features, latency_ms, timestamp,
+                        {"driver_id": int(driver_id), "score": float(score), "label": int(label)})
+    if city is not None:
+        event["context"] = {"city": str(city)}
+    return event
 
 
 def _prediction(model_name: str, model_version: str, request_id: str, features: Mapping[str, Any],

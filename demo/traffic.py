@@ -67,6 +67,7 @@ class TrafficSettings:
     timeout: float = 5.0
     seed: int = 42
     duration: bool = True        # also replay trip_duration's requests (/predict/duration, /feedback/duration)
+    cities: bool = True          # send each /predict the rider's city (serving.data.draw_cities), logged as context.city
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TrafficSettings":
@@ -85,6 +86,7 @@ class TrafficSettings:
             timeout=get("TIMEOUT", cls.timeout, float, 0.1),
             seed=get("SEED", cls.seed, int, 0),
             duration=setting(env, "TRAFFIC_DURATION", cls.duration, flag),
+            cities=setting(env, "TRAFFIC_CITIES", cls.cities, flag),
         )
 
 
@@ -166,7 +168,9 @@ class TrafficGenerator:
 
         `traffic` (a frame with driver_ids/outcomes) defaults to serving.data.generate_traffic and, when
         settings.duration, `durations` (driver_id/duration_minutes) to generate_duration_traffic of the
-        same seed. Given `traffic` without `durations`, only the ranker is asked.
+        same seed. Given `traffic` without `durations`, only the ranker is asked. Each /predict carries
+        the request's city: `traffic["city"]` when the frame has it, else (settings.cities) drawn by
+        serving.data.draw_cities with the phase's seed; none when neither.
         """
         stop = stop or threading.Event()
         if traffic is None:
@@ -175,6 +179,11 @@ class TrafficGenerator:
             traffic = generate_traffic(variant, n_requests, seed)
             if self.settings.duration and durations is None:
                 durations = generate_duration_traffic(variant, n_requests, seed)
+        cities = traffic.get("city") if hasattr(traffic, "get") else None
+        if cities is None and self.settings.cities:
+            from serving.data import draw_cities
+            cities = draw_cities(n_requests, self.settings.seed + len(self.phases))
+        cities = list(cities) if cities is not None else []
         duration_rows = list(zip(durations["driver_id"], durations["duration_minutes"])) if durations is not None \
             else []
         counts = PhaseCounts(phase, variant, n_requests, started_at=time.time())
@@ -191,8 +200,9 @@ class TrafficGenerator:
                 break
             self._in_flight.acquire()
             duration = duration_rows[i] if i < len(duration_rows) else None
+            city = cities[i] if i < len(cities) else None
             futures.append(self._pool.submit(self._request, counts, list(map(int, driver_ids)),
-                                             list(map(int, outcomes)), duration))
+                                             list(map(int, outcomes)), duration, city))
         for future in futures:
             future.result()
         counts.finished_at = time.time()
@@ -212,10 +222,10 @@ class TrafficGenerator:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _request(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int],
-                 duration: tuple[int, float] | None) -> None:
+                 duration: tuple[int, float] | None, city: str | None = None) -> None:
         """One request of the phase: the ranker, then (if given) trip_duration; one in-flight slot."""
         try:
-            ok = self._predict(counts, driver_ids, outcomes)
+            ok = self._predict(counts, driver_ids, outcomes, city)
             if duration is not None:
                 ok = self._predict_duration(counts, int(duration[0]), float(duration[1])) and ok
             counts.add(sent=1, ok=int(ok), errors=int(not ok))
@@ -228,11 +238,13 @@ class TrafficGenerator:
         self._feedback.call_later(self.settings.feedback_delay,
                                   lambda: self._pool.submit(self._send_feedback, counts, model, path, body))
 
-    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int]) -> bool:
+    def _predict(self, counts: PhaseCounts, driver_ids: list[int], outcomes: list[int],
+                 city: str | None = None) -> bool:
         request_id = uuid.uuid4().hex
-        status, body = self._post(f"{self.settings.base_url}/predict",
-                                  {"request_id": request_id, "driver_ids": driver_ids},
-                                  self.settings.timeout)
+        request: dict[str, Any] = {"request_id": request_id, "driver_ids": driver_ids}
+        if city is not None:
+            request["city"] = str(city)
+        status, body = self._post(f"{self.settings.base_url}/predict", request, self.settings.timeout)
         chosen = body.get("best_driver_id") if isinstance(body, dict) else None
         outcome = feedback_outcome(driver_ids, outcomes, chosen) if status == 200 else None
         if outcome is None:
@@ -284,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift", type=int, default=defaults.drift_requests, help="drift-phase requests")
     parser.add_argument("--rate", type=float, default=defaults.rate, help="requests per second")
     parser.add_argument("--feedback-delay", type=float, default=defaults.feedback_delay)
+    parser.add_argument("--no-cities", dest="cities", action="store_false", default=defaults.cities,
+                        help="send no city with /predict (its events then carry no context.city)")
     parser.add_argument("--no-duration", dest="duration", action="store_false", default=defaults.duration,
                         help="do not ask the second model (/predict/duration)")
     args = parser.parse_args(argv)
@@ -291,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = TrafficSettings(base_url=args.url.rstrip("/"), rate=args.rate, normal_requests=args.normal,
                                drift_requests=args.drift, feedback_delay=args.feedback_delay,
                                concurrency=defaults.concurrency, timeout=defaults.timeout, seed=defaults.seed,
-                               duration=args.duration)
+                               duration=args.duration, cities=args.cities)
     generator = TrafficGenerator(settings)
     try:
         for name, n in (("normal", settings.normal_requests), ("drift", settings.drift_requests)):

@@ -182,7 +182,7 @@ def predict():
     svc.events.emit(schema.prediction_event(
         model_name=svc.model.name, model_version=svc.model.version, request_id=request_id,
         features=found.rows[best], driver_id=found.driver_ids[best], score=score, label=label,
-        latency_ms=latency_ms))
+        latency_ms=latency_ms, city=parsed.city))
     svc.metrics.predictions.labels(svc.model.version, str(label)).inc()
     svc.metrics.prediction_served(svc.model.name, svc.model.version)
     return jsonify({"request_id": request_id, "best_driver_id": found.driver_ids[best],

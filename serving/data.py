@@ -61,6 +61,16 @@ DRIVERS_PER_POPULATION = 500
 FIRST_DRIVER_ID = {"normal": 1001, "drift": 5001}
 CANDIDATES_PER_REQUEST = (3, 6)  # inclusive range of candidates offered per request
 
+# The rider's city: a request-level context the client sends (/predict `city`, logged as the
+# prediction's `context.city`, a segment field). Drawn with fixed shares, independently of the
+# candidates, so in normal traffic every city's rows are exchangeable with the whole reference
+# (docs/log-processor.md#segments): a per-city drift is then a real change, not the slice itself.
+CITIES: dict[str, float] = {
+    "Springfield": 0.10, "Shelbyville": 0.14, "Capital City": 0.16, "Ogdenville": 0.08,
+    "North Haverbrook": 0.07, "Brockway": 0.09, "Cypress Creek": 0.11, "Waverly Hills": 0.09,
+    "Ogdenburg": 0.06, "Dunkleburg": 0.10,
+}
+
 # Normal population: per-driver base ~ Normal(mean, sd), hourly noise ~ Normal(0, hourly_sd).
 NORMAL_POPULATION = {
     "conv_rate": {"mean": 0.55, "sd": 0.10, "hourly_sd": 0.02, "low": 0.01, "high": 0.99},
@@ -198,6 +208,17 @@ def generate_traffic(variant: Variant, n_requests: int, seed: int, *,
         candidates_list.append([int(i) for i in ids])
         outcomes_list.append([int(o) for o in outcomes])
     return pd.DataFrame({"driver_ids": candidates_list, "outcomes": outcomes_list})
+
+
+def draw_cities(n_requests: int, seed: int) -> list[str]:
+    """The city of each of `n_requests` requests, drawn with CITIES' shares from its own stream of
+    `seed` (so the candidates and outcomes of generate_traffic stay what they were)."""
+    if n_requests < 0:
+        raise ValueError("n_requests must be >= 0")
+    names = list(CITIES)
+    shares = np.array([CITIES[name] for name in names])
+    rng = np.random.default_rng([seed, 7919])
+    return [names[i] for i in rng.choice(len(names), size=n_requests, p=shares / shares.sum())]
 
 
 def explode_traffic(traffic: pd.DataFrame, driver_stats: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,9 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Driver ids are the Feast entity key, a signed 64-bit integer: a larger one would fail inside the
 # store and look like an outage (5xx) instead of the client's mistake it is.
 DRIVER_ID_MIN, DRIVER_ID_MAX = -(2**63), 2**63 - 1
+# The rider's city, a request-level context logged as the prediction's `context.city` (a segment
+# field: docs/log-processor.md#segments). Bounded so that a client cannot bloat every event.
+CITY_MAX_CHARS = 64
 
 
 class RequestError(Exception):
@@ -35,6 +38,7 @@ class RequestError(Exception):
 class PredictRequest:
     request_id: str | None
     driver_ids: list[int]
+    city: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def _driver_id(value: Any, field: str, request_id: str | None) -> int:
 
 def parse_predict(body: dict[str, Any], max_candidates: int) -> PredictRequest:
     request_id = _request_id(body, required=False)
-    _check_fields(body, ("request_id", "driver_ids"), request_id)
+    _check_fields(body, ("request_id", "driver_ids", "city"), request_id)
     if "driver_ids" not in body:
         raise RequestError(400, "missing_field", "driver_ids", "driver_ids is required", request_id)
     ids = body["driver_ids"]
@@ -140,7 +144,21 @@ def parse_predict(body: dict[str, Any], max_candidates: int) -> PredictRequest:
         _driver_id(value, f"driver_ids[{index}]", request_id)
     if len(set(ids)) != len(ids):
         raise RequestError(400, "duplicate_items", "driver_ids", "driver_ids contains duplicates", request_id)
-    return PredictRequest(request_id, list(ids))
+    return PredictRequest(request_id, list(ids), _city(body.get("city"), request_id))
+
+
+def _city(value: Any, request_id: str | None) -> str | None:
+    """Optional `city`: a non-empty string of at most CITY_MAX_CHARS characters; absent or null -> None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(400, "invalid_type", "city", f"city must be a string, got {_kind(value)}", request_id)
+    if not value.strip():
+        raise RequestError(400, "invalid_value", "city", "city must not be empty", request_id)
+    if len(value) > CITY_MAX_CHARS:
+        raise RequestError(400, "invalid_value", "city",
+                           f"city has {len(value)} characters; at most {CITY_MAX_CHARS} allowed", request_id)
+    return value
 
 
 def parse_feedback(body: dict[str, Any]) -> FeedbackRequest:

@@ -94,11 +94,11 @@ def test_dashboard_shows_every_saved_search():
 
 # --- each saved search against the real store ---
 
-def _prediction(request_id: str, latency_ms: float, minutes_ago: int = 1) -> dict:
+def _prediction(request_id: str, latency_ms: float, minutes_ago: int = 1, city: str | None = None) -> dict:
     return prediction_event(model_name="driver_ranker", model_version="2026.11.1", request_id=request_id,
                             features={"conv_rate": 0.5, "acc_rate": 0.9, "avg_daily_trips": 10},
                             driver_id=1001, score=0.7, label=1, latency_ms=latency_ms,
-                            timestamp=now() - timedelta(minutes=minutes_ago))
+                            timestamp=now() - timedelta(minutes=minutes_ago), city=city)
 
 
 def _log_line(level: int, message: str, fields: dict | None = None) -> dict:
@@ -134,6 +134,9 @@ def loaded(es):
         "fast": ("ml-events-", _prediction("fast", 12.0)),
         "slow": ("ml-events-", _prediction("slow", 480.0)),
         "borderline": ("ml-events-", _prediction("borderline", 250.0)),
+        "springfield": ("ml-events-", _prediction("springfield", 15.0, city="Springfield")),
+        "springfield_2": ("ml-events-", _prediction("springfield-2", 20.0, city="Springfield Heights")),
+        "shelbyville": ("ml-events-", _prediction("shelbyville", 15.0, city="Shelbyville")),
         "feedback": ("ml-events-", feedback_event(model_name="driver_ranker", model_version="2026.11.1",
                                                   request_id="slow", trip_completed=1)),
         "request_error": ("ml-events-", request_error_event(model_name="driver_ranker", model_version="2026.11.1",
@@ -160,6 +163,8 @@ EXPECTED = {
     "serving-request-errors": {"access_422", "access_500", "app_error"},
     "drift-history": {"drift", "no_drift"},
     "slow-predictions": {"slow", "borderline"},
+    # the segment is the keyword's exact value: another city, or a longer name containing it, is not it
+    "segment-predictions": {"springfield"},
 }
 
 

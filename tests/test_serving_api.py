@@ -366,3 +366,43 @@ def test_feedback_negative_zero_is_the_label_0(client, events_file):
     response = post_raw(client, "/feedback", '{"request_id": "r1", "trip_completed": -0}')
     assert response.status_code == 202
     assert read_events(events_file)[0]["target"] == {"trip_completed": 0}
+
+
+# ---------------------------------------------------------------- the request's city (a segment field)
+
+def test_predict_logs_the_requests_city_as_context_city(client, events_file):
+    response = client.post("/predict", json={"request_id": "req-city", "driver_ids": [1001, 1002],
+                                             "city": "Springfield"})
+    assert response.status_code == 200
+    (event,) = read_events(events_file)
+    assert event["context"] == {"city": "Springfield"}
+
+
+@pytest.mark.parametrize("body", [{}, {"city": None}])
+def test_predict_without_a_city_logs_no_context(client, events_file, body):
+    response = client.post("/predict", json={"driver_ids": [1001, 1002], **body})
+    assert response.status_code == 200
+    (event,) = read_events(events_file)
+    assert "context" not in event  # the processor counts such a row under `unknown`
+
+
+@pytest.mark.parametrize("bad", [12, True, ["Springfield"], {"name": "Springfield"}])
+def test_city_of_the_wrong_type(client, events_file, bad):
+    response = client.post("/predict", json={"driver_ids": [1001], "city": bad})
+    assert_rejected(response, events_file, 400, "invalid_type", "city")
+    assert not [e for e in read_events(events_file) if e["event"]["dataset"] == schema.DATASET_PREDICTION]
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 65])
+def test_empty_or_overlong_city(client, events_file, bad):
+    response = client.post("/predict", json={"driver_ids": [1001], "city": bad})
+    error = assert_rejected(response, events_file, 400, "invalid_value", "city")
+    if len(bad) > 64:
+        assert "65" in error["message"] and "64" in error["message"]
+
+
+def test_a_city_of_64_characters_is_accepted(client, events_file):
+    response = client.post("/predict", json={"driver_ids": [1001], "city": "é" * 64})
+    assert response.status_code == 200
+    (event,) = read_events(events_file)
+    assert event["context"]["city"] == "é" * 64

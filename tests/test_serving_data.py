@@ -143,3 +143,16 @@ def test_duration_relation_changes_in_drift_and_the_target_moves(stats):
     drift = data.generate_duration_traffic("drift", 1000, seed=2, driver_stats=stats)["duration_minutes"]
     assert (drift.mean() - normal.mean()) / normal.std() > 1.0      # target drift: > 1 normal sd
     assert ks_2samp(normal, drift).pvalue < 1e-12
+
+
+def test_cities_are_drawn_with_their_shares_independently_of_the_traffic(stats):
+    assert sum(data.CITIES.values()) == pytest.approx(1.0) and len(data.CITIES) == 10
+    cities = data.draw_cities(20000, seed=4)
+    assert cities == data.draw_cities(20000, seed=4) and cities != data.draw_cities(20000, seed=5)
+    counts = pd.Series(cities).value_counts(normalize=True)
+    for city, share in data.CITIES.items():
+        assert counts[city] == pytest.approx(share, abs=0.01), city
+    # drawn from their own stream: the traffic of the same seed is what it was without cities
+    assert list(data.generate_traffic("normal", 5, seed=4, driver_stats=stats).columns) == ["driver_ids", "outcomes"]
+    with pytest.raises(ValueError, match="n_requests"):
+        data.draw_cities(-1, seed=1)

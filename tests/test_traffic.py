@@ -251,3 +251,48 @@ def test_duration_can_be_switched_off_and_the_flag_is_checked():
     assert TrafficSettings.from_env({"TRAFFIC_DURATION": "no"}).duration is False
     with pytest.raises(SettingsError, match="TRAFFIC_DURATION='maybe'"):
         TrafficSettings.from_env({"TRAFFIC_DURATION": "maybe"})
+
+
+def test_each_prediction_carries_the_requests_city_drawn_independently_of_the_drivers(serving):
+    from serving.data import CITIES, draw_cities, generate_traffic
+
+    url, events_file = serving
+    traffic = generate_traffic("normal", 40, seed=21)
+    generator = TrafficGenerator(TrafficSettings(base_url=url, rate=200, feedback_delay=0, concurrency=4,
+                                                 seed=21, duration=False))
+    try:
+        generator.run_phase("normal", "normal", 40, traffic=traffic)
+        assert generator.wait_for_feedback(timeout=10)
+    finally:
+        generator.close()
+    sent = draw_cities(40, 21)   # the phase's seed: settings.seed + the phases run before (none)
+    predictions = [e for e in read_events(events_file) if e["event"]["dataset"] == "ml.prediction"][-40:]
+    cities = [e["context"]["city"] for e in predictions]
+    assert len(cities) == 40 and set(cities) <= set(CITIES)
+    assert sorted(cities) == sorted(sent)
+
+
+def test_a_frame_with_a_city_column_is_sent_as_is_and_no_cities_sends_none(serving):
+    url, events_file = serving
+    traffic = {"driver_ids": [[1001, 1002], [1003, 1004]], "outcomes": [[0, 1], [1, 0]],
+               "city": ["Springfield", "Ogdenville"]}
+    for cities, expected in ((True, ["Ogdenville", "Springfield"]), (False, [None, None])):
+        generator = TrafficGenerator(TrafficSettings(base_url=url, rate=100, feedback_delay=0, cities=cities,
+                                                     duration=False))
+        try:
+            counts = generator.run_phase("check", "normal", 2,
+                                         traffic=traffic if cities else {k: traffic[k] for k in traffic
+                                                                         if k != "city"})
+        finally:
+            generator.close()
+        assert counts.ok == 2
+        predictions = [e for e in read_events(events_file) if e["event"]["dataset"] == "ml.prediction"][-2:]
+        assert sorted((e.get("context") or {}).get("city") or "" for e in predictions) == \
+            sorted(c or "" for c in expected)
+
+
+def test_the_cities_setting():
+    assert TrafficSettings.from_env({}).cities is True
+    assert TrafficSettings.from_env({"TRAFFIC_CITIES": "no"}).cities is False
+    with pytest.raises(SettingsError, match="TRAFFIC_CITIES"):
+        TrafficSettings.from_env({"TRAFFIC_CITIES": "maybe"})
