@@ -16,7 +16,6 @@ Prints a table; writes docs/incremental_cycle.png (cycle time against new events
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,7 +23,7 @@ from statistics import median
 from tempfile import TemporaryDirectory
 
 from benchmarks import backends
-from benchmarks.workload import SPAN, CountingStore, bench_monitor, load, reset_peak, rss_peak_mb, stores_for
+from benchmarks.workload import SPAN, CountingStore, bench_monitor, load, stores_for, timed_cycle
 from common.store import StoreSettings
 from log_processor.evaluate.evaluation import evaluate
 from log_processor.export.metrics import Exporter
@@ -51,14 +50,9 @@ def _cycle(runner: MonitorRunner, backend: backends.Backend, kind: str, new: int
     store = runner.store
     assert isinstance(store, CountingStore)
     store.documents = 0
-    reset_peak()
-    cpu0, _ = backend.usage()
-    t0 = time.perf_counter()
-    if runner.run_once() != "ok":
-        raise RuntimeError(f"cycle failed: {runner.state.last_error}")
-    seconds = time.perf_counter() - t0
-    cpu1, _ = backend.usage()
-    cycle = Cycle(kind, new, seconds, store.documents, rss_peak_mb(), cpu1 - cpu0)
+    t = timed_cycle(runner, backend)
+    seconds = t.seconds
+    cycle = Cycle(kind, new, seconds, store.documents, t.peak_rss_mb, t.engine_cpu)
     print(f"  {kind:>11} {new:>7,} new: {seconds:5.2f} s, {cycle.documents:>9,} documents read, "
           f"peak RSS {cycle.rss_mb:,.0f} MB, store CPU {cycle.store_cpu:.1f} s, "
           f"window {runner.state.summary['rows']['current']:,} rows", flush=True)

@@ -41,7 +41,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 
 from benchmarks import backends, synthetic
-from benchmarks.workload import FEEDBACK_SHARE, SPAN, bench_monitor, reset_peak, rss_peak_mb
+from benchmarks.workload import FEEDBACK_SHARE, SPAN, bench_monitor, timed_cycle
 from common import sampling
 from common.schema import EVENTS_INDEX_PREFIX, daily_index
 from common.store import StoreSettings
@@ -180,15 +180,8 @@ def store_bytes(url: str) -> int:
 
 def _cycle(backend, runner: MonitorRunner) -> tuple[float, float, float, float]:
     """(seconds, peak RSS MB, engine CPU s, sampling rate) of one cycle."""
-    gc.collect()
-    reset_peak()
-    cpu0, _ = backend.usage()
-    t0 = time.perf_counter()
-    if runner.run_once() != "ok":
-        raise RuntimeError(f"cycle failed: {runner.state.last_error}")
-    seconds = time.perf_counter() - t0
-    cpu1, _ = backend.usage()
-    return seconds, rss_peak_mb(), cpu1 - cpu0, float(runner.state.summary.get("sampling_rate", 1.0))
+    t = timed_cycle(runner, backend)
+    return t.seconds, t.peak_rss_mb, t.engine_cpu, float(runner.state.summary.get("sampling_rate", 1.0))
 
 
 def _measure(backend, monitor, n: int, now: list[float], sampled: bool, seed: int) -> dict:

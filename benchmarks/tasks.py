@@ -37,7 +37,7 @@ from tempfile import TemporaryDirectory
 import yaml
 
 from benchmarks import backends, synthetic
-from benchmarks.workload import FEEDBACK_SHARE, SPAN, load_documents, repeats, reset_peak, rss_peak_mb
+from benchmarks.workload import FEEDBACK_SHARE, SPAN, load_documents, repeats, timed_cycle
 from common.store import StoreSettings
 from log_processor.evaluate.evaluation import evaluate
 from log_processor.export.metrics import Exporter
@@ -99,14 +99,8 @@ class Cycle:
 
 
 def _cycle(runner: MonitorRunner, backend: backends.Backend) -> Cycle:
-    reset_peak()
-    cpu0, _ = backend.usage()
-    started = time.perf_counter()
-    if runner.run_once() != "ok":
-        raise RuntimeError(f"cycle failed: {runner.state.last_error}")
-    seconds = time.perf_counter() - started
-    cpu1, _ = backend.usage()
-    return Cycle(seconds, rss_peak_mb(), cpu1 - cpu0, runner.state.summary["phase_seconds"])
+    t = timed_cycle(runner, backend)
+    return Cycle(t.seconds, t.peak_rss_mb, t.engine_cpu, runner.state.summary["phase_seconds"])
 
 
 def _middle(cycles: list[Cycle]) -> Cycle:

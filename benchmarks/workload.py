@@ -47,6 +47,26 @@ def reset_peak() -> None:
         pass
 
 
+@dataclasses.dataclass(frozen=True)
+class TimedCycle:
+    seconds: float
+    peak_rss_mb: float
+    engine_cpu: float         # the store's CPU seconds over the cycle
+
+
+def timed_cycle(runner, backend: backends.Backend) -> TimedCycle:
+    """One `runner.run_once()` that must succeed: its wall time, the process's peak RSS during it,
+    and the store's CPU over it (the suites' one way of timing a cycle)."""
+    reset_peak()
+    cpu0, _ = backend.usage()
+    started = time.perf_counter()
+    if runner.run_once() != "ok":
+        raise RuntimeError(f"cycle failed: {runner.state.last_error}")
+    seconds = time.perf_counter() - started
+    cpu1, _ = backend.usage()
+    return TimedCycle(seconds, rss_peak_mb(), cpu1 - cpu0)
+
+
 def _mem_available_mb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
