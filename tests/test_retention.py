@@ -19,6 +19,7 @@ from common.schema import EVENTS_INDEX_PREFIX, LOGS_INDEX_PREFIX, MONITORING_IND
 from common.store import StoreSettings
 from tests.conftest import REPO_ROOT, free_port
 
+# one day for the whole module: a run that crosses midnight UTC must not move the boundary under it
 TODAY = datetime.now(timezone.utc).date()
 
 
@@ -67,14 +68,14 @@ def make_indices(es, names) -> None:
 
 def test_a_run_deletes_only_expired_daily_indices(es, store_url):
     make_indices(es, EXPIRED | SURVIVORS)
-    deleted = apply(es, SETTINGS, dry_run=True)
+    deleted = apply(es, SETTINGS, today=TODAY, dry_run=True)
     assert {name for name, _ in deleted} == EXPIRED
     assert EXPIRED <= set(es.indices.get(index="*"))             # a dry run deletes nothing
-    deleted = apply(es, SETTINGS)
+    deleted = apply(es, SETTINGS, today=TODAY)
     assert {name for name, _ in deleted} == EXPIRED
     left = set(es.indices.get(index="*", expand_wildcards="open,closed"))
     assert SURVIVORS <= left and not (EXPIRED & left)
-    assert apply(es, SETTINGS) == []                               # nothing more on a second run
+    assert apply(es, SETTINGS, today=TODAY) == []                               # nothing more on a second run
 
 
 def test_the_command_and_the_loop_run_against_the_store(es, store_url):
