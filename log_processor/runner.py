@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from common.schema import MONITORING_INDEX_PREFIX, daily_index
 from log_processor.evaluate.evaluation import Evaluation, evaluate
+from log_processor.evaluate.quality import with_predicted_shares
 from log_processor.evaluate.reference import Reference, ReferenceUnusable, load_reference
 from log_processor.evaluate.root_cause import rank_causes
 from log_processor.evaluate.segments import evaluate_segments
@@ -167,6 +168,9 @@ class MonitorRunner:
         if window.rows >= m.min_rows and window.sample_rows >= m.min_rows:     # equal but for a sampled read
             current = sample(window.frame, m.max_rows)
             evaluation = evaluate(reference, current, m)
+            predicted = window.predicted_shares(m.classes)
+            if predicted is not None and evaluation.class_share:
+                evaluation = replace(evaluation, class_share=with_predicted_shares(evaluation.class_share, predicted))
         clock.lap("evaluate")
         if evaluation is not None and m.segments is not None:     # monitors.yaml `segments:`
             segments = evaluate_segments(reference, current, m)

@@ -28,8 +28,9 @@ from common.schema import (EVENTS_INDEX_PREFIX, daily_index, feedback_event, for
                            stamp_ingested, stamp_sampling_key)
 from common.store import StoreSettings, TEMPLATES_DIR, connect
 from log_processor.columns import SAMPLING_KEY
-from log_processor.export.metrics import Exporter
+from log_processor.export.metrics import CLASS_SHARE, Exporter
 from log_processor.monitors import load_monitors
+from log_processor.read import sampled
 from log_processor.read.parse import parse_page
 from log_processor.read.store import EventStore
 from log_processor.read.window_reader import WindowReader, WindowReads
@@ -224,6 +225,47 @@ def test_a_sampled_window_is_the_whole_windows_requests_under_the_threshold(es, 
     assert part.labelled == round(part.label_coverage * 1500)
     # bad keys are counted where they were read (all of them: out of range is read on purpose)
     assert part.rejected["sampling_key"] == whole.rejected["sampling_key"] == 10
+
+
+def test_class_shares_of_a_sampled_window_are_the_engines_over_every_prediction(es, store_url):
+    docs = _events(1500, seed=7)
+    _put(es, docs, pipeline=False)
+    labels = [d["prediction"]["label"] for d in docs if d["event"]["dataset"] == "ml.prediction"]
+    exact = labels.count(1) / len(labels)
+    part = _window_of(store_url, MONITOR, sampled=True)
+    assert part.sampled and part.figures.predicted == {"0": labels.count(0), "1": labels.count(1)}
+    assert part.predicted_shares(MONITOR.classes) == pytest.approx({"0": 1 - exact, "1": exact})
+    sample_share = float((part.frame["prediction"] == 1).mean())
+    assert abs(sample_share - exact) > 1e-6         # the sample's share is another figure
+    exporter = Exporter([MONITOR.name])
+    runner = MonitorRunner(MONITOR, EventStore(StoreSettings(url=store_url), page_size=200), exporter,
+                           write_summaries=False, clock=lambda: NOW, reads=WindowReads(incremental=False))
+    runner.reference()
+    assert runner.run_once() == "ok"
+    assert runner.state.summary["predicted_positive_share"] == pytest.approx(exact)
+    shares = dict(exporter.latest(MONITOR.name)[CLASS_SHARE])
+    assert shares[("prediction", "1")] == pytest.approx(exact) and shares[("prediction", "0")] == pytest.approx(1 - exact)
+    # the labels' shares are the sample's (the engine cannot join a label to its prediction)
+    labelled = part.frame["target"].dropna()
+    assert shares[("target", "1")] == pytest.approx(float((labelled == 1).mean()))
+
+
+@pytest.mark.parametrize("answer, error", [
+    ({"predicted": {"buckets": "x"}}, "aggregation 'predicted' answered"),
+    ({"predicted": {"buckets": [{"doc_count": 3}]}}, "a bucket without a key"),
+    ({"predicted": {"buckets": [{"key": 1, "doc_count": 8}, {"key": 0, "doc_count": 5}]}},
+     "counted more predictions than the window's 10"),
+    ({"predicted": {"buckets": [{"key": 1, "doc_count": -1}]}}, "aggregation 'predicted' answered"),
+    ({"predicted": {"buckets": [], "sum_other_doc_count": "many"}}, "aggregation 'predicted' answered"),
+])
+def test_an_engine_class_count_that_cannot_be_is_an_error_never_a_share(answer, error):
+    counts = {"unkeyed": {"doc_count": 0}, **{f"missing_{i}": {"doc_count": 0} for i in range(3)}}
+    with pytest.raises(ValueError, match=error):
+        sampled.read_figures(MONITOR, 10, {**counts, **answer})
+    # a numeric label read back as 1.0 is the class "1"; a value beyond the classes is counted, not named
+    ok = sampled.read_figures(MONITOR, 10, {**counts, "predicted": {"buckets": [
+        {"key": 1.0, "doc_count": 6}, {"key": 0, "doc_count": 2}, {"key": 7, "doc_count": 1}], "sum_other_doc_count": 1}})
+    assert ok.predicted == {"1": 6, "0": 2, "7": 1} and ok.predicted_shares(("0", "1")) == {"0": 0.2, "1": 0.6}
 
 
 def test_last_n_keeps_its_meaning_in_a_sampled_read(es, store_url):

@@ -37,6 +37,15 @@ def class_shares(task: Task, current: pd.DataFrame, labelled: pd.DataFrame,
     return shares
 
 
+def with_predicted_shares(class_share: dict[tuple[str, str], float],
+                          predicted: dict[str, float] | None) -> dict[tuple[str, str], float]:
+    """The predictions' shares replaced by the engine's over the whole window (a sampled read); the
+    labels' stay the sample's (the engine cannot join them)."""
+    if not predicted:
+        return class_share
+    return {**class_share, **{("prediction", cls): share for cls, share in predicted.items()}}
+
+
 def confusion(task: Task, labelled: pd.DataFrame, monitor: Monitor) -> dict[tuple[str, str], int]:
     """Labelled rows per (actual, predicted) class, every cell of `classes` (0 where none fell)."""
     if task.target_kind != "categorical" or not len(labelled):

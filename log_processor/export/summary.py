@@ -38,7 +38,7 @@ def summary_document(m: Monitor, reference: Reference, window: Window, ev: Evalu
         "missing_values_share": window.missing_share,
         "duplicated_ids": window.duplicated_ids,
         "sampling_rate": window.sampling_rate,
-        **task_for(m).summary_fields(window.frame, m),
+        **task_for(m).summary_fields(window.frame, m, window.predicted_shares(m.classes)),
     }
     if reference.quality_values is not None:
         doc["reference_quality"] = reference.quality_values.metrics

@@ -81,6 +81,11 @@ class Window:
     def label_coverage(self) -> float:
         return self.sample_labelled / len(self.frame) if len(self.frame) else 0.0
 
+    def predicted_shares(self, classes: tuple[str, ...]) -> dict[str, float] | None:
+        """Each class's share of the window's predictions, as the engine counted them (a sampled read
+        of a classifier); None otherwise (the sample's shares are then the window's)."""
+        return self.figures.predicted_shares(classes) if self.figures is not None else None
+
     def label_delay_quantiles(self) -> dict[str, float]:
         delays = self.frame[DELAY].dropna() if len(self.frame) else pd.Series(dtype=float)
         if delays.empty:

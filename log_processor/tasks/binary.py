@@ -81,7 +81,10 @@ class Binary:
     def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples:
         return samples_of(REFERENCE_CLASSIFICATION_QUALITY, quality.metrics) if quality else {}
 
-    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor,
+                       predicted: dict[str, float] | None = None) -> dict[str, Any]:
+        if predicted is not None:
+            return {"predicted_positive_share": predicted.get("1", 0.0)}
         return {"predicted_positive_share": float((frame[PREDICTION] == 1).mean()) if len(frame) else None}
 
     def panels(self, monitor: Monitor) -> tuple[Panel, ...]:

@@ -122,7 +122,8 @@ class Multiclass:
     def reference_samples(self, quality: TaskQuality | None, monitor: Monitor) -> Samples:
         return samples_of(REFERENCE_CLASSIFICATION_QUALITY, quality.metrics) if quality else {}
 
-    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor,
+                       predicted: dict[str, float] | None = None) -> dict[str, Any]:
         return {"predicted_positive_share": None}     # class shares: mlmon_class_share
 
     def panels(self, monitor: Monitor) -> tuple[Panel, ...]:

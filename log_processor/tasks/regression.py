@@ -87,7 +87,8 @@ class Regression:
             out[ALERT_RATIO] = [((), monitor.quality_alert_ratio)]
         return out
 
-    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor) -> dict[str, Any]:
+    def summary_fields(self, frame: pd.DataFrame, monitor: Monitor,
+                       predicted: dict[str, float] | None = None) -> dict[str, Any]:
         return {"predicted_positive_share": None}
 
     def panels(self, monitor: Monitor) -> tuple[Panel, ...]:
