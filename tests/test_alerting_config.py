@@ -495,3 +495,26 @@ def test_down_alerts_cover_every_scrape_job_once():
     excluded = re.search(r'up\{job!~"([^"]+)"\} == 0', alerts["TargetDown"])[1].split("|")
     assert sorted(excluded) == sorted(own)
     assert {"fluentd", "shipper", "node", "elasticsearch"} <= jobs
+
+
+def test_a_firing_message_is_titled_by_its_firing_alerts_only(tmp_path, amtool):
+    """An incident that opens again within 15 minutes of resolving still holds the resolved alerts
+    (Prometheus re-sends them): the title names what fires now; the body lists both."""
+    alerts = [{"status": "resolved", "labels": {"alertname": "DataDriftDetected", "monitor": "m1", "severity": "critical",
+                                                **LINK_LABELS},
+               "annotations": {"summary": "Data drift on m1", "features": "acc_rate, conv_rate", "dashboard": "ml-drift"}},
+              {"labels": {"alertname": "SegmentDrift", "monitor": "m1", "field": "context.city", "segment": "Springfield",
+                          "severity": "warning", **LINK_LABELS},
+               "annotations": {"summary": "Segment context.city=Springfield of monitor m1 drifted", "features": "conv_rate",
+                               "dashboard": "ml-drift"}}]
+    subject = render_template(amtool, tmp_path, "mlmon.email.subject", alerts)
+    assert subject.strip() == "[FIRING:1] SegmentDrift monitor=m1 features: conv_rate"
+    for title in ("mlmon.slack.title", "mlmon.telegram.message"):
+        text = render_template(amtool, tmp_path, title, alerts)
+        assert "SegmentDrift" in text and "DataDriftDetected" not in text.split("\n")[0], text
+    body = render_template(amtool, tmp_path, "mlmon.email.text", alerts)
+    assert "== RESOLVED: Data drift on m1" in body and "== FIRING: Segment context.city=Springfield" in body
+    # a resolved message still names every alert it resolves
+    resolved = render_template(amtool, tmp_path, "mlmon.email.subject", [{**a, "status": "resolved"} for a in alerts],
+                               status="resolved")
+    assert resolved.strip() == "[RESOLVED] DataDriftDetected, SegmentDrift monitor=m1 features: acc_rate, conv_rate, conv_rate"
