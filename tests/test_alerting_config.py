@@ -502,11 +502,12 @@ def test_a_firing_message_is_titled_by_its_firing_alerts_only(tmp_path, amtool):
     (Prometheus re-sends them): the title names what fires now; the body lists both."""
     alerts = [{"status": "resolved", "labels": {"alertname": "DataDriftDetected", "monitor": "m1", "severity": "critical",
                                                 **LINK_LABELS},
-               "annotations": {"summary": "Data drift on m1", "features": "acc_rate, conv_rate", "dashboard": "ml-drift"}},
+               "annotations": {"summary": "Data drift on m1", "features": "acc_rate, conv_rate", "dashboard": "ml-drift",
+                               "window": "600 rows, of the drift", "window_range": "1000 2000 a b"}},
               {"labels": {"alertname": "SegmentDrift", "monitor": "m1", "field": "context.city", "segment": "Springfield",
                           "severity": "warning", **LINK_LABELS},
                "annotations": {"summary": "Segment context.city=Springfield of monitor m1 drifted", "features": "conv_rate",
-                               "dashboard": "ml-drift"}}]
+                               "dashboard": "ml-drift", "window": "600 rows, of the city", "window_range": "5000 6000 c d"}}]
     subject = render_template(amtool, tmp_path, "mlmon.email.subject", alerts)
     assert subject.strip() == "[FIRING:1] SegmentDrift monitor=m1 features: conv_rate"
     for title in ("mlmon.slack.title", "mlmon.telegram.message"):
@@ -514,6 +515,9 @@ def test_a_firing_message_is_titled_by_its_firing_alerts_only(tmp_path, amtool):
         assert "SegmentDrift" in text and "DataDriftDetected" not in text.split("\n")[0], text
     body = render_template(amtool, tmp_path, "mlmon.email.text", alerts)
     assert "== RESOLVED: Data drift on m1" in body and "== FIRING: Segment context.city=Springfield" in body
+    # the incident's context and links are the firing alerts' (the resolved ones describe an older window)
+    assert "Window:   600 rows, of the city" in body and "of the drift" not in body
+    assert "http://grafana.test/d/ml-drift?var-monitor=m1&from=5000&to=6000" in body
     # a resolved message still names every alert it resolves
     resolved = render_template(amtool, tmp_path, "mlmon.email.subject", [{**a, "status": "resolved"} for a in alerts],
                                status="resolved")
