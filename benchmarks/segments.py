@@ -16,6 +16,13 @@ cause (drift x importance, the shipped model's importance); "others" the share o
 any other segment; "whole window" the share in which the whole window's calibrated test flags
 conv_rate (the dilution the segments undo).
 
+The demo's one-city story (demo/city.py, serving.data.CITY_DRIFT) at the demo's 600-row window:
+the city holds its phase's share of the rows, the monitor's shipped `segments:` (min_rows 50), and
+the city's rows are those of its drivers (conv_rate + the shift; score, predicted label and outcome
+of the normal world at the shifted features). "found", "first" as above; "whole conv_rate" and
+"whole prediction" the shares of windows in which the whole window's calibrated tests flag conv_rate
+(FeatureDrift) or the score (PredictionDrift); "dataset drift" the whole window's verdict.
+
 Fresh data: serving's generator with seeds no reference saw (benchmarks/synthetic.py); windows are
 drawn without replacement from a pool of POOL_ROWS such rows. 95 % Wilson intervals in brackets.
 Writes docs/segments.png. The cost on OpenSearch: `python -m benchmarks.segments_cost`.
@@ -36,6 +43,7 @@ from log_processor.evaluate.reference import prepare_reference
 from log_processor.evaluate.root_cause import rank_causes
 from log_processor.evaluate.segments import _RefColumn, evaluate_segments
 from log_processor.monitors import REPO_ROOT, SegmentsConfig, load_monitors
+from serving import data
 
 FIELD = "context.city"
 SEGMENT_COUNTS = (5, 20, 50)
@@ -109,6 +117,57 @@ def run(refs, pool, m, segments: int, windows: int, shifted: bool, rng) -> dict[
     return counts
 
 
+DEMO_WINDOW = 600
+
+
+def demo_window(pool: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """One window of the demo's city phase: CITY_DRIFT's city at its share, its drivers shifted."""
+    city, feature, shift = str(data.CITY_DRIFT["city"]), str(data.CITY_DRIFT["feature"]), float(data.CITY_DRIFT["shift"])
+    rows = pool.iloc[np.sort(rng.choice(len(pool), DEMO_WINDOW, replace=False))].reset_index(drop=True)
+    rows[segment_column(FIELD)] = data.city_phase_cities(DEMO_WINDOW, int(rng.integers(2**31)))
+    hit = rows[segment_column(FIELD)].to_numpy() == city
+    moved = rows.loc[hit, list(data.FEATURE_COLUMNS)].copy()
+    moved[feature] += shift
+    probability = data.true_completion_probability(moved, "normal")
+    rows.loc[hit, feature] = moved[feature].to_numpy()
+    rows.loc[hit, SCORE] = probability
+    rows.loc[hit, "prediction"] = (probability >= 0.5).astype(int)
+    rows.loc[hit, "target"] = (rng.random(int(hit.sum())) < probability).astype(int)
+    return rows.assign(target=lambda f: f["target"].astype(float))
+
+
+def demo_story(refs, pool, windows: int, rng) -> dict[str, int]:
+    m = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+    m = dataclasses.replace(m, window_last=None, estimation=None)
+    city, feature = str(data.CITY_DRIFT["city"]), str(data.CITY_DRIFT["feature"])
+    counts = {"windows": 0, "found": 0, "first": 0, "others": 0, "whole": 0, "prediction": 0, "dataset": 0}
+    for i in range(windows):
+        ref = refs[i % len(refs)]
+        window = demo_window(pool, rng)
+        result = evaluate_segments(ref, window, m)
+        flagged = [s for s in result.segments if s.flagged]
+        target = next((s for s in flagged if s.value == city), None)
+        found = target is not None and feature in target.drifted
+        causes = rank_causes(None, result, IMPORTANCE)
+        whole = {name: column_flags(ref, window, name, ref.drift_thresholds.feature_alpha())
+                 for name in data.FEATURE_COLUMNS}
+        counts["windows"] += 1
+        counts["found"] += found
+        counts["first"] += found and causes[0].feature == feature
+        counts["others"] += any(s.value != city for s in flagged)
+        counts["whole"] += whole[feature]
+        counts["prediction"] += column_flags(ref, window, SCORE, m.drift.alpha)
+        counts["dataset"] += sum(whole.values()) >= m.drift.drift_share * len(whole)
+    return counts
+
+
+def column_flags(reference, window: pd.DataFrame, column: str, alpha: float) -> bool:
+    """The whole window's calibrated test of one numerical column (a feature or the score)."""
+    null = reference.drift_thresholds.features.get(column) or reference.drift_thresholds.prediction
+    score = _RefColumn.of(reference.frame[column].to_numpy(), "numerical").statistic(window[column].to_numpy())
+    return score >= null.threshold(len(window), alpha)
+
+
 def plot(rows_fa, rows_power) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -172,5 +231,16 @@ def main(quick: bool) -> None:
         t = c["windows"]
         print(f"| {n} | {t} | {percent(c['found'], t)} | {percent(c['first'], t)} | {percent(c['others'], t)} | "
               f"{percent(c['whole'], t)} |")
+    c = demo_story(refs, pool, 60 if quick else 400, rng)
+    t = c["windows"]
+    print()
+    print(f"The demo's one-city story: {data.CITY_DRIFT['city']} with {data.CITY_DRIFT['share']:.0%} of a "
+          f"{DEMO_WINDOW}-row window, {data.CITY_DRIFT['feature']} +{data.CITY_DRIFT['shift']} "
+          f"(the monitor's shipped segments: min_rows {load_monitors(REPO_ROOT / 'log_processor/monitors.yaml')[0].segments.min_rows})")
+    print("| windows | city found (conv_rate named) | and conv_rate ranked first | another city flagged "
+          "| whole window flags conv_rate | whole window flags the score | whole-window dataset drift |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {t} | {percent(c['found'], t)} | {percent(c['first'], t)} | {percent(c['others'], t)} | "
+          f"{percent(c['whole'], t)} | {percent(c['prediction'], t)} | {percent(c['dataset'], t)} |")
     if not quick:
         plot(rows_fa, rows_power)

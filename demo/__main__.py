@@ -2,7 +2,7 @@
 
 Starts the store, serving, the shipper, the log processor, Prometheus + Alertmanager, an SMTP sink
 and a Slack/webhook/Telegram sink on loopback; replays normal, drifted, then normal traffic again
-(the recovery, so the incidents resolve); prints, for each monitor of the monitors file, what the
+(the recovery, so the incidents resolve), then traffic in which one city alone drifts; prints, for each monitor of the monitors file, what the
 stack saw and what each channel received (one table per monitor, its columns from its task). Without
 --once the stack stays up until Ctrl-C; with --once it exits 0 only when the story held.
 """
@@ -17,6 +17,7 @@ import time
 
 from common.supervisor import ChildFailed
 from demo import alerting_stack
+from demo.city import PHASE as CITY_PHASE
 from demo.report import CHANNELS, StatusWriter, monitor_table, story_failures
 from demo.runner import Story
 from demo.settings import DemoSettings, SettingsError, add_arguments
@@ -77,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             print("note: Prometheus/Alertmanager not running, so no alert e-mail is expected"
                   + (f" (missing: {', '.join(stack.alerts_missing)})" if stack.alerts_missing else ""))
         print_urls(stack)
-        failures = story_failures(results, monitors, shifted_features(), expect_email,
-                                  channels=CHANNELS if expect_email else (), stall=bool(settings.stall))
+        channels = CHANNELS if expect_email else ()
+        failures = story_failures(results, monitors, shifted_features(), expect_email, channels=channels,
+                                  stall=bool(settings.stall), city_monitors=story.city_monitors)
+        failures += [f for r in results if r.name == CITY_PHASE for f in story.city.failures(r, monitors, channels)]
         if settings.once:
             print(f"\nstory {'FAILED' if failures else 'held'} in {time.monotonic() - started:.0f}s"
                   + "".join(f"\n  - {f}" for f in failures), flush=True)

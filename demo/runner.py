@@ -19,15 +19,17 @@ import urllib.error
 from typing import Callable
 
 from demo.notification_sink import CHANNELS as CHAT_CHANNELS
+from demo.city import PHASE as CITY_PHASE, CityStory, message_body
 from demo.report import PhaseResult, StatusWriter, email_status, message_monitor, status_line
 from demo.stack import EmbeddedStack
 from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
 from demo.verdicts import Verdict, fetch_verdicts
 from log_processor.monitors import Monitor
 
-PHASES = ("normal", "drift", "recovery")
+PHASES = ("normal", "drift", "recovery", CITY_PHASE)
 STALL_MARGIN = 10.0     # seconds of --stall's normal traffic beyond the stall (it starts ~3 s in)
-VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal"}   # serving.data traffic per phase
+# serving.data traffic per phase (the city phase's is demo/city.py's: normal but for one city)
+VARIANTS = {"normal": "normal", "drift": "drift", "recovery": "normal", CITY_PHASE: "normal"}
 
 
 class Story:
@@ -45,6 +47,9 @@ class Story:
         self.phase_started: dict[str, float] = {}  # phase -> time.time() it began
         self.counts: PhaseCounts | None = None
         self.verdicts: dict[str, Verdict] = {}      # monitor name -> its latest verdict
+        self.city = CityStory.shipped(self.settings.seed + len(PHASES) - 1)
+        self.city_monitors: tuple[str, ...] = ()    # the monitors the city phase ran for (none: skipped)
+        self._city_durations = None                 # trip_duration's requests of the city phase (normal)
 
     def run(self) -> list[PhaseResult]:
         s = self.settings
@@ -55,13 +60,29 @@ class Story:
         # With --stall the normal phase's traffic goes on through the stall (and a few seconds each side).
         normal = max(s.normal_requests, math.ceil(s.rate * (s.stall + STALL_MARGIN))) if s.stall else s.normal_requests
         lengths = (normal, s.drift_requests, s.normal_requests)
-        phases = PHASES if s.recovery else PHASES[:2]
+        phases = PHASES[:3] if s.recovery else PHASES[:2]
         try:
             for name, n in zip(phases, lengths):
                 results.append(self._phase(traffic, name, n))
+            city = self._city_traffic() if s.recovery and s.city else None
+            if city is not None:
+                results.append(self._phase(traffic, CITY_PHASE, len(city), city))
         finally:
             traffic.close()
         return results
+
+    def _city_traffic(self):
+        """The city phase's requests (one window of them), or None with a note when it cannot tell its story."""
+        from serving.data import generate_duration_traffic
+        window = min(self.settings.normal_requests, self.settings.drift_requests)
+        frame = self.city.traffic(window)
+        reason = self.city.skip_reason(self.monitors, frame)
+        if reason:
+            self.notes.append(f"city phase skipped: {reason}")
+            return None
+        self.city_monitors = tuple(m.name for m in self.city.monitors(self.monitors))
+        self._city_durations = generate_duration_traffic("normal", window, self.city.seed)
+        return frame
 
     def idle(self, stop: threading.Event) -> None:
         """Keep the status line alive until `stop` is set (the stack stays up for exploring)."""
@@ -87,12 +108,14 @@ class Story:
                                                  clock=False))
 
     # --- one phase ----------------------------------------------------------------------------
-    def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int) -> PhaseResult:
+    def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int, frame=None) -> PhaseResult:
         started = time.time()
         self.phase_started[name] = started
         self.phase = name
         holder: list[PhaseCounts] = []
-        sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, VARIANTS[name], n_requests)),
+        durations = self._city_durations if frame is not None else None
+        sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, VARIANTS[name], n_requests,
+                                                                                 traffic=frame, durations=durations)),
                                   name=f"traffic-{name}", daemon=True)
         sender.start()
         self.counts = None
@@ -128,13 +151,20 @@ class Story:
             self._wait(lambda: all(self._every_channel_has("resolved", started, m) for m in opened),
                        self.settings.alert_timeout, "recovery: a resolved message on every channel for every monitor",
                        "recovery: waiting for the resolved messages")
+        if name == CITY_PHASE and self.stack.prometheus is not None:
+            channels = ("email", *(CHAT_CHANNELS if self.stack.notifications else ()))
+            self._wait(lambda: all(self.city.telling(texts, c, m) for texts in [self._texts_since(started)]
+                                   for c in channels for m in self.city_monitors),
+                       self.settings.alert_timeout, "city: SegmentDrift's message on every channel",
+                       f"city: waiting for SegmentDrift ({self.city.segment})")
         if stall:
             stall.wait_for_messages(started)
         alerts = self._firing_alerts() + (sorted(stall.seen) if stall else [])
+        texts = self._texts_since(started)
         result = PhaseResult(name, counts.snapshot(), verdicts, alerts=sorted(set(alerts)),
                              emails=[m.subject for m in self.stack.mail.messages()
                                      if _received_at(m.path.name) >= started],
-                             messages=self._messages_since(started))
+                             messages=[t[:3] for t in texts], texts=texts)
         self.status.done(f"{name:>8} phase: {counts.ok}/{counts.sent} requests ok; "
                          + "; ".join(f"{m}: {verdicts[m].summary() if m in verdicts else 'no verdict'}"
                                      for m in self.names))
@@ -142,11 +172,16 @@ class Story:
 
     def _messages_since(self, started: float) -> list[tuple[str, str, str]]:
         """(channel, monitor, status) of every message of the phase, for the incident rule per monitor."""
-        messages = [("email", message_monitor(m.subject), email_status(m.subject))
+        return [t[:3] for t in self._texts_since(started)]
+
+    def _texts_since(self, started: float) -> list[tuple[str, str, str, str]]:
+        """(channel, monitor, status, what it says) of every message since `started`."""
+        messages = [("email", message_monitor(m.subject), email_status(m.subject), f"{m.subject}\n{m.body}")
                     for m in self.stack.mail.messages() if _received_at(m.path.name) >= started]
         sink = self.stack.notifications
         for channel in (CHAT_CHANNELS if sink else ()):
-            messages += [(channel, message_monitor(m.text, m.body.get("commonLabels")), m.status)
+            messages += [(channel, message_monitor(m.text, m.body.get("commonLabels")), m.status,
+                          message_body(channel, m.text, m.body))
                          for m in sink.messages(channel) if m.received_at >= started]
         return messages
 

@@ -46,6 +46,7 @@ class DemoSettings:
     alerts: bool = True              # Prometheus + Alertmanager (skipped with a hint when missing)
     alert_timeout: float = 180.0     # how long --once waits for the drift phase's (and the recovery's) messages
     recovery: bool = True            # a third phase of normal traffic, so the incident resolves (a resolved message)
+    city: bool = True                # after the recovery, one city drifts alone (demo/city.py; needs the recovery)
     state_dir: Path = REPO_ROOT / "var/demo"   # wiped at start: a second run starts clean
     mail_dir: Path = REPO_ROOT / "var/mail"
     notifications_dir: Path = REPO_ROOT / "var/notifications"   # <channel>/*.json from demo/notification_sink.py
@@ -76,6 +77,7 @@ class DemoSettings:
             alerts=setting(env, "DEMO_ALERTS", cls.alerts, flag),
             alert_timeout=number("DEMO_ALERT_TIMEOUT", cls.alert_timeout, float, 1),
             recovery=setting(env, "DEMO_RECOVERY", cls.recovery, flag),
+            city=setting(env, "DEMO_CITY", cls.city, flag),
             state_dir=Path(env.get("DEMO_STATE_DIR") or cls.state_dir),
             mail_dir=Path(env.get("DEMO_MAIL_DIR") or cls.mail_dir),
             notifications_dir=Path(env.get("DEMO_NOTIFICATIONS_DIR") or cls.notifications_dir),
@@ -125,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not start Prometheus and Alertmanager")
     parser.add_argument("--no-recovery", dest="recovery", action="store_false", default=None,
                         help="stop after the drift phase (no recovery phase, so no resolved messages)")
+    parser.add_argument("--no-city", dest="city", action="store_false", default=None,
+                        help="skip the last phase, in which one city drifts alone (SegmentDrift; "
+                             "docs/demo.md#one-city)")
     parser.add_argument("--stall", type=_stall, metavar="SECONDS",
                         help="stop the shipper for SECONDS in the normal phase while traffic goes on: the "
                              "monitors go blind, EventsNotArriving fires, then the backlog ships "

@@ -31,6 +31,9 @@ class Verdict:
     last_evaluation: float = 0.0        # unix time
     newest_event: float | None = None   # mlmon_newest_event_timestamp_seconds: a prediction was read
     no_data: bool = False               # mlmon_no_data == 1: blind (or quiet), the verdict is the last one
+    # "field=value" of each flagged segment (drift or quality; worst K only) -> its drifted columns
+    flagged_segments: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    root_cause: tuple[str, ...] = ()    # mlmon_root_cause's features, rank 1 first
 
     def summary(self) -> str:
         if not self.available:
@@ -63,6 +66,13 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
     target_score = values.get("mlmon_target_drift_score")
     drifted = sorted(labels["feature"] for labels, value in values.get("mlmon_feature_drift_detected", [])
                      if value == 1)
+    flagged = {(labels["field"], labels["segment"]) for name in ("mlmon_segment_drift_detected",
+                                                                 "mlmon_segment_quality_degraded")
+               for labels, value in values.get(name, []) if value == 1}
+    columns: dict[tuple[str, str], list[str]] = {}
+    for labels, _ in values.get("mlmon_segment_drifted_column", []):
+        columns.setdefault((labels["field"], labels["segment"]), []).append(labels["column"])
+    causes = sorted(values.get("mlmon_root_cause", []), key=lambda item: int(item[0]["rank"]))
     return Verdict(
         monitor=monitor,
         available=single("mlmon_verdict_available") == 1,
@@ -84,6 +94,8 @@ def parse_verdict(metrics_text: str, monitor: str) -> Verdict:
         newest_event=single("mlmon_newest_event_timestamp_seconds") if "mlmon_newest_event_timestamp_seconds" in values
         else None,
         no_data=single("mlmon_no_data") == 1,
+        flagged_segments={f"{f}={v}": tuple(sorted(columns.get((f, v), []))) for f, v in sorted(flagged)},
+        root_cause=tuple(labels["feature"] for labels, _ in causes),
     )
 
 

@@ -27,6 +27,18 @@ trained on normal data loses quality: measured on 300 chosen rows, accuracy ~0.8
 ~0.98 -> ~0.05; a KS test at 0.05 on 300 chosen rows vs 2000 reference rows flags both shifted
 features every time and avg_daily_trips about as often as chance (5 %), like normal traffic.
 
+One city (see CITY_DRIFT)
+------------------------
+A third population, the *city* drivers (ids 9001..), is again the normal population's twin, with
+only conv_rate shifted (CITY_DRIFT["shift"]: +0.06, 0.6 of the drivers' sd, 0.75 of the sd of the
+drivers serving chooses): the drivers of one city whose
+conversion feed double-counts. `generate_city_traffic` sends that city CITY_DRIFT["share"] of the
+requests and offers its requests city drivers only; every other request is normal, and every label
+follows the normal world (the model stays right: a covariate shift, not a concept drift). The whole
+window then moves by share x shift (its drift statistic by exactly that share: Wasserstein is
+linear in a mixture), under its calibrated thresholds most of the time, while the city's own rows
+move by the full shift: what per-segment drift finds (docs/demo.md#one-city).
+
 Trip duration (the second model, trip_duration; see DURATION_SPEC)
 -------------------------------------------------------------------
 A duration request names ONE driver, drawn uniformly from the variant's population
@@ -58,7 +70,8 @@ FEATURE_COLUMNS = ("conv_rate", "acc_rate", "avg_daily_trips")
 END_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HOURS = 24
 DRIVERS_PER_POPULATION = 500
-FIRST_DRIVER_ID = {"normal": 1001, "drift": 5001}
+FIRST_DRIVER_ID = {"normal": 1001, "drift": 5001, "city": 9001}
+POPULATIONS: tuple[str, ...] = tuple(FIRST_DRIVER_ID)   # the drivers in Feast: both worlds' and one city's
 CANDIDATES_PER_REQUEST = (3, 6)  # inclusive range of candidates offered per request
 
 # The rider's city: a request-level context the client sends (/predict `city`, logged as the
@@ -99,6 +112,12 @@ DRIFT_SPEC: dict[str, dict[str, object]] = {
     },
 }
 
+# The demo's one-city story: in its phase this city sends `share` of the requests, all to the "city"
+# drivers, whose `feature` reads `shift` higher than their normal twins'. Sized on the demo's 600-row
+# window so that the city's segment is flagged and the whole window is not: figures measured in
+# docs/benchmarks.md#the-demos-one-city-story.
+CITY_DRIFT: dict[str, object] = {"city": "Springfield", "share": 0.12, "feature": "conv_rate", "shift": 0.06}
+
 # Trip duration in minutes: intercept + sum(weight * (feature - normal mean)) + Normal(0, noise_sd).
 DURATION_SPEC: dict[str, dict[str, float]] = {
     "normal": {"intercept": 22.0, "conv_rate": 12.0, "acc_rate": -10.0, "avg_daily_trips": -0.04,
@@ -119,9 +138,11 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
-def driver_ids(variant: Variant) -> np.ndarray:
-    _check_variant(variant)
-    first = FIRST_DRIVER_ID[variant]
+def driver_ids(population: str) -> np.ndarray:
+    """The ids of one population of POPULATIONS (a variant's drivers, or the one city's)."""
+    if population not in POPULATIONS:
+        raise ValueError(f"population must be one of {POPULATIONS}, got {population!r}")
+    first = FIRST_DRIVER_ID[population]
     return np.arange(first, first + DRIVERS_PER_POPULATION, dtype=np.int64)
 
 
@@ -145,23 +166,26 @@ def _finish(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _drift_twin(normal: pd.DataFrame) -> pd.DataFrame:
-    """The drift population: driver i of the normal population with DRIFT_SPEC's shifts applied.
+def _twin(normal: pd.DataFrame, population: str, shifts: dict[str, float]) -> pd.DataFrame:
+    """Driver i of the normal population as driver i of `population`, its features shifted.
 
-    Pairing the drivers (instead of drawing new ones) keeps the unshifted feature's distribution
+    Pairing the drivers (instead of drawing new ones) keeps the unshifted features' distribution
     exactly equal between the populations, even after serving's best-of-candidates selection.
     """
     twin = normal.copy()
-    twin["driver_id"] = twin["driver_id"] - FIRST_DRIVER_ID["normal"] + FIRST_DRIVER_ID["drift"]
-    for name in FEATURE_COLUMNS:
-        twin[name] = twin[name] + float(DRIFT_SPEC[name]["shift"])
+    twin["driver_id"] = twin["driver_id"] - FIRST_DRIVER_ID["normal"] + FIRST_DRIVER_ID[population]
+    for name, shift in shifts.items():
+        twin[name] = twin[name] + shift
     return twin
 
 
 def generate_driver_stats(seed: int = 7) -> pd.DataFrame:
-    """Hourly statistics of both populations (normal ids 1001.., drift ids 5001..), one row per driver and hour."""
+    """Hourly statistics of every population (normal ids 1001.., drift ids 5001.., city ids 9001..),
+    one row per driver and hour."""
     normal = _normal_population(np.random.default_rng(seed))
-    frame = pd.concat([_finish(normal.copy()), _finish(_drift_twin(normal))], ignore_index=True)
+    drift = _twin(normal, "drift", {name: float(DRIFT_SPEC[name]["shift"]) for name in FEATURE_COLUMNS})
+    city = _twin(normal, "city", {str(CITY_DRIFT["feature"]): float(CITY_DRIFT["shift"])})
+    frame = pd.concat([_finish(normal.copy()), _finish(drift), _finish(city)], ignore_index=True)
     frame["created"] = frame["event_timestamp"]
     columns = ["driver_id", "event_timestamp", "created", *FEATURE_COLUMNS]
     return frame[columns].sort_values(["driver_id", "event_timestamp"], ignore_index=True)
@@ -195,30 +219,63 @@ def generate_traffic(variant: Variant, n_requests: int, seed: int, *,
     if n_requests < 0:
         raise ValueError("n_requests must be >= 0")
     stats = generate_driver_stats() if driver_stats is None else driver_stats
-    latest = latest_features(stats)
-    population = driver_ids(variant)
-    rng = np.random.default_rng([seed, VARIANTS.index(variant)])
+    return _offers(latest_features(stats), variant, variant, n_requests, np.random.default_rng([seed, VARIANTS.index(variant)]))
+
+
+def _offers(latest: pd.DataFrame, population: str, world: Variant, n_requests: int,
+            rng: np.random.Generator) -> pd.DataFrame:
+    """Requests offering candidates of `population`, their outcomes drawn in `world`."""
+    ids_all = driver_ids(population)
     low, high = CANDIDATES_PER_REQUEST
     candidates_list, outcomes_list = [], []
     for _ in range(n_requests):
         k = int(rng.integers(low, high + 1))
-        ids = rng.choice(population, size=k, replace=False)
-        probability = true_completion_probability(latest.loc[ids], variant)
+        ids = rng.choice(ids_all, size=k, replace=False)
+        probability = true_completion_probability(latest.loc[ids], world)
         outcomes = (rng.random(k) < probability).astype(int)
         candidates_list.append([int(i) for i in ids])
         outcomes_list.append([int(o) for o in outcomes])
     return pd.DataFrame({"driver_ids": candidates_list, "outcomes": outcomes_list})
 
 
-def draw_cities(n_requests: int, seed: int) -> list[str]:
-    """The city of each of `n_requests` requests, drawn with CITIES' shares from its own stream of
-    `seed` (so the candidates and outcomes of generate_traffic stay what they were)."""
+def draw_cities(n_requests: int, seed: int, shares: dict[str, float] | None = None) -> list[str]:
+    """The city of each of `n_requests` requests, drawn with `shares` (default CITIES') from its own
+    stream of `seed` (so the candidates and outcomes of generate_traffic stay what they were)."""
     if n_requests < 0:
         raise ValueError("n_requests must be >= 0")
-    names = list(CITIES)
-    shares = np.array([CITIES[name] for name in names])
+    shares = CITIES if shares is None else shares
+    names = list(shares)
+    shares = np.array([shares[name] for name in names])
     rng = np.random.default_rng([seed, 7919])
     return [names[i] for i in rng.choice(len(names), size=n_requests, p=shares / shares.sum())]
+
+
+def city_phase_cities(n_requests: int, seed: int) -> list[str]:
+    """CITY_DRIFT's city for exactly round(share x n) requests at random places, the other cities drawn
+    with their CITIES shares for the rest: the phase's share is the story's, not a draw's."""
+    city = str(CITY_DRIFT["city"])
+    others = {name: share for name, share in CITIES.items() if name != city}
+    cities = draw_cities(n_requests, seed, others)
+    rng = np.random.default_rng([seed, 7919, 1])
+    for i in rng.choice(n_requests, size=round(float(CITY_DRIFT["share"]) * n_requests), replace=False):
+        cities[int(i)] = city
+    return cities
+
+
+def generate_city_traffic(n_requests: int, seed: int, *, driver_stats: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The one-city story's requests: `driver_ids`, `outcomes` and `city`. CITY_DRIFT's city sends its
+    share of them exactly, each offering "city" drivers (its feature shifted); every other request is
+    generate_traffic("normal")'s of the same seed. Every outcome follows the normal world."""
+    if n_requests < 0:
+        raise ValueError("n_requests must be >= 0")
+    stats = generate_driver_stats() if driver_stats is None else driver_stats
+    cities = city_phase_cities(n_requests, seed)
+    normal = generate_traffic("normal", n_requests, seed, driver_stats=stats)
+    local = _offers(latest_features(stats), "city", "normal", n_requests,
+                    np.random.default_rng([seed, len(VARIANTS)]))
+    in_city = [city == CITY_DRIFT["city"] for city in cities]
+    return pd.DataFrame({column: [b if here else a for a, b, here in zip(normal[column], local[column], in_city)]
+                         for column in ("driver_ids", "outcomes")}).assign(city=cities)
 
 
 def explode_traffic(traffic: pd.DataFrame, driver_stats: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,8 @@ def test_once_runs_the_story_and_exits_0(tmp_path):
     assert rows["normal"][3] == "no"
     assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
     assert rows["recovery"][3] == "no"
+    # the city phase: one city alone drifts; the whole window does not, its segment does (demo/city.py)
+    assert rows["city"][3] == "no" and rows["city"][9].startswith("context.city=Springfield (conv_rate"), rows["city"]
     # the second monitor (regression): MAE and RMSE rise in the drift phase, the target drifts, and both recover
     mae = {phase: float(duration[phase][2]) for phase in ("normal", "drift", "recovery")}
     assert mae["drift"] > 1.5 * mae["normal"] and mae["recovery"] < 1.5 * mae["normal"], mae
@@ -54,9 +56,18 @@ def test_once_runs_the_story_and_exits_0(tmp_path):
     for table in (ranker, duration):
         assert table["drift"][-4:] == ["1 (1 firing)"] * 4 and table["recovery"][-4:] == ["1 (1 resolved)"] * 4
         assert table["normal"][-4:] == ["0"] * 4
+    # the city phase opens the ranker's incident again (firing messages only: docs/demo.md#one-city):
+    # SegmentDrift, its root cause ranking conv_rate first
+    assert "SegmentDrift" in ranker["city"][-5] and "DataDriftDetected" not in ranker["city"][-5]
+    assert all("firing" in cell and "resolved" not in cell for cell in ranker["city"][-4:]), ranker["city"]
+    assert duration["city"][-4:] == ["0"] * 4
+    city_mail = [m for m in map(MailMessage.from_file, (tmp_path / "mail").glob("*.eml"))
+                 if m.subject.startswith("[FIRING") and "monitor=driver_ranker" in m.subject
+                 and "Springfield" in m.body and "SegmentDrift" in m.subject]
+    assert city_mail and "Root cause: 1. conv_rate (drift x importance" in city_mail[0].body
     assert any("monitor=trip_duration" in s and "RegressionQualityDegraded" in s for s in subjects), subjects
-    for channel in ("slack", "webhook", "telegram"):
-        assert len(read_messages(tmp_path / "notifications", channel)) == 4, channel
+    for channel in ("slack", "webhook", "telegram"):       # 2 incidents x (firing, resolved), and the city's
+        assert len(read_messages(tmp_path / "notifications", channel)) >= 5, channel
     assert {p.name for p in (tmp_path / "log").glob("demo-*.log")} >= {
         "demo-serving.log", "demo-log_processor.log", "demo-runner.log"}
     print(f"--once story took {time.monotonic() - started:.0f}s")
@@ -69,7 +80,7 @@ def summary_tables(output: str) -> list[dict[str, list[str]]]:
     for line in output.splitlines():
         if line.startswith("phase "):
             tables.append({})
-        elif tables and line.startswith(("normal ", "drift ", "recovery ")):
+        elif tables and line.startswith(("normal ", "drift ", "recovery ", "city ")):
             tables[-1][line.split("|")[0].strip()] = [c.strip() for c in line.split("|")]
     return tables
 
@@ -165,6 +176,7 @@ def test_once_on_the_real_engine_holds_and_leaves_no_jvm(tmp_path, opensearch_no
     assert "store:         OpenSearch 3." in output and "story held" in output
     rows, duration = summary_tables(output)
     assert rows["normal"][3] == "no" and rows["drift"][3] == "yes"
+    assert rows["city"][3] == "no" and rows["city"][9].startswith("context.city=Springfield (conv_rate")
     assert duration["drift"][6] == "yes" and float(duration["drift"][2]) > 1.5 * float(duration["normal"][2])
     assert (tmp_path / "state/opensearch/node-1").is_dir()
     assert _processes_mentioning(str(tmp_path / "state/opensearch")) == []
@@ -188,3 +200,5 @@ def test_once_with_100_request_phases_holds(tmp_path):
     rows, _ = summary_tables(output)
     assert rows["normal"][2] == "100" and rows["normal"][3] == "no"
     assert rows["drift"][3] == "yes" and {"conv_rate", "acc_rate"} <= set(rows["drift"][4].split(", "))
+    # a 100-row window holds ~12 rows of the city: its phase is skipped, and the output says why
+    assert "city" not in rows and "note: city phase skipped: its 100 requests hold" in output

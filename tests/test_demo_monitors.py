@@ -118,7 +118,7 @@ class _Sinks:
         tag = "FIRING:1" if status == "firing" else "RESOLVED"
         if "email" in channels:
             self.mail.append(SimpleNamespace(subject=f"[{tag}] DataDriftDetected monitor={monitor}",
-                                             path=SimpleNamespace(name=f"{int(at * 1e9)}-1.eml")))
+                                             path=SimpleNamespace(name=f"{int(at * 1e9)}-1.eml"), body=""))
         for channel, received in self.chat.items():
             if channel in channels:
                 received.append(SimpleNamespace(text=f"[{status.upper()}] monitor {monitor}: x", status=status,
@@ -163,7 +163,7 @@ def test_the_story_reads_waits_for_and_tables_a_third_monitor_like_the_others(st
     assert table[0] == f"{THIRD} (binary_classification):"
     assert [c.strip() for c in table[1].split("|")][:3] == ["phase", "driver_ranker requests ok", "rows evaluated"]
     assert [c.strip() for c in table[4].split("|")] == [
-        "drift", "199/200", "200", "yes", "acc_rate, conv_rate", "-", "-", "0.310", "-", "DataDriftDetected",
+        "drift", "199/200", "200", "yes", "acc_rate, conv_rate", "-", "-", "0.310", "-", "-", "DataDriftDetected",
         "1 (1 firing)", "1 (1 firing)", "1 (1 firing)", "1 (1 firing)"]
 
     # the incident rule and the drift story hold per monitor, the third included

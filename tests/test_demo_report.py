@@ -150,13 +150,13 @@ def test_a_classification_monitor_table_has_its_quality_its_alerts_and_its_messa
     table = monitor_table(runs, RANKER).splitlines()
     assert table[0] == "driver_ranker (binary_classification):"
     assert cells(table[1]) == ["phase", "driver_ranker requests ok", "rows evaluated", "dataset drift",
-                               "drifted features", "est. accuracy", "est. F1", "accuracy", "F1", "alerts fired",
-                               "e-mails", "slack", "webhook", "telegram"]
-    assert cells(table[3]) == ["normal", "10/10", "300", "no", "-", "0.790", "0.880", "0.800", "0.850", "-",
+                               "drifted features", "est. accuracy", "est. F1", "accuracy", "F1", "segments flagged",
+                               "alerts fired", "e-mails", "slack", "webhook", "telegram"]
+    assert cells(table[3]) == ["normal", "10/10", "300", "no", "-", "0.790", "0.880", "0.800", "0.850", "-", "-",
                                "0", "0", "0", "0"]
     drift_row = cells(table[4])
-    assert drift_row[3:5] == ["yes", "acc_rate, conv_rate"] and drift_row[5:9] == ["-", "-", "-", "-"]
-    assert drift_row[9:] == ["DataDriftDetected, FeatureDrift"] + ["1 (1 firing)"] * 4   # only its own alerts
+    assert drift_row[3:5] == ["yes", "acc_rate, conv_rate"] and drift_row[5:10] == ["-", "-", "-", "-", "-"]
+    assert drift_row[10:] == ["DataDriftDetected, FeatureDrift"] + ["1 (1 firing)"] * 4   # only its own alerts
     assert cells(table[5])[-4:] == ["1 (1 resolved)"] * 4
 
 
@@ -401,7 +401,7 @@ class _Messages:
         tag = "FIRING:1" if status == "firing" else "RESOLVED"
         if "email" in channels:
             self.mail.append(SimpleNamespace(subject=f"[{tag}] ModelQuality (monitor={monitor})",
-                                             path=SimpleNamespace(name=f"{int(at * 1e9)}-1.eml")))
+                                             path=SimpleNamespace(name=f"{int(at * 1e9)}-1.eml"), body=""))
         for channel, received in self.chat.items():
             if channel in channels:
                 received.append(SimpleNamespace(text=f"[{status.upper()}] monitor {monitor}: x", status=status,

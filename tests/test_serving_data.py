@@ -27,7 +27,7 @@ def test_driver_stats_layout(stats):
     assert stats["conv_rate"].between(0, 1).all() and stats["acc_rate"].between(0, 1).all()
     per_driver = stats.groupby("driver_id").size()
     assert (per_driver == data.HOURS).all()
-    assert set(per_driver.index) == set(data.driver_ids("normal")) | set(data.driver_ids("drift"))
+    assert set(per_driver.index) == {i for population in data.POPULATIONS for i in data.driver_ids(population)}
     assert stats["event_timestamp"].max() == pd.Timestamp(data.END_TIME)
 
 
