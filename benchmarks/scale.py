@@ -20,9 +20,11 @@ the indices' refresh off while loading. The first size goes through the ml-event
 carries both fields from the loader (common/sampling.py) with `pipeline=_none`, as the shipper does for
 stores without pipelines. Prints both rates.
 
-BENCH_SCALE_SIZES ("1000000,3000000") chooses the sizes; a size whose documents would not fit the
+BENCH_SCALE_SIZES ("1000000,3000000") chooses the sizes; BENCH_SCALE_BACKEND the cluster (opensearch-1,
+the default, or opensearch-3: three nodes, one primary each, one replica, benchmarks/backends.py); a size whose documents would not fit the
 disk (STORE_BYTES_PER_DOC, measured at the first size) is skipped with the reason. Writes
-docs/scale.png: cycle time and peak RSS against the window, for both readers.
+docs/scale.png (docs/scale_opensearch-3.png for three nodes): cycle time and peak RSS against the
+window, for both readers.
 """
 from __future__ import annotations
 
@@ -58,7 +60,9 @@ COLD_RUNS, STEADY_RUNS = 3, 3
 STEADY_STEP = 5.0                 # seconds of traffic between two steady cycles
 LOAD_THREADS = 3
 BULK_DOCS = 10_000
-PLOT = Path(__file__).resolve().parent.parent / "docs" / "scale.png"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BACKENDS = {"opensearch-1": ("scale.png", "one OpenSearch node"),
+            "opensearch-3": ("scale_opensearch-3.png", "three OpenSearch nodes")}
 STORE_BYTES_PER_DOC_GUESS = 600   # until measured
 
 
@@ -225,6 +229,9 @@ def _fits_disk(n: int, loaded: int, per_doc: float) -> bool:
 def main(quick: bool) -> None:
     override = os.environ.get("BENCH_SCALE_SIZES")
     sizes = [int(v) for v in override.split(",")] if override else [20_000, 60_000] if quick else list(SIZES)
+    name = os.environ.get("BENCH_SCALE_BACKEND", "opensearch-1")
+    if name not in BACKENDS:
+        raise SystemExit(f"BENCH_SCALE_BACKEND={name!r} is not one of {', '.join(BACKENDS)}")
     results, loads = [], []
     with TemporaryDirectory() as tmp:
         monitor = bench_monitor(Path(tmp))
@@ -232,14 +239,14 @@ def main(quick: bool) -> None:
         if end.hour == 0 and end.minute < 20:          # one daily index
             end -= timedelta(minutes=30)
         start = end - SPAN
-        backend = backends.start("opensearch-1")
+        backend = backends.start(name)
         try:
             loaded, per_doc = 0, STORE_BYTES_PER_DOC_GUESS
             now = [end.timestamp() + 1]
             for i, n in enumerate(sizes):
                 if not _fits_disk(n, loaded, per_doc):
                     break
-                print(f"-- opensearch-1, {n:,} predictions", flush=True)
+                print(f"-- {name}, {n:,} predictions", flush=True)
                 docs, seconds = load_fast(backend.url, n - loaded, start.timestamp(), end.timestamp(), seed=200 + i,
                                           pipeline=loaded == 0)
                 loads.append((n - loaded, docs, seconds, loaded == 0))
@@ -255,7 +262,7 @@ def main(quick: bool) -> None:
             backend.close()
     _print(results, loads)
     if not quick and results:
-        _plot(results)
+        _plot(results, name)
 
 
 def _print(results: list[dict], loads: list[tuple]) -> None:
@@ -281,7 +288,8 @@ def _print(results: list[dict], loads: list[tuple]) -> None:
               f"{max((x[1] for x in s), default=math.nan):,.0f} MB | {median([x[2] for x in s] or [math.nan]):.1f} s |")
 
 
-def _plot(results: list[dict]) -> None:
+def _plot(results: list[dict], name: str) -> None:
+    filename, cluster = BACKENDS[name]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -295,11 +303,11 @@ def _plot(results: list[dict]) -> None:
         ax1.plot(xs, [median(x[0] for x in r["steady"]) for r in rs], "s--", color=colour, label=f"{reader}: steady")
         ax2.plot(xs, [max(x[1] for x in r["cold"] + r["steady"]) for r in rs], "o-", color=colour, label=reader)
     ax1.axhline(5, color="grey", lw=0.8, ls=":")
-    ax1.set(xlabel="window (million predictions)", ylabel="cycle (s)", title="Cycle time, one OpenSearch node")
+    ax1.set(xlabel="window (million predictions)", ylabel="cycle (s)", title=f"Cycle time, {cluster}")
     ax2.axhline(1024, color="grey", lw=0.8, ls=":")
     ax2.set(xlabel="window (million predictions)", ylabel="processor peak RSS (MB)", title="Peak RSS (1 GiB dotted)")
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=90)
-    print(f"wrote {PLOT}")
+    fig.savefig(DOCS / filename, dpi=90)
+    print(f"wrote {DOCS / filename}")

@@ -18,8 +18,8 @@ import time
 import urllib.error
 from typing import Callable
 
-from demo.notification_sink import CHANNELS as CHAT_CHANNELS
 from demo.city import PHASE as CITY_PHASE, CityStory, message_body
+from demo.notification_sink import CHANNELS as CHAT_CHANNELS
 from demo.report import PhaseResult, StatusWriter, email_status, message_monitor, status_line
 from demo.stack import EmbeddedStack
 from demo.traffic import PhaseCounts, TrafficGenerator, TrafficSettings
@@ -49,7 +49,6 @@ class Story:
         self.verdicts: dict[str, Verdict] = {}      # monitor name -> its latest verdict
         self.city = CityStory.shipped(self.settings.seed + len(PHASES) - 1)
         self.city_monitors: tuple[str, ...] = ()    # the monitors the city phase ran for (none: skipped)
-        self._city_durations = None                 # trip_duration's requests of the city phase (normal)
 
     def run(self) -> list[PhaseResult]:
         s = self.settings
@@ -66,13 +65,14 @@ class Story:
                 results.append(self._phase(traffic, name, n))
             city = self._city_traffic() if s.recovery and s.city else None
             if city is not None:
-                results.append(self._phase(traffic, CITY_PHASE, len(city), city))
+                results.append(self._phase(traffic, CITY_PHASE, len(city[0]), *city))
         finally:
             traffic.close()
         return results
 
     def _city_traffic(self):
-        """The city phase's requests (one window of them), or None with a note when it cannot tell its story."""
+        """The city phase's requests, one window of them: (the ranker's, trip_duration's, normal), or
+        None with a note when the phase cannot tell its story."""
         from serving.data import generate_duration_traffic
         window = min(self.settings.normal_requests, self.settings.drift_requests)
         frame = self.city.traffic(window)
@@ -81,8 +81,7 @@ class Story:
             self.notes.append(f"city phase skipped: {reason}")
             return None
         self.city_monitors = tuple(m.name for m in self.city.monitors(self.monitors))
-        self._city_durations = generate_duration_traffic("normal", window, self.city.seed)
-        return frame
+        return frame, generate_duration_traffic("normal", window, self.city.seed)
 
     def idle(self, stop: threading.Event) -> None:
         """Keep the status line alive until `stop` is set (the stack stays up for exploring)."""
@@ -108,12 +107,13 @@ class Story:
                                                  clock=False))
 
     # --- one phase ----------------------------------------------------------------------------
-    def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int, frame=None) -> PhaseResult:
+    def _phase(self, traffic: TrafficGenerator, name: str, n_requests: int, frame=None, durations=None) -> PhaseResult:
+        """One phase: `frame` and `durations` are its requests when given (the city phase's), else
+        TrafficGenerator draws the variant's."""
         started = time.time()
         self.phase_started[name] = started
         self.phase = name
         holder: list[PhaseCounts] = []
-        durations = self._city_durations if frame is not None else None
         sender = threading.Thread(target=lambda: holder.append(traffic.run_phase(name, VARIANTS[name], n_requests,
                                                                                  traffic=frame, durations=durations)),
                                   name=f"traffic-{name}", daemon=True)
@@ -152,11 +152,8 @@ class Story:
                        self.settings.alert_timeout, "recovery: a resolved message on every channel for every monitor",
                        "recovery: waiting for the resolved messages")
         if name == CITY_PHASE and self.stack.prometheus is not None:
-            channels = ("email", *(CHAT_CHANNELS if self.stack.notifications else ()))
-            self._wait(lambda: all(self.city.telling(texts, c, m) for texts in [self._texts_since(started)]
-                                   for c in channels for m in self.city_monitors),
-                       self.settings.alert_timeout, "city: SegmentDrift's message on every channel",
-                       f"city: waiting for SegmentDrift ({self.city.segment})")
+            self._wait(lambda: self._city_told(started), self.settings.alert_timeout,
+                       "city: SegmentDrift's message on every channel", f"city: waiting for SegmentDrift ({self.city.segment})")
         if stall:
             stall.wait_for_messages(started)
         alerts = self._firing_alerts() + (sorted(stall.seen) if stall else [])
@@ -169,6 +166,13 @@ class Story:
                          + "; ".join(f"{m}: {verdicts[m].summary() if m in verdicts else 'no verdict'}"
                                      for m in self.names))
         return result
+
+    def _city_told(self, started: float) -> bool:
+        """Every channel has a firing message since `started` naming SegmentDrift in the city, for every
+        monitor of the city phase."""
+        texts = self._texts_since(started)
+        channels = ("email", *(CHAT_CHANNELS if self.stack.notifications else ()))
+        return all(self.city.telling(texts, c, m) for c in channels for m in self.city_monitors)
 
     def _messages_since(self, started: float) -> list[tuple[str, str, str]]:
         """(channel, monitor, status) of every message of the phase, for the incident rule per monitor."""
