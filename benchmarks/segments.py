@@ -55,10 +55,14 @@ PLOT = REPO_ROOT / "docs" / "segments.png"
 IMPORTANCE = {"conv_rate": 0.41, "acc_rate": 0.29, "avg_daily_trips": 0.30}   # the shipped model's (measured at import below)
 
 
+def shipped():
+    """The shipped driver_ranker monitor over whole windows (no `last`), without estimation."""
+    m = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
+    return dataclasses.replace(m, window_last=None, estimation=None)
+
+
 def monitor():
-    shipped = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
-    return dataclasses.replace(shipped, window_last=None, estimation=None,
-                               segments=SegmentsConfig((FIELD,), max_segments=50, min_rows=100))
+    return dataclasses.replace(shipped(), segments=SegmentsConfig((FIELD,), max_segments=50, min_rows=100))
 
 
 def references(m, count: int, seed0: int) -> list:
@@ -86,12 +90,12 @@ def draw(pool: pd.DataFrame, rng: np.random.Generator, segments: int, shifted: b
     return rows
 
 
-def whole_window_flags(reference, window: pd.DataFrame, alpha: float) -> bool:
-    """The whole window's calibrated verdict on FEATURE (the statistic evaluate() computes, checked
-    equal in tests/test_segments.py)."""
-    null = reference.drift_thresholds.features[FEATURE]
-    score = _RefColumn.of(reference.frame[FEATURE].to_numpy(), "numerical").statistic(window[FEATURE].to_numpy())
-    return score >= null.threshold(len(window), reference.drift_thresholds.feature_alpha())
+def column_flags(reference, window: pd.DataFrame, column: str, alpha: float) -> bool:
+    """The whole window's calibrated test of one numerical column, a feature or the score (the
+    statistic evaluate() computes, checked equal in tests/test_segments.py)."""
+    null = reference.drift_thresholds.features.get(column) or reference.drift_thresholds.prediction
+    score = _RefColumn.of(reference.frame[column].to_numpy(), "numerical").statistic(window[column].to_numpy())
+    return score >= null.threshold(len(window), alpha)
 
 
 def run(refs, pool, m, segments: int, windows: int, shifted: bool, rng) -> dict[str, int]:
@@ -113,7 +117,7 @@ def run(refs, pool, m, segments: int, windows: int, shifted: bool, rng) -> dict[
             causes = rank_causes(None, result, IMPORTANCE)
             counts["first"] += found and result.segments[0].value == "city00" and causes[0].feature == FEATURE
             counts["others"] += any(s.value != "city00" for s in flagged)
-            counts["whole"] += whole_window_flags(ref, window, m.drift.alpha)
+            counts["whole"] += column_flags(ref, window, FEATURE, ref.drift_thresholds.feature_alpha())
     return counts
 
 
@@ -136,9 +140,8 @@ def demo_window(pool: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return rows.assign(target=lambda f: f["target"].astype(float))
 
 
-def demo_story(refs, pool, windows: int, rng) -> dict[str, int]:
-    m = load_monitors(REPO_ROOT / "log_processor/monitors.yaml")[0]
-    m = dataclasses.replace(m, window_last=None, estimation=None)
+def demo_story(refs, pool, m, windows: int, rng) -> dict[str, int]:
+    """`m`: the shipped monitor with its own `segments:` (shipped())."""
     city, feature = str(data.CITY_DRIFT["city"]), str(data.CITY_DRIFT["feature"])
     counts = {"windows": 0, "found": 0, "first": 0, "others": 0, "whole": 0, "prediction": 0, "dataset": 0}
     for i in range(windows):
@@ -159,13 +162,6 @@ def demo_story(refs, pool, windows: int, rng) -> dict[str, int]:
         counts["prediction"] += column_flags(ref, window, SCORE, m.drift.alpha)
         counts["dataset"] += sum(whole.values()) >= m.drift.drift_share * len(whole)
     return counts
-
-
-def column_flags(reference, window: pd.DataFrame, column: str, alpha: float) -> bool:
-    """The whole window's calibrated test of one numerical column (a feature or the score)."""
-    null = reference.drift_thresholds.features.get(column) or reference.drift_thresholds.prediction
-    score = _RefColumn.of(reference.frame[column].to_numpy(), "numerical").statistic(window[column].to_numpy())
-    return score >= null.threshold(len(window), alpha)
 
 
 def plot(rows_fa, rows_power) -> None:
@@ -231,12 +227,13 @@ def main(quick: bool) -> None:
         t = c["windows"]
         print(f"| {n} | {t} | {percent(c['found'], t)} | {percent(c['first'], t)} | {percent(c['others'], t)} | "
               f"{percent(c['whole'], t)} |")
-    c = demo_story(refs, pool, 60 if quick else 400, rng)
+    demo_monitor = shipped()
+    c = demo_story(refs, pool, demo_monitor, 60 if quick else 400, rng)
     t = c["windows"]
     print()
     print(f"The demo's one-city story: {data.CITY_DRIFT['city']} with {data.CITY_DRIFT['share']:.0%} of a "
           f"{DEMO_WINDOW}-row window, {data.CITY_DRIFT['feature']} +{data.CITY_DRIFT['shift']} "
-          f"(the monitor's shipped segments: min_rows {load_monitors(REPO_ROOT / 'log_processor/monitors.yaml')[0].segments.min_rows})")
+          f"(the monitor's shipped segments: min_rows {demo_monitor.segments.min_rows})")
     print("| windows | city found (conv_rate named) | and conv_rate ranked first | another city flagged "
           "| whole window flags conv_rate | whole window flags the score | whole-window dataset drift |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -126,9 +126,9 @@ def read_figures(monitor: Monitor, total: int, aggregations: dict[str, Any]) -> 
 
 def class_key(key: Any) -> str | None:
     """A terms bucket's key as the class names read it: 1 and 1.0 are "1" (a binary label), text stays."""
-    if isinstance(key, bool) or key is None:
-        return None if key is None else str(int(key))
-    if isinstance(key, float) and key.is_integer():
+    if key is None:
+        return None
+    if isinstance(key, bool) or (isinstance(key, float) and key.is_integer()):
         return str(int(key))
     return str(key)
 
